@@ -1,0 +1,44 @@
+// Letterbox preprocessing: resize keeping the aspect ratio, pad to the network's input size.
+//
+// The forward and inverse mappings are exact inverses of each other (up to float rounding):
+// a box mapped to the network input and back lands where it started. Pure, thread-safe.
+#pragma once
+
+#include <opencv2/core/mat.hpp>
+
+#include "protocol/detection.h"
+
+namespace kadr::inference {
+
+enum class PadAnchor {
+  kCenter,   // image centred, padding split on both sides (Ultralytics, NanoDet)
+  kTopLeft,  // image in the top-left corner, padding right and bottom (YOLOX)
+};
+
+struct Letterbox {
+  float scale = 1;  // input pixels per source pixel
+  int pad_x = 0;    // left padding in input pixels
+  int pad_y = 0;    // top padding in input pixels
+  int resized_width = 0;   // size of the scaled image inside the input
+  int resized_height = 0;
+  int input_width = 0;
+  int input_height = 0;
+  int source_width = 0;
+  int source_height = 0;
+};
+
+// Geometry only. Scale = min(input_w/src_w, input_h/src_h) (may upscale small images).
+Letterbox ComputeLetterbox(int source_width, int source_height, int input_width, int input_height,
+                           PadAnchor anchor);
+
+// Resizes `source` into a new input_height x input_width image of the same type, filled with
+// `pad_value` outside the resized area.
+void ApplyLetterbox(const cv::Mat& source, const Letterbox& lb, const cv::Scalar& pad_value,
+                    cv::Mat& out);
+
+// Network-input box -> source-image box, clipped to the source image.
+protocol::Box ToSource(const protocol::Box& input_box, const Letterbox& lb);
+// Source-image box -> network-input box (the forward mapping; used by tests and tools).
+protocol::Box ToInput(const protocol::Box& source_box, const Letterbox& lb);
+
+}  // namespace kadr::inference

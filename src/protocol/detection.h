@@ -1,0 +1,59 @@
+// Detection types: the language-neutral result of running a model on one image.
+//
+// Plain value types with no OpenCV, HTTP or Kafka in sight; their JSON form (protocol/json.h)
+// is part of the public contract documented in docs/protocol.md. Coordinates are in pixels of
+// the original image (after EXIF orientation), origin top-left, x to the right, y down.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kadr::protocol {
+
+// Axis-aligned box: top-left corner plus size, in original image pixels.
+struct Box {
+  float x = 0;
+  float y = 0;
+  float width = 0;
+  float height = 0;
+
+  float area() const { return width > 0 && height > 0 ? width * height : 0.f; }
+  friend bool operator==(const Box&, const Box&) = default;
+};
+
+// Intersection over union of two boxes, in [0, 1].
+float Iou(const Box& a, const Box& b);
+
+// A binary instance mask over an integer rectangle of the image (usually the detection's box,
+// rounded outwards and clipped to the image). `data` is row-major, width*height bytes, 0 or 1.
+struct Mask {
+  int x = 0;
+  int y = 0;
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> data;
+
+  // Number of set pixels.
+  std::int64_t Area() const;
+  bool At(int image_x, int image_y) const;  // false outside the rectangle
+  friend bool operator==(const Mask&, const Mask&) = default;
+};
+
+struct Detection {
+  int class_id = 0;
+  std::string label;
+  float score = 0;
+  Box box;
+  std::optional<Mask> mask;  // set by instance-segmentation models only
+};
+
+// Per-request thresholds; unset fields fall back to the model's own defaults.
+struct DetectOptions {
+  std::optional<float> confidence;  // keep detections scoring at least this, in [0, 1]
+  std::optional<float> iou;         // NMS IoU threshold, in [0, 1]
+  std::vector<int> classes;         // keep only these class ids; empty keeps all
+};
+
+}  // namespace kadr::protocol
