@@ -1,0 +1,75 @@
+#include "cli/app.h"
+
+#include <cstdlib>
+#include <sstream>
+
+#include <opencv2/core.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+
+namespace kadr::cli {
+namespace {
+
+std::vector<std::filesystem::path> SplitPaths(const std::string& s) {
+  std::vector<std::filesystem::path> out;
+  std::stringstream in(s);
+  std::string part;
+  while (std::getline(in, part, ':')) {
+    if (!part.empty()) out.emplace_back(part);
+  }
+  return out;
+}
+
+}  // namespace
+
+inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options) {
+  inference::RegistryOptions r;
+  r.config_file = options.config_file;
+  r.models_dirs = options.models_dirs;
+  return r;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"kadr: computer-vision models as a service"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("kadr ") + KADR_VERSION);
+
+  GlobalOptions global;
+  std::string models_dirs;
+  app.add_option("--config", global.config_file, "model registry config file (JSON)")
+      ->envname("KADR_CONFIG")
+      ->check(CLI::ExistingFile);
+  app.add_option("--models-dir", models_dirs,
+                 "folders scanned for *.onnx models, ':'-separated (default: ./models)")
+      ->envname("KADR_MODELS_DIR");
+  app.add_option("--threads", global.threads, "CPU threads for inference (0 = all cores)")
+      ->envname("KADR_THREADS")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error")
+      ->envname("KADR_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  const std::vector<Command> commands = {AddDetectCommand(app, global),
+                                         AddModelsCommand(app, global)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  global.models_dirs = models_dirs.empty() ? std::vector<std::filesystem::path>{"models"}
+                                           : SplitPaths(models_dirs);
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kadr"));
+  spdlog::set_level(spdlog::level::from_str(global.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (global.threads > 0) cv::setNumThreads(global.threads);
+
+  for (const auto& command : commands) {
+    if (command.app->parsed()) return command.run();
+  }
+  return 2;
+}
+
+}  // namespace kadr::cli
