@@ -3,7 +3,7 @@
 # Headers are included by module path ("imaging/decode.h") from src/.
 function(kadr_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-                                           -Wno-deprecated-enum-enum-conversion)
+                                           -Wno-deprecated-enum-enum-conversion -Wno-missing-field-initializers)
   if(KADR_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
