@@ -27,16 +27,20 @@ struct Letterbox {
   int source_height = 0;
 };
 
-// Geometry only. Scale = min(input_w/src_w, input_h/src_h) (may upscale small images).
+// Geometry only. Scale = min(input_w/src_w, input_h/src_h) (may upscale small images); the
+// resized size is round(src * scale), at least 1 px. kCenter puts floor(padding / 2) on the
+// left/top and the odd pixel, if any, on the right/bottom (Ultralytics' round(d -/+ 0.1)).
+// A zero-sized source gives resized 0 x 0 (all padding).
 Letterbox ComputeLetterbox(int source_width, int source_height, int input_width, int input_height,
                            PadAnchor anchor);
 
-// Resizes `source` into a new input_height x input_width image of the same type, filled with
-// `pad_value` outside the resized area.
+// Resizes `source` (bilinear) into an input_height x input_width image of the same type, filled
+// with `pad_value` outside the resized area. `out` is reused when it already has that size and
+// type (no allocation on the hot path), reallocated otherwise.
 void ApplyLetterbox(const cv::Mat& source, const Letterbox& lb, const cv::Scalar& pad_value,
                     cv::Mat& out);
 
-// Network-input box -> source-image box, clipped to the source image.
+// Network-input box -> source-image box: (x - pad) / scale, clipped to the source image.
 protocol::Box ToSource(const protocol::Box& input_box, const Letterbox& lb);
 // Source-image box -> network-input box (the forward mapping; used by tests and tools).
 protocol::Box ToInput(const protocol::Box& source_box, const Letterbox& lb);
