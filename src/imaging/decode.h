@@ -3,15 +3,22 @@
 // JPEG goes through libjpeg-turbo's TurboJPEG API; PNG, BMP, WebP and TIFF through OpenCV.
 // The EXIF orientation of JPEGs is applied, so the result is upright as a person sees it.
 // Grayscale, gray+alpha, BGRA, CMYK and 16-bit inputs are all converted to 8-bit BGR
-// (OpenCV's channel order; convert with cv::cvtColor where RGB is needed).
+// (OpenCV's channel order; convert with cv::cvtColor where RGB is needed):
+//   - alpha is dropped, not composited (as cv::imread(IMREAD_COLOR) and PIL's convert("RGB") do);
+//   - 16-bit samples are scaled by 1/256; other sample types (float TIFF) are kUnsupported;
+//   - CMYK/YCCK JPEGs use the naive formula without colour management; files with an Adobe
+//     APP14 marker are read as inverted CMYK (Photoshop's convention), others as plain CMYK.
+// A JPEG that ends early is an error ("truncated JPEG"), not an image padded with grey.
+// Classic TIFF only (BigTIFF is kUnsupported); for multi-page TIFF, the first page.
 //
 // Limits are checked from the header before any pixel buffer is allocated, so a
 // 60000x60000 "bomb" costs a few bytes of parsing, not 10 GB.
 //
 // All functions are pure and thread-safe. Errors (never exceptions):
-//   kInvalidArgument  empty input, truncated file, corrupt data
-//   kUnsupported      not one of the supported formats
-//   kTooLarge         over DecodeLimits::max_bytes or max_pixels / max_side
+//   kInvalidArgument  empty input, truncated file, corrupt data, width or height of 0
+//   kUnsupported      not one of the supported formats, or an unsupported sample type
+//   kTooLarge         over DecodeLimits::max_bytes or max_pixels / max_side (the size is
+//                     checked before anything else, so an oversized input is never parsed)
 #pragma once
 
 #include <cstdint>
@@ -40,7 +47,7 @@ struct DecodeLimits {
 // What the header says, without decoding pixels.
 struct ImageInfo {
   ImageFormat format = ImageFormat::kUnknown;
-  int width = 0;   // as stored, before EXIF orientation
+  int width = 0;  // as stored, before EXIF orientation
   int height = 0;
   int orientation = 1;  // EXIF orientation 1..8 (JPEG only; 1 otherwise)
 };

@@ -15,8 +15,8 @@
 namespace kadr::imaging {
 
 struct JpegOptions {
-  int quality = 85;          // 1..100
-  bool subsample_420 = true; // 4:2:0 chroma (smaller, standard); false gives 4:4:4
+  int quality = 85;           // 1..100
+  bool subsample_420 = true;  // 4:2:0 chroma (smaller, standard); false gives 4:4:4
 };
 
 // Encodes a BGR (CV_8UC3) or grayscale (CV_8UC1) image.
