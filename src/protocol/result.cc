@@ -1,11 +1,25 @@
 #include "protocol/result.h"
 
+#include <cstdint>
+
 #include <nlohmann/json.hpp>
 
 namespace kadr::protocol {
 namespace {
 
 using nlohmann::json;
+
+// Largest mask accepted from JSON, pixels: the decoder's own image limit.
+constexpr std::int64_t kMaxMaskPixels = 50'000'000;
+
+// Integer fields must be JSON integers: a float like 1e30 would be UB to convert.
+int IntField(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_number_integer()) throw json::type_error::create(302, std::string(key) + " must be an integer", &v);
+  const auto x = v.get<std::int64_t>();
+  if (x < INT32_MIN || x > INT32_MAX) throw json::out_of_range::create(406, std::string(key) + " is out of range", &v);
+  return static_cast<int>(x);
+}
 
 json BoxJson(const Box& b) {
   return {{"x", b.x}, {"y", b.y}, {"width", b.width}, {"height", b.height}};
@@ -42,6 +56,15 @@ std::vector<std::int64_t> EncodeMaskRle(const Mask& mask) {
 
 Result<std::vector<std::uint8_t>> DecodeMaskRle(const std::vector<std::int64_t>& counts,
                                                 std::size_t total) {
+  // Check the runs before allocating: the sizes come from untrusted JSON.
+  std::size_t sum = 0;
+  for (std::int64_t run : counts) {
+    if (run < 0 || static_cast<std::size_t>(run) > total - sum) {
+      return InvalidArgumentError("mask rle runs do not add up to width*height");
+    }
+    sum += static_cast<std::size_t>(run);
+  }
+  if (sum != total) return InvalidArgumentError("mask rle runs do not add up to width*height");
   std::vector<std::uint8_t> data;
   data.reserve(total);
   std::uint8_t bit = 0;
@@ -76,12 +99,12 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
     }
     DetectionResult r;
     r.model = j.at("model").get<std::string>();
-    r.image_width = j.at("image").at("width").get<int>();
-    r.image_height = j.at("image").at("height").get<int>();
+    r.image_width = IntField(j.at("image"), "width");
+    r.image_height = IntField(j.at("image"), "height");
     if (j.contains("timings_ms")) r.timings_ms = j["timings_ms"].get<std::map<std::string, double>>();
     for (const auto& jd : j.at("detections")) {
       Detection d;
-      d.class_id = jd.at("class_id").get<int>();
+      d.class_id = IntField(jd, "class_id");
       d.label = jd.at("label").get<std::string>();
       d.score = jd.at("score").get<float>();
       const auto& b = jd.at("box");
@@ -90,11 +113,14 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
       if (jd.contains("mask")) {
         const auto& jm = jd["mask"];
         Mask m;
-        m.x = jm.at("x").get<int>();
-        m.y = jm.at("y").get<int>();
-        m.width = jm.at("width").get<int>();
-        m.height = jm.at("height").get<int>();
+        m.x = IntField(jm, "x");
+        m.y = IntField(jm, "y");
+        m.width = IntField(jm, "width");
+        m.height = IntField(jm, "height");
         if (m.width < 0 || m.height < 0) return InvalidArgumentError("mask has a negative size");
+        if (static_cast<std::int64_t>(m.width) * m.height > kMaxMaskPixels) {
+          return InvalidArgumentError("mask is larger than " + std::to_string(kMaxMaskPixels) + " pixels");
+        }
         ASSIGN_OR_RETURN(m.data, DecodeMaskRle(jm.at("rle").get<std::vector<std::int64_t>>(),
                                                static_cast<std::size_t>(m.width) * m.height));
         d.mask = std::move(m);

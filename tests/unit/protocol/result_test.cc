@@ -1,0 +1,295 @@
+#include "protocol/result.h"
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace kadr::protocol {
+namespace {
+
+using nlohmann::json;
+
+DetectionResult SampleResult(bool with_mask) {
+  DetectionResult r;
+  r.model = "yolox-s";
+  r.image_width = 640;
+  r.image_height = 480;
+  Detection person;
+  person.class_id = 0;
+  person.label = "person";
+  person.score = 0.87f;
+  person.box = {10.5f, 20.25f, 100.f, 200.f};
+  if (with_mask) person.mask = Mask{10, 20, 4, 3, {0, 1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 0}};
+  Detection dog;
+  dog.class_id = 16;
+  dog.label = "dog";
+  dog.score = 0.31f;
+  dog.box = {300.f, 310.f, 40.f, 30.f};
+  r.detections = {person, dog};
+  r.timings_ms = {{"decode", 1.5}, {"inference", 18.25}};
+  return r;
+}
+
+void ExpectSameResult(const DetectionResult& a, const DetectionResult& b) {
+  EXPECT_EQ(a.model, b.model);
+  EXPECT_EQ(a.image_width, b.image_width);
+  EXPECT_EQ(a.image_height, b.image_height);
+  EXPECT_EQ(a.timings_ms, b.timings_ms);
+  ASSERT_EQ(a.detections.size(), b.detections.size());
+  for (std::size_t i = 0; i < a.detections.size(); ++i) {
+    const Detection& x = a.detections[i];
+    const Detection& y = b.detections[i];
+    EXPECT_EQ(x.class_id, y.class_id) << i;
+    EXPECT_EQ(x.label, y.label) << i;
+    EXPECT_EQ(x.score, y.score) << i;
+    EXPECT_EQ(x.box, y.box) << i;
+    EXPECT_EQ(x.mask, y.mask) << i;
+  }
+}
+
+std::set<std::string> Keys(const json& object) {
+  std::set<std::string> keys;
+  for (const auto& [key, value] : object.items()) keys.insert(key);
+  return keys;
+}
+
+TEST(ResultJsonTest, RoundTripsWithoutMasks) {
+  const DetectionResult r = SampleResult(/*with_mask=*/false);
+  auto decoded = ResultFromJson(ToJson(r));
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  ExpectSameResult(*decoded, r);
+}
+
+TEST(ResultJsonTest, RoundTripsWithMasks) {
+  const DetectionResult r = SampleResult(/*with_mask=*/true);
+  auto decoded = ResultFromJson(ToJson(r));
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  ExpectSameResult(*decoded, r);
+  ASSERT_TRUE(decoded->detections[0].mask.has_value());
+  EXPECT_FALSE(decoded->detections[1].mask.has_value());
+}
+
+TEST(ResultJsonTest, RoundTripsPrettyPrintedJson) {
+  const DetectionResult r = SampleResult(/*with_mask=*/true);
+  const std::string pretty = ToJson(r, 2);
+  EXPECT_NE(pretty.find('\n'), std::string::npos);
+  EXPECT_EQ(ToJson(r).find('\n'), std::string::npos);
+  auto decoded = ResultFromJson(pretty);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  ExpectSameResult(*decoded, r);
+}
+
+TEST(ResultJsonTest, RoundTripsAnEmptyResult) {
+  DetectionResult r;
+  r.model = "m";
+  auto decoded = ResultFromJson(ToJson(r));
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  ExpectSameResult(*decoded, r);
+}
+
+TEST(ResultJsonTest, EncodesInvalidUtf8LabelsWithoutFailing) {
+  DetectionResult r = SampleResult(false);
+  r.detections[0].label = "bad\xff";
+  const std::string text = ToJson(r);
+  EXPECT_TRUE(json::accept(text));
+}
+
+// The JSON layout is a public contract (docs/protocol.md): renaming a field breaks consumers.
+TEST(ResultJsonTest, UsesTheDocumentedFieldNames) {
+  const json j = json::parse(ToJson(SampleResult(/*with_mask=*/true)));
+  EXPECT_EQ(Keys(j), (std::set<std::string>{"schema_version", "model", "image", "detections",
+                                            "timings_ms"}));
+  EXPECT_EQ(j["schema_version"], kResultSchemaVersion);
+  EXPECT_EQ(j["schema_version"], 1);
+  EXPECT_EQ(j["model"], "yolox-s");
+  EXPECT_EQ(Keys(j["image"]), (std::set<std::string>{"width", "height"}));
+  EXPECT_EQ(j["image"]["width"], 640);
+  EXPECT_EQ(j["image"]["height"], 480);
+  EXPECT_EQ(j["timings_ms"]["inference"], 18.25);
+
+  ASSERT_TRUE(j["detections"].is_array());
+  ASSERT_EQ(j["detections"].size(), 2u);
+  const json& with_mask = j["detections"][0];
+  EXPECT_EQ(Keys(with_mask), (std::set<std::string>{"class_id", "label", "score", "box", "mask"}));
+  EXPECT_EQ(with_mask["class_id"], 0);
+  EXPECT_EQ(with_mask["label"], "person");
+  EXPECT_NEAR(with_mask["score"].get<double>(), 0.87, 1e-6);
+  EXPECT_EQ(Keys(with_mask["box"]), (std::set<std::string>{"x", "y", "width", "height"}));
+  EXPECT_EQ(with_mask["box"]["x"], 10.5);
+  EXPECT_EQ(with_mask["box"]["y"], 20.25);
+  EXPECT_EQ(with_mask["box"]["width"], 100.0);
+  EXPECT_EQ(with_mask["box"]["height"], 200.0);
+  EXPECT_EQ(Keys(with_mask["mask"]), (std::set<std::string>{"x", "y", "width", "height", "rle"}));
+  EXPECT_EQ(with_mask["mask"]["x"], 10);
+  EXPECT_EQ(with_mask["mask"]["y"], 20);
+  EXPECT_EQ(with_mask["mask"]["width"], 4);
+  EXPECT_EQ(with_mask["mask"]["height"], 3);
+  EXPECT_EQ(with_mask["mask"]["rle"], (std::vector<std::int64_t>{1, 2, 1, 4, 2, 1, 1}));
+
+  // A detection without a mask has no "mask" key at all (not null).
+  EXPECT_EQ(Keys(j["detections"][1]), (std::set<std::string>{"class_id", "label", "score", "box"}));
+}
+
+TEST(ResultJsonTest, AcceptsAMissingTimingsObject) {
+  auto decoded = ResultFromJson(
+      R"({"schema_version":1,"model":"m","image":{"width":2,"height":3},"detections":[]})");
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_TRUE(decoded->timings_ms.empty());
+  EXPECT_EQ(decoded->image_width, 2);
+  EXPECT_EQ(decoded->image_height, 3);
+}
+
+TEST(ResultJsonTest, RejectsMalformedJson) {
+  for (const char* text : {"", "{", "not json", "[]", "42", "null", R"("a string")",
+                           R"({"schema_version":1,"model":"m")"}) {
+    auto decoded = ResultFromJson(text);
+    ASSERT_FALSE(decoded.has_value()) << text;
+    EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument) << text;
+  }
+}
+
+TEST(ResultJsonTest, RejectsMissingOrMistypedFields) {
+  const char* cases[] = {
+      R"({"schema_version":1})",
+      R"({"schema_version":1,"image":{"width":2,"height":3},"detections":[]})",
+      R"({"schema_version":1,"model":5,"image":{"width":2,"height":3},"detections":[]})",
+      R"({"schema_version":1,"model":"m","image":{"width":2},"detections":[]})",
+      R"({"schema_version":1,"model":"m","image":{"width":2,"height":3}})",
+      R"({"schema_version":1,"model":"m","image":{"width":2,"height":3},"detections":[{}]})",
+      R"({"schema_version":1,"model":"m","image":{"width":2,"height":3},"detections":[)"
+      R"({"class_id":0,"label":"a","score":0.5,"box":{"x":0,"y":0,"width":1}}]})",
+      R"({"schema_version":1,"model":"m","image":{"width":2,"height":3},"detections":[)"
+      R"({"class_id":"zero","label":"a","score":0.5,"box":{"x":0,"y":0,"width":1,"height":1}}]})",
+      R"({"schema_version":1,"model":"m","image":{"width":2,"height":3},"detections":[],)"
+      R"("timings_ms":{"inference":"fast"}})",
+      R"({"schema_version":"1","model":"m","image":{"width":2,"height":3},"detections":[]})",
+  };
+  for (const char* text : cases) {
+    auto decoded = ResultFromJson(text);
+    ASSERT_FALSE(decoded.has_value()) << text;
+    EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument) << text;
+  }
+}
+
+TEST(ResultJsonTest, NamesTheMissingField) {
+  auto decoded =
+      ResultFromJson(R"({"schema_version":1,"image":{"width":2,"height":3},"detections":[]})");
+  ASSERT_FALSE(decoded.has_value());
+  EXPECT_NE(decoded.error().message().find("model"), std::string::npos)
+      << decoded.error().message();
+}
+
+TEST(ResultJsonTest, RejectsOtherSchemaVersions) {
+  json j = json::parse(ToJson(SampleResult(false)));
+  for (int version : {0, 2, -1, 100}) {
+    j["schema_version"] = version;
+    auto decoded = ResultFromJson(j.dump());
+    ASSERT_FALSE(decoded.has_value()) << version;
+    EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument) << version;
+  }
+  j.erase("schema_version");
+  auto decoded = ResultFromJson(j.dump());
+  ASSERT_FALSE(decoded.has_value());
+  EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ResultJsonTest, RejectsMaskRunsThatDoNotAddUp) {
+  json j = json::parse(ToJson(SampleResult(/*with_mask=*/true)));
+  for (const auto& rle :
+       {json::array({1, 2, 1}), json::array({12, 1}), json::array({-1, 13}), json::array()}) {
+    j["detections"][0]["mask"]["rle"] = rle;
+    auto decoded = ResultFromJson(j.dump());
+    ASSERT_FALSE(decoded.has_value()) << rle.dump();
+    EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument) << rle.dump();
+  }
+}
+
+TEST(ResultJsonTest, RejectsMasksWithNegativeSize) {
+  json j = json::parse(ToJson(SampleResult(/*with_mask=*/true)));
+  j["detections"][0]["mask"]["width"] = -4;
+  j["detections"][0]["mask"]["rle"] = json::array({0});
+  auto decoded = ResultFromJson(j.dump());
+  ASSERT_FALSE(decoded.has_value());
+  EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument);
+}
+
+// --- Mask run-length encoding -------------------------------------------------------------
+
+Mask MaskOf(std::vector<std::uint8_t> data) {
+  return Mask{0, 0, static_cast<int>(data.size()), 1, std::move(data)};
+}
+
+void ExpectRoundTrip(const std::vector<std::uint8_t>& data) {
+  const auto counts = EncodeMaskRle(MaskOf(data));
+  auto decoded = DecodeMaskRle(counts, data.size());
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_EQ(*decoded, data);
+}
+
+TEST(MaskRleTest, EncodesAllZerosAsOneRun) {
+  EXPECT_EQ(EncodeMaskRle(MaskOf({0, 0, 0, 0, 0})), (std::vector<std::int64_t>{5}));
+  ExpectRoundTrip({0, 0, 0, 0, 0});
+}
+
+TEST(MaskRleTest, EncodesAllOnesAfterAnEmptyZeroRun) {
+  EXPECT_EQ(EncodeMaskRle(MaskOf({1, 1, 1, 1})), (std::vector<std::int64_t>{0, 4}));
+  ExpectRoundTrip({1, 1, 1, 1});
+}
+
+TEST(MaskRleTest, StartsWithAZeroLengthRunWhenTheFirstPixelIsSet) {
+  EXPECT_EQ(EncodeMaskRle(MaskOf({1, 1, 0, 0, 0, 1})), (std::vector<std::int64_t>{0, 2, 3, 1}));
+  ExpectRoundTrip({1, 1, 0, 0, 0, 1});
+}
+
+TEST(MaskRleTest, EncodesAlternatingPixelsAsRunsOfOne) {
+  EXPECT_EQ(EncodeMaskRle(MaskOf({0, 1, 0, 1, 0, 1})),
+            (std::vector<std::int64_t>{1, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(EncodeMaskRle(MaskOf({1, 0, 1, 0})), (std::vector<std::int64_t>{0, 1, 1, 1, 1}));
+  ExpectRoundTrip({0, 1, 0, 1, 0, 1});
+  ExpectRoundTrip({1, 0, 1, 0});
+}
+
+TEST(MaskRleTest, EncodesAnEmptyMaskAsOneEmptyRun) {
+  EXPECT_EQ(EncodeMaskRle(Mask{}), (std::vector<std::int64_t>{0}));
+  auto decoded = DecodeMaskRle({0}, 0);
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_TRUE(decoded->empty());
+}
+
+TEST(MaskRleTest, TreatsAnyNonZeroByteAsSet) {
+  EXPECT_EQ(EncodeMaskRle(MaskOf({0, 255, 7, 0})), (std::vector<std::int64_t>{1, 2, 1}));
+}
+
+TEST(MaskRleTest, RoundTripsALargeMask) {
+  std::vector<std::uint8_t> data(100 * 80);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = ((i / 7) % 3 == 0) ? 1 : 0;
+  ExpectRoundTrip(data);
+}
+
+TEST(MaskRleTest, RejectsRunsThatDoNotAddUp) {
+  struct Case {
+    std::vector<std::int64_t> counts;
+    std::size_t total;
+  };
+  const Case cases[] = {
+      {{3}, 4},         // too few
+      {{3, 2}, 4},      // too many
+      {{0, 5}, 4},      // too many ones
+      {{}, 4},          // nothing
+      {{-1, 5}, 4},     // negative run
+      {{2, -1, 3}, 4},  // negative run in the middle
+      {{1}, 0},         // non-empty for an empty mask
+  };
+  for (const Case& c : cases) {
+    auto decoded = DecodeMaskRle(c.counts, c.total);
+    ASSERT_FALSE(decoded.has_value()) << ::testing::PrintToString(c.counts) << " total " << c.total;
+    EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument);
+  }
+}
+
+}  // namespace
+}  // namespace kadr::protocol
