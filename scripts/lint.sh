@@ -34,7 +34,7 @@ clang_format="$(pick clang-format-14 clang-format)" || {
   echo "lint: clang-format not found (apt-get install clang-format)" >&2
   exit 2
 }
-mapfile -t format_files < <(find src tests bench -type f \( -name '*.h' -o -name '*.cc' \) \
+mapfile -t format_files < <(find src tests bench tools -type f \( -name '*.h' -o -name '*.cc' \) \
                               2>/dev/null | LC_ALL=C sort)
 echo "lint: $clang_format on ${#format_files[@]} files"
 if ((${#format_files[@]} > 0)); then

@@ -59,8 +59,8 @@ int Run(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  global.models_dirs = models_dirs.empty() ? std::vector<std::filesystem::path>{"models"}
-                                           : SplitPaths(models_dirs);
+  global.models_dirs =
+      models_dirs.empty() ? std::vector<std::filesystem::path>{"models"} : SplitPaths(models_dirs);
   spdlog::set_default_logger(spdlog::stderr_color_mt("kadr"));
   spdlog::set_level(spdlog::level::from_str(global.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

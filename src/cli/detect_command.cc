@@ -56,7 +56,8 @@ Result<std::vector<std::uint8_t>> ReadFile(const std::filesystem::path& path) {
                                      imaging::DecodeLimits{}.max_bytes));
   }
   std::ifstream in(path, std::ios::binary);
-  std::vector<std::uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::vector<std::uint8_t> bytes{std::istreambuf_iterator<char>(in),
+                                  std::istreambuf_iterator<char>()};
   if (bytes.size() != size) return InvalidArgumentError("short read");
   return bytes;
 }
@@ -120,8 +121,9 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
       ++failures;
       if (args.json) {
         nlohmann::json j = {{"file", image},
-                            {"error", {{"code", StatusCodeName(processed.error().code())},
-                                       {"message", processed.error().message()}}}};
+                            {"error",
+                             {{"code", StatusCodeName(processed.error().code())},
+                              {"message", processed.error().message()}}}};
         fmt::print("{}\n", j.dump());
       }
       fmt::print(stderr, "{}: error: {}\n", image, processed.error().ToString());
@@ -152,10 +154,11 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
       fmt::print("{}: {}x{}, {} detections{}{}\n", image, r.image_width, r.image_height,
                  r.detections.size(), r.detections.empty() ? "" : ": ", Summary(r));
       if (!annotated.empty()) fmt::print("  annotated image: {}\n", annotated);
-      fmt::print("  ms: decode {:.1f}, preprocess {:.1f}, inference {:.1f}, postprocess {:.1f}, "
-                 "draw {:.1f}, encode {:.1f}, total {:.1f}\n",
-                 ms("decode"), ms("preprocess"), ms("inference"), ms("postprocess"), ms("draw"),
-                 ms("encode"), ms("total"));
+      fmt::print(
+          "  ms: decode {:.1f}, preprocess {:.1f}, inference {:.1f}, postprocess {:.1f}, "
+          "draw {:.1f}, encode {:.1f}, total {:.1f}\n",
+          ms("decode"), ms("preprocess"), ms("inference"), ms("postprocess"), ms("draw"),
+          ms("encode"), ms("total"));
     }
     std::fflush(stdout);
   }
@@ -172,7 +175,8 @@ Command AddDetectCommand(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--iou", args->iou, "NMS IoU threshold, 0..1 (model default if unset)")
       ->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--classes", args->classes, "keep only these classes: names or ids, comma-separated");
+  sub->add_option("--classes", args->classes,
+                  "keep only these classes: names or ids, comma-separated");
   sub->add_option("--out,-o", args->out_dir, "folder for annotated images")->capture_default_str();
   sub->add_flag("--json", args->json, "print one JSON object per image on stdout");
   sub->add_flag("--no-draw", args->no_draw, "detections only: no annotated images");

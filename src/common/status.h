@@ -57,22 +57,30 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgumentError(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgumentError(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFoundError(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status TooLargeError(std::string m) { return {StatusCode::kTooLarge, std::move(m)}; }
 inline Status UnsupportedError(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
-inline Status ResourceExhaustedError(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
-inline Status FailedPreconditionError(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
+inline Status ResourceExhaustedError(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
+inline Status FailedPreconditionError(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
-inline Status DeadlineExceededError(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
+inline Status DeadlineExceededError(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
 
 // Either a value or a non-OK Status. Constructing from an OK Status is a programming error.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!std::get<Status>(v_).ok() && "Result built from an OK Status");
   }
@@ -101,7 +109,9 @@ class [[nodiscard]] Result {
 namespace detail {
 inline Status ToStatus(const Status& s) { return s; }
 template <typename T>
-Status ToStatus(const Result<T>& r) { return r.status(); }
+Status ToStatus(const Result<T>& r) {
+  return r.status();
+}
 }  // namespace detail
 
 }  // namespace kadr
@@ -110,18 +120,17 @@ Status ToStatus(const Result<T>& r) { return r.status(); }
 #define KADR_CONCAT(a, b) KADR_CONCAT_INNER(a, b)
 
 // Returns the Status of `expr` (a Status or Result) from the current function when it is not OK.
-#define RETURN_IF_ERROR(expr)                                     \
-  do {                                                            \
-    if (auto kadr_status_ = ::kadr::detail::ToStatus((expr));     \
-        !kadr_status_.ok()) {                                     \
-      return kadr_status_;                                        \
-    }                                                             \
+#define RETURN_IF_ERROR(expr)                                                       \
+  do {                                                                              \
+    if (auto kadr_status_ = ::kadr::detail::ToStatus((expr)); !kadr_status_.ok()) { \
+      return kadr_status_;                                                          \
+    }                                                                               \
   } while (false)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` declares x from the Result's value or returns its error.
 #define ASSIGN_OR_RETURN(lhs, expr) \
   KADR_ASSIGN_OR_RETURN_IMPL(KADR_CONCAT(kadr_result_, __LINE__), lhs, expr)
-#define KADR_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                               \
+#define KADR_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)     \
+  auto tmp = (expr);                                   \
   if (!tmp.has_value()) return std::move(tmp).error(); \
   lhs = std::move(tmp).value()

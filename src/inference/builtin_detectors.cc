@@ -62,7 +62,8 @@ class ClassicDetector : public Detector {
                  static_cast<float>(r.width / scale), static_cast<float>(r.height / scale)};
         if (d.box.area() > 0) dets.push_back(std::move(d));
       }
-      std::sort(dets.begin(), dets.end(), [](const auto& a, const auto& b) { return a.score > b.score; });
+      std::sort(dets.begin(), dets.end(),
+                [](const auto& a, const auto& b) { return a.score > b.score; });
       // Both detectors already group overlapping windows; this removes what is left.
       std::vector<protocol::Detection> kept;
       for (auto& d : dets) {
@@ -93,7 +94,8 @@ class HogPeopleDetector final : public ClassicDetector {
   }
 
  protected:
-  void Scan(const cv::Mat& bgr, std::vector<cv::Rect>& rects, std::vector<double>& margins) override {
+  void Scan(const cv::Mat& bgr, std::vector<cv::Rect>& rects,
+            std::vector<double>& margins) override {
     hog_.detectMultiScale(bgr, rects, margins, /*hitThreshold=*/0, cv::Size(8, 8), cv::Size(),
                           /*scale=*/1.05, /*groupThreshold=*/2);
   }
@@ -104,11 +106,13 @@ class HogPeopleDetector final : public ClassicDetector {
 
 class HaarFaceDetector final : public ClassicDetector {
  public:
-  HaarFaceDetector(ModelInfo info, cv::CascadeClassifier cascade)
-      : ClassicDetector(std::move(info)), cascade_(std::move(cascade)) {}
+  // cv::CascadeClassifier is a reference-counted handle: the copy shares the loaded cascade.
+  HaarFaceDetector(ModelInfo info, const cv::CascadeClassifier& cascade)
+      : ClassicDetector(std::move(info)), cascade_(cascade) {}
 
  protected:
-  void Scan(const cv::Mat& bgr, std::vector<cv::Rect>& rects, std::vector<double>& margins) override {
+  void Scan(const cv::Mat& bgr, std::vector<cv::Rect>& rects,
+            std::vector<double>& margins) override {
     cv::cvtColor(bgr, gray_, cv::COLOR_BGR2GRAY);
     cv::equalizeHist(gray_, gray_);
     std::vector<int> levels;
@@ -169,13 +173,14 @@ Result<std::unique_ptr<Detector>> CreateBuiltinDetector(const ModelSpec& spec) {
       cv::CascadeClassifier cascade;
       try {
         if (!cascade.load(spec.path.string())) {
-          return UnsupportedError("model '" + spec.name + "': cannot load cascade " + spec.path.string());
+          return UnsupportedError("model '" + spec.name + "': cannot load cascade " +
+                                  spec.path.string());
         }
       } catch (const cv::Exception& e) {
         return UnsupportedError("model '" + spec.name + "': cannot load cascade: " + e.what());
       }
-      return std::unique_ptr<Detector>(std::make_unique<HaarFaceDetector>(
-          BuiltinInfo(spec, "opencv-haar", "face"), std::move(cascade)));
+      return std::unique_ptr<Detector>(
+          std::make_unique<HaarFaceDetector>(BuiltinInfo(spec, "opencv-haar", "face"), cascade));
     }
     default:
       return InvalidArgumentError("model '" + spec.name + "' is not a built-in family");

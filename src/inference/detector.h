@@ -23,12 +23,12 @@ namespace kadr::inference {
 struct ModelInfo {
   std::string name;
   ModelFamily family = ModelFamily::kAuto;
-  std::string backend;          // e.g. "opencv-dnn/cpu", "opencv-hog"
-  int input_width = 0;          // network input size; 0 for size-agnostic built-ins
+  std::string backend;  // e.g. "opencv-dnn/cpu", "opencv-hog"
+  int input_width = 0;  // network input size; 0 for size-agnostic built-ins
   int input_height = 0;
   std::vector<std::string> labels;  // class id -> name
-  bool has_masks = false;       // instance segmentation
-  int max_batch = 1;            // images per forward pass (>1 when the input batch is dynamic)
+  bool has_masks = false;           // instance segmentation
+  int max_batch = 1;                // images per forward pass (>1 when the input batch is dynamic)
   float default_confidence = 0.25f;
   float default_iou = 0.45f;
   std::vector<std::string> notes;  // load-time facts worth showing (graph rewrites, warnings)
@@ -37,7 +37,7 @@ struct ModelInfo {
 // Milliseconds spent per stage for one Detect() call (whole batch).
 struct DetectTimings {
   double preprocess_ms = 0;
-  double inference_ms = 0;   // forward() only
+  double inference_ms = 0;  // forward() only
   double postprocess_ms = 0;
 };
 

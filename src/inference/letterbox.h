@@ -16,10 +16,10 @@ enum class PadAnchor {
 };
 
 struct Letterbox {
-  float scale = 1;  // input pixels per source pixel
-  int pad_x = 0;    // left padding in input pixels
-  int pad_y = 0;    // top padding in input pixels
-  int resized_width = 0;   // size of the scaled image inside the input
+  float scale = 1;        // input pixels per source pixel
+  int pad_x = 0;          // left padding in input pixels
+  int pad_y = 0;          // top padding in input pixels
+  int resized_width = 0;  // size of the scaled image inside the input
   int resized_height = 0;
   int input_width = 0;
   int input_height = 0;

@@ -29,8 +29,8 @@ fs::path Resolve(const fs::path& base, const std::string& p) {
 
 Status ParseSpecObject(const json& j, const fs::path& base, ModelSpec& spec) {
   static const std::set<std::string> kKeys = {
-      "name", "path", "family", "labels", "labels_file", "confidence", "iou", "input_width",
-      "input_height", "swap_rb", "mean", "std", "pad", "pad_value"};
+      "name",        "path",         "family",  "labels", "labels_file", "confidence", "iou",
+      "input_width", "input_height", "swap_rb", "mean",   "std",         "pad",        "pad_value"};
   if (!j.is_object()) return InvalidArgumentError("a model entry must be a JSON object");
   for (const auto& [key, value] : j.items()) {
     if (!kKeys.count(key)) return InvalidArgumentError("unknown key '" + key + "'");
@@ -43,7 +43,8 @@ Status ParseSpecObject(const json& j, const fs::path& base, ModelSpec& spec) {
     }
     if (j.contains("labels")) spec.labels = j["labels"].get<std::vector<std::string>>();
     if (j.contains("labels_file")) {
-      ASSIGN_OR_RETURN(spec.labels, ReadLabelsFile(Resolve(base, j["labels_file"].get<std::string>())));
+      ASSIGN_OR_RETURN(spec.labels,
+                       ReadLabelsFile(Resolve(base, j["labels_file"].get<std::string>())));
     }
     auto unit = [&](const char* key, std::optional<float>& out) -> Status {
       if (!j.contains(key)) return Status::Ok();
@@ -90,9 +91,12 @@ std::optional<fs::path> SoleNamesFile(const fs::path& dir) {
 
 std::string_view LoadStateName(LoadState state) {
   switch (state) {
-    case LoadState::kNotLoaded: return "not_loaded";
-    case LoadState::kReady: return "ready";
-    case LoadState::kFailed: return "failed";
+    case LoadState::kNotLoaded:
+      return "not_loaded";
+    case LoadState::kReady:
+      return "ready";
+    case LoadState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
@@ -129,7 +133,8 @@ Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptio
       sidecar.replace_extension(".json");
       if (fs::exists(sidecar, ec)) {
         ASSIGN_OR_RETURN(std::string text, ReadText(sidecar));
-        RETURN_IF_ERROR(ParseModelSpecJson(text, dir, spec).WithContext("sidecar " + sidecar.string()));
+        RETURN_IF_ERROR(
+            ParseModelSpecJson(text, dir, spec).WithContext("sidecar " + sidecar.string()));
         spec.source += " with sidecar " + sidecar.filename().string();
       }
       fs::path names = file;
@@ -226,7 +231,8 @@ Result<std::shared_ptr<Detector>> ModelRegistry::Get(std::string_view name) {
     if (entry->state == LoadState::kFailed) return entry->error;
   }
   const ModelSpec& spec = entry->spec;
-  const bool builtin = spec.family == ModelFamily::kHogPeople || spec.family == ModelFamily::kHaarFace;
+  const bool builtin =
+      spec.family == ModelFamily::kHogPeople || spec.family == ModelFamily::kHaarFace;
   auto created = builtin ? CreateBuiltinDetector(spec) : CreateOpenCvDnnDetector(spec);
   std::lock_guard lock(mu_);
   if (!created) {

@@ -24,9 +24,9 @@
 namespace kadr::inference {
 
 struct RegistryOptions {
-  std::filesystem::path config_file;                // optional JSON config; empty: none
-  std::vector<std::filesystem::path> models_dirs;   // scanned for *.onnx (missing dirs ignored)
-  bool builtins = true;                             // register people-hog and faces-haar
+  std::filesystem::path config_file;               // optional JSON config; empty: none
+  std::vector<std::filesystem::path> models_dirs;  // scanned for *.onnx (missing dirs ignored)
+  bool builtins = true;                            // register people-hog and faces-haar
   std::filesystem::path haar_dir = "/usr/share/opencv4/haarcascades";
 };
 

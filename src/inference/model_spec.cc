@@ -38,11 +38,13 @@ Result<ModelFamily> ParseFamily(std::string_view name) {
   for (const auto& [f, n] : kFamilyNames) {
     if (n == name) return f;
   }
-  return UnsupportedError("unknown model family '" + std::string(name) +
-                          "'; supported: auto, " + SupportedOnnxFamilies());
+  return UnsupportedError("unknown model family '" + std::string(name) + "'; supported: auto, " +
+                          SupportedOnnxFamilies());
 }
 
-std::string SupportedOnnxFamilies() { return "yolov8 (also yolo11), yolov8-seg, yolov5, yolox, nanodet"; }
+std::string SupportedOnnxFamilies() {
+  return "yolov8 (also yolo11), yolov8-seg, yolov5, yolox, nanodet";
+}
 
 Result<std::vector<std::string>> ReadLabelsFile(const std::filesystem::path& path) {
   std::ifstream in(path);

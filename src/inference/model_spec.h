@@ -32,21 +32,21 @@ Result<ModelFamily> ParseFamily(std::string_view name);
 std::string SupportedOnnxFamilies();
 
 struct ModelSpec {
-  std::string name;               // registry name, unique; used by --model and the API
-  std::filesystem::path path;     // ONNX file; empty for built-ins
+  std::string name;            // registry name, unique; used by --model and the API
+  std::filesystem::path path;  // ONNX file; empty for built-ins
   ModelFamily family = ModelFamily::kAuto;
-  std::vector<std::string> labels;       // class id -> name; empty: from metadata / .names file
-  std::optional<float> confidence;       // default score threshold (family default otherwise)
-  std::optional<float> iou;              // default NMS IoU threshold
-  std::optional<int> input_width;        // only needed when the ONNX input size is dynamic
+  std::vector<std::string> labels;  // class id -> name; empty: from metadata / .names file
+  std::optional<float> confidence;  // default score threshold (family default otherwise)
+  std::optional<float> iou;         // default NMS IoU threshold
+  std::optional<int> input_width;   // only needed when the ONNX input size is dynamic
   std::optional<int> input_height;
   // Preprocessing overrides; unset fields take the family's defaults.
-  std::optional<bool> swap_rb;           // true: feed RGB to the network
+  std::optional<bool> swap_rb;               // true: feed RGB to the network
   std::optional<std::array<float, 3>> mean;  // subtracted per channel, network channel order
   std::optional<std::array<float, 3>> std;   // divided per channel, after the mean
-  std::optional<bool> pad_top_left;      // letterbox anchor: top-left (YOLOX) vs centred
-  std::optional<float> pad_value;        // letterbox fill value (0..255)
-  std::string source;                    // where the spec came from (for `kadr models`)
+  std::optional<bool> pad_top_left;          // letterbox anchor: top-left (YOLOX) vs centred
+  std::optional<float> pad_value;            // letterbox fill value (0..255)
+  std::string source;                        // where the spec came from (for `kadr models`)
 };
 
 // Reads a label file: one name per line, blank lines and surrounding spaces ignored.

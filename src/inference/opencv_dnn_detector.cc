@@ -43,9 +43,7 @@ struct Preprocessing {
   float pad_value = 114;
 };
 
-std::vector<int> Shape(const cv::Mat& m) {
-  return std::vector<int>(m.size.p, m.size.p + m.dims);
-}
+std::vector<int> Shape(const cv::Mat& m) { return std::vector<int>(m.size.p, m.size.p + m.dims); }
 
 std::string ShapeString(const std::vector<int>& s) {
   std::string out = "[";
@@ -69,6 +67,7 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
                                   int input_w, int input_h) {
   OutputLayout layout;
   std::vector<std::vector<int>> shapes;
+  shapes.reserve(outs.size());
   for (const auto& o : outs) shapes.push_back(Shape(o));
   auto describe = [&] {
     std::string s;
@@ -92,9 +91,10 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
       family = ModelFamily::kNanoDet;
     }
     if (family == ModelFamily::kAuto) {
-      return UnsupportedError("unrecognised output layout " + describe() +
-                              "; supported families: " + SupportedOnnxFamilies() +
-                              " (set \"family\" in the model's sidecar JSON if it is one of these)");
+      return UnsupportedError(
+          "unrecognised output layout " + describe() +
+          "; supported families: " + SupportedOnnxFamilies() +
+          " (set \"family\" in the model's sidecar JSON if it is one of these)");
     }
   }
   layout.family = family;
@@ -113,7 +113,8 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
       break;
     }
     case ModelFamily::kYoloV8Seg: {
-      if (shapes.size() != 2) return mismatch("two outputs: 1 x (4+classes+32) x anchors, 1 x 32 x H x W");
+      if (shapes.size() != 2)
+        return mismatch("two outputs: 1 x (4+classes+32) x anchors, 1 x 32 x H x W");
       const int det = shapes[0].size() == 3 ? 0 : 1;
       const int proto = 1 - det;
       if (shapes[det].size() != 3 || shapes[proto].size() != 4 || shapes[proto][1] != kSegProtos ||
@@ -196,9 +197,12 @@ Preprocessing DefaultsFor(ModelFamily family) {
 
 float DefaultConfidence(ModelFamily family) {
   switch (family) {
-    case ModelFamily::kYolox: return 0.3f;
-    case ModelFamily::kNanoDet: return 0.35f;
-    default: return 0.25f;
+    case ModelFamily::kYolox:
+      return 0.3f;
+    case ModelFamily::kNanoDet:
+      return 0.35f;
+    default:
+      return 0.25f;
   }
 }
 
@@ -222,8 +226,9 @@ void PackPlanar(const cv::Mat& bgr, const Preprocessing& p, float* dst) {
 
 class OpenCvDnnDetectorImpl final : public Detector {
  public:
-  OpenCvDnnDetectorImpl(cv::dnn::Net net, ModelInfo info, Preprocessing pre)
-      : net_(std::move(net)), info_(std::move(info)), pre_(pre) {
+  // cv::dnn::Net is a reference-counted handle; the detector becomes its only user.
+  OpenCvDnnDetectorImpl(const cv::dnn::Net& net, ModelInfo info, Preprocessing pre)
+      : net_(net), info_(std::move(info)), pre_(pre) {
     output_names_ = net_.getUnconnectedOutLayersNames();
   }
 
@@ -299,8 +304,8 @@ class OpenCvDnnDetectorImpl final : public Detector {
     const size_t plane = static_cast<size_t>(3) * info_.input_width * info_.input_height;
     for (int i = 0; i < n; ++i) {
       const cv::Mat& img = images[static_cast<size_t>(i)];
-      Letterbox lb = ComputeLetterbox(img.cols, img.rows, info_.input_width, info_.input_height,
-                                      pre_.anchor);
+      Letterbox lb =
+          ComputeLetterbox(img.cols, img.rows, info_.input_width, info_.input_height, pre_.anchor);
       ApplyLetterbox(img, lb, cv::Scalar::all(pre_.pad_value), letterboxed_);
       PackPlanar(letterboxed_, pre_, blob_.ptr<float>() + plane * static_cast<size_t>(i));
       boxes.push_back(lb);
@@ -351,8 +356,7 @@ class OpenCvDnnDetectorImpl final : public Detector {
         for (size_t l = 0; l < layout_.nanodet_levels.size(); ++l) {
           const auto [s, b] = layout_.nanodet_levels[l];
           levels.push_back({Slice(outs[static_cast<size_t>(s)], i, n),
-                            Slice(outs[static_cast<size_t>(b)], i, n),
-                            layout_.nanodet_strides[l]});
+                            Slice(outs[static_cast<size_t>(b)], i, n), layout_.nanodet_strides[l]});
         }
         cands = DecodeNanoDet(levels, nc, kNanoDetRegMax, iw, ih, params);
         break;
@@ -378,7 +382,8 @@ class OpenCvDnnDetectorImpl final : public Detector {
         const float* base = Slice(o, i, n);
         const int anchors = o.size[2];
         for (int k = 0; k < kSegProtos; ++k) {
-          coeffs[static_cast<size_t>(k)] = base[static_cast<size_t>(4 + nc + k) * anchors + c.index];
+          coeffs[static_cast<size_t>(k)] =
+              base[static_cast<size_t>(4 + nc + k) * anchors + c.index];
         }
         d.mask = DecodeSegMask(coeffs, Slice(protos, i, n), kSegProtos, protos.size[2],
                                protos.size[3], lb, d.box);
@@ -441,12 +446,13 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   info.input_height = spec.input_height.value_or(static_cast<int>(in_dims[2]));
   info.input_width = spec.input_width.value_or(static_cast<int>(in_dims[3]));
   if (info.input_width <= 0 || info.input_height <= 0) {
-    return InvalidArgumentError("input size is dynamic; set input_width and input_height in the "
-                                "model's sidecar JSON");
+    return InvalidArgumentError(
+        "input size is dynamic; set input_width and input_height in the "
+        "model's sidecar JSON");
   }
   info.max_batch = in_dims[0] > 0 ? static_cast<int>(in_dims[0]) : 8;
   info.notes = normalized->rewrites;
-  for (auto& note : info.notes) note = "graph rewrite for OpenCV 4.6: " + note;
+  for (auto& note : info.notes) note.insert(0, "graph rewrite for OpenCV 4.6: ");
 
   cv::dnn::Net net;
   try {
@@ -462,8 +468,7 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
 
   // The family's defaults are needed for the warm-up input; if the family is auto we use
   // neutral preprocessing for that pass and fix it once the layout is known.
-  auto detector = std::make_unique<OpenCvDnnDetectorImpl>(std::move(net), info,
-                                                          DefaultsFor(spec.family));
+  auto detector = std::make_unique<OpenCvDnnDetectorImpl>(net, info, DefaultsFor(spec.family));
   ASSIGN_OR_RETURN(std::vector<cv::Mat> outs, detector->RawForward());
   for (const auto& o : outs) {
     if (o.depth() != CV_32F) return UnsupportedError("outputs must be float32");
@@ -486,7 +491,8 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   }
   info.labels.resize(static_cast<size_t>(layout.num_classes));
   for (int c = 0; c < layout.num_classes; ++c) {
-    if (info.labels[static_cast<size_t>(c)].empty()) info.labels[static_cast<size_t>(c)] = "class_" + std::to_string(c);
+    if (info.labels[static_cast<size_t>(c)].empty())
+      info.labels[static_cast<size_t>(c)] = "class_" + std::to_string(c);
   }
 
   Preprocessing pre = DefaultsFor(layout.family);
@@ -494,7 +500,8 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   if (spec.mean) pre.mean = *spec.mean;
   if (spec.std) {
     for (int c = 0; c < 3; ++c) {
-      if ((*spec.std)[static_cast<size_t>(c)] <= 0) return InvalidArgumentError("std values must be > 0");
+      if ((*spec.std)[static_cast<size_t>(c)] <= 0)
+        return InvalidArgumentError("std values must be > 0");
       pre.inv_std[static_cast<size_t>(c)] = 1.f / (*spec.std)[static_cast<size_t>(c)];
     }
   }

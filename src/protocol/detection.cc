@@ -14,9 +14,7 @@ float Iou(const Box& a, const Box& b) {
   return uni > 0 ? inter / uni : 0.f;
 }
 
-std::int64_t Mask::Area() const {
-  return std::count(data.begin(), data.end(), std::uint8_t{1});
-}
+std::int64_t Mask::Area() const { return std::count(data.begin(), data.end(), std::uint8_t{1}); }
 
 bool Mask::At(int image_x, int image_y) const {
   const int cx = image_x - x;

@@ -15,9 +15,11 @@ constexpr std::int64_t kMaxMaskPixels = 50'000'000;
 // Integer fields must be JSON integers: a float like 1e30 would be UB to convert.
 int IntField(const json& j, const char* key) {
   const json& v = j.at(key);
-  if (!v.is_number_integer()) throw json::type_error::create(302, std::string(key) + " must be an integer", &v);
+  if (!v.is_number_integer())
+    throw json::type_error::create(302, std::string(key) + " must be an integer", &v);
   const auto x = v.get<std::int64_t>();
-  if (x < INT32_MIN || x > INT32_MAX) throw json::out_of_range::create(406, std::string(key) + " is out of range", &v);
+  if (x < INT32_MIN || x > INT32_MAX)
+    throw json::out_of_range::create(406, std::string(key) + " is out of range", &v);
   return static_cast<int>(x);
 }
 
@@ -26,10 +28,14 @@ json BoxJson(const Box& b) {
 }
 
 json DetectionJson(const Detection& d) {
-  json j = {{"class_id", d.class_id}, {"label", d.label}, {"score", d.score}, {"box", BoxJson(d.box)}};
+  json j = {
+      {"class_id", d.class_id}, {"label", d.label}, {"score", d.score}, {"box", BoxJson(d.box)}};
   if (d.mask) {
     const Mask& m = *d.mask;
-    j["mask"] = {{"x", m.x}, {"y", m.y}, {"width", m.width}, {"height", m.height},
+    j["mask"] = {{"x", m.x},
+                 {"y", m.y},
+                 {"width", m.width},
+                 {"height", m.height},
                  {"rle", EncodeMaskRle(m)}};
   }
   return j;
@@ -75,7 +81,8 @@ Result<std::vector<std::uint8_t>> DecodeMaskRle(const std::vector<std::int64_t>&
     data.insert(data.end(), static_cast<std::size_t>(run), bit);
     bit ^= 1;
   }
-  if (data.size() != total) return InvalidArgumentError("mask rle runs do not add up to width*height");
+  if (data.size() != total)
+    return InvalidArgumentError("mask rle runs do not add up to width*height");
   return data;
 }
 
@@ -92,7 +99,8 @@ std::string ToJson(const DetectionResult& r, int indent) {
 
 Result<DetectionResult> ResultFromJson(std::string_view text) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return InvalidArgumentError("result is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    return InvalidArgumentError("result is not a JSON object");
   try {
     if (j.value("schema_version", 0) != kResultSchemaVersion) {
       return InvalidArgumentError("unsupported result schema_version");
@@ -101,7 +109,8 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
     r.model = j.at("model").get<std::string>();
     r.image_width = IntField(j.at("image"), "width");
     r.image_height = IntField(j.at("image"), "height");
-    if (j.contains("timings_ms")) r.timings_ms = j["timings_ms"].get<std::map<std::string, double>>();
+    if (j.contains("timings_ms"))
+      r.timings_ms = j["timings_ms"].get<std::map<std::string, double>>();
     for (const auto& jd : j.at("detections")) {
       Detection d;
       d.class_id = IntField(jd, "class_id");
@@ -119,7 +128,8 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
         m.height = IntField(jm, "height");
         if (m.width < 0 || m.height < 0) return InvalidArgumentError("mask has a negative size");
         if (static_cast<std::int64_t>(m.width) * m.height > kMaxMaskPixels) {
-          return InvalidArgumentError("mask is larger than " + std::to_string(kMaxMaskPixels) + " pixels");
+          return InvalidArgumentError("mask is larger than " + std::to_string(kMaxMaskPixels) +
+                                      " pixels");
         }
         ASSIGN_OR_RETURN(m.data, DecodeMaskRle(jm.at("rle").get<std::vector<std::int64_t>>(),
                                                static_cast<std::size_t>(m.width) * m.height));

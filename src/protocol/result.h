@@ -17,8 +17,8 @@ namespace kadr::protocol {
 inline constexpr int kResultSchemaVersion = 1;
 
 struct DetectionResult {
-  std::string model;             // registry name of the model that produced it
-  int image_width = 0;           // original image size, pixels
+  std::string model;    // registry name of the model that produced it
+  int image_width = 0;  // original image size, pixels
   int image_height = 0;
   std::vector<Detection> detections;
   std::map<std::string, double> timings_ms;  // stage name -> milliseconds, e.g. "inference"

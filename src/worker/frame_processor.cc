@@ -4,9 +4,9 @@
 
 namespace kadr::worker {
 
-Result<ProcessedFrame> FrameProcessor::Process(std::span<const std::uint8_t> image_bytes,
-                                               inference::Detector& detector,
-                                               const protocol::DetectOptions& detect_options) const {
+Result<ProcessedFrame> FrameProcessor::Process(
+    std::span<const std::uint8_t> image_bytes, inference::Detector& detector,
+    const protocol::DetectOptions& detect_options) const {
   Stopwatch total;
   Stopwatch sw;
   ProcessedFrame out;

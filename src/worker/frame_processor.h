@@ -27,8 +27,8 @@ struct FrameProcessorOptions {
 };
 
 struct ProcessedFrame {
-  protocol::DetectionResult result;        // timings_ms: decode, preprocess, inference,
-                                           // postprocess, draw, encode, total
+  protocol::DetectionResult result;          // timings_ms: decode, preprocess, inference,
+                                             // postprocess, draw, encode, total
   std::vector<std::uint8_t> annotated_jpeg;  // empty when options.draw is false
 };
 

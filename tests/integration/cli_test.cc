@@ -1,4 +1,6 @@
 // The `kadr` binary as a user runs it: exit codes, stdout JSON, annotated files on disk.
+#include <sys/wait.h>
+
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -8,7 +10,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
-#include <sys/wait.h>
 
 #include "support/test_data.h"
 
@@ -73,7 +74,8 @@ TEST(CliTest, UnknownModelExitsTwoAndNamesTheAvailableOnes) {
   const auto dir = testing::MakeTempDir();
   const auto r = RunKadr("--models-dir " + dir.string() + " detect -m nope x.jpg", true);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.out.find("unknown model 'nope'; available: faces-haar, people-hog"), std::string::npos)
+  EXPECT_NE(r.out.find("unknown model 'nope'; available: faces-haar, people-hog"),
+            std::string::npos)
       << r.out;
 }
 

@@ -47,7 +47,8 @@ class RealModelsTest : public ::testing::Test {
     return r.has_value() ? (*r)[0] : std::vector<Detection>{};
   }
 
-  static std::map<std::string, int> CountLabels(const std::vector<Detection>& dets, float min_score) {
+  static std::map<std::string, int> CountLabels(const std::vector<Detection>& dets,
+                                                float min_score) {
     std::map<std::string, int> counts;
     for (const auto& d : dets) {
       if (d.score >= min_score) ++counts[d.label];
@@ -178,7 +179,7 @@ TEST_F(RealModelsTest, DynamicInt8ModelIsRefusedAtLoadWithModelCauseAndAlternati
   ASSERT_FALSE(detector.has_value());
   const auto& msg = detector.error().message();
   EXPECT_EQ(detector.error().code(), StatusCode::kUnsupported);
-  EXPECT_NE(msg.find("yolov8n_640_dynint8"), std::string::npos) << msg;     // the model
+  EXPECT_NE(msg.find("yolov8n_640_dynint8"), std::string::npos) << msg;    // the model
   EXPECT_NE(msg.find("DynamicQuantizeLinear"), std::string::npos) << msg;  // the cause
   EXPECT_NE(msg.find("fp32"), std::string::npos) << msg;                   // what works
 }

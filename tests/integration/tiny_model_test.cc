@@ -158,7 +158,8 @@ TEST(RegistryTest, ConfigFileOverridesDiscoveredModelAndRejectsUnknownKeys) {
   auto bad = ModelRegistry::Create({.config_file = config});
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.error().message().find("unknown key 'iuo'"), std::string::npos) << bad.error().message();
+  EXPECT_NE(bad.error().message().find("unknown key 'iuo'"), std::string::npos)
+      << bad.error().message();
 }
 
 TEST(RegistryTest, FailedLoadIsRememberedAndListed) {

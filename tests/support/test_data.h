@@ -3,12 +3,13 @@
 // which skips with a clear message when the folder is absent.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -23,8 +24,12 @@ inline std::filesystem::path TestDataDir() {
   return std::filesystem::is_directory(p) ? p : std::filesystem::path{};
 }
 
-inline std::filesystem::path MediaPath(const std::string& name) { return TestDataDir() / "media" / name; }
-inline std::filesystem::path ModelPath(const std::string& name) { return TestDataDir() / "models" / name; }
+inline std::filesystem::path MediaPath(const std::string& name) {
+  return TestDataDir() / "media" / name;
+}
+inline std::filesystem::path ModelPath(const std::string& name) {
+  return TestDataDir() / "models" / name;
+}
 
 inline std::vector<std::uint8_t> ReadFileBytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -45,10 +50,10 @@ inline std::filesystem::path MakeTempDir() {
 
 }  // namespace kadr::testing
 
-#define KADR_REQUIRE_TEST_DATA()                                                              \
-  do {                                                                                        \
-    if (::kadr::testing::TestDataDir().empty()) {                                             \
+#define KADR_REQUIRE_TEST_DATA()                                                               \
+  do {                                                                                         \
+    if (::kadr::testing::TestDataDir().empty()) {                                              \
       GTEST_SKIP() << "KADR_TEST_DATA is not set (point it at the shared folder with models/ " \
-                      "and media/, e.g. KADR_TEST_DATA=../shared); skipping real-data test";  \
-    }                                                                                         \
+                      "and media/, e.g. KADR_TEST_DATA=../shared); skipping real-data test";   \
+    }                                                                                          \
   } while (false)

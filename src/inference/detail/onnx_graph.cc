@@ -1,11 +1,11 @@
 #include "inference/detail/onnx_graph.h"
 
-#include <onnx/onnx_pb.h>
-#include <onnx/shape_inference/implementation.h>
-
 #include <algorithm>
 #include <cstring>
 #include <set>
+
+#include <onnx/onnx_pb.h>
+#include <onnx/shape_inference/implementation.h>
 
 namespace kadr::inference::detail {
 namespace {
@@ -73,7 +73,8 @@ bool ExpandFloatTensor(onnx::TensorProto& t, const std::vector<std::int64_t>& to
   t.clear_dims();
   for (auto d : to) t.add_dims(d);
   t.clear_float_data();
-  t.set_raw_data(std::string(reinterpret_cast<const char*>(dst.data()), dst.size() * sizeof(float)));
+  t.set_raw_data(
+      std::string(reinterpret_cast<const char*>(dst.data()), dst.size() * sizeof(float)));
   return true;
 }
 
@@ -120,10 +121,9 @@ Result<NormalizedOnnx> NormalizeOnnx(const std::string& bytes) {
     initializer_names.insert(t.name());
   }
   std::set<std::string> quantized;
-  static const std::set<std::string> kQuantOps = {"DynamicQuantizeLinear", "QuantizeLinear",
-                                                  "DequantizeLinear",      "ConvInteger",
-                                                  "MatMulInteger",         "QLinearConv",
-                                                  "QLinearMatMul"};
+  static const std::set<std::string> kQuantOps = {
+      "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "ConvInteger",
+      "MatMulInteger",         "QLinearConv",    "QLinearMatMul"};
   std::map<std::string, int> uses;
   for (auto& n : *g->mutable_node()) {
     if (kQuantOps.count(n.op_type())) quantized.insert(n.op_type());

@@ -23,8 +23,8 @@ struct TensorInfo {
 };
 
 struct OnnxGraphInfo {
-  std::vector<TensorInfo> inputs;   // graph inputs that are not initializers
-  std::vector<TensorInfo> outputs;  // with shapes from ONNX shape inference
+  std::vector<TensorInfo> inputs;               // graph inputs that are not initializers
+  std::vector<TensorInfo> outputs;              // with shapes from ONNX shape inference
   std::map<std::string, std::string> metadata;  // metadata_props (Ultralytics: names, task, imgsz)
   std::int64_t opset = 0;
   std::string producer;
@@ -33,8 +33,8 @@ struct OnnxGraphInfo {
 
 struct NormalizedOnnx {
   OnnxGraphInfo info;
-  std::string bytes;                   // the model to give OpenCV (rewritten or original)
-  std::vector<std::string> rewrites;   // one line per rewrite, for the load log
+  std::string bytes;                  // the model to give OpenCV (rewritten or original)
+  std::vector<std::string> rewrites;  // one line per rewrite, for the load log
 };
 
 // Parses `bytes` (a serialized ModelProto), infers shapes, expands low-rank constants of
