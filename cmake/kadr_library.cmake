@@ -1,9 +1,12 @@
 # kadr_library(NAME SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
 # One static library per component, target kadr_<NAME>, alias kadr::<NAME>.
 # Headers are included by module path ("imaging/decode.h") from src/.
+# -Wno-restrict: GCC 12 at -O3 reports false positives inside std::string's operator+
+# (GCC bug 105329); -Wno-deprecated-enum-enum-conversion: OpenCV 4.6's headers.
 function(kadr_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-                                           -Wno-deprecated-enum-enum-conversion -Wno-missing-field-initializers)
+                                           -Wno-deprecated-enum-enum-conversion
+                                           -Wno-missing-field-initializers -Wno-restrict)
   if(KADR_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

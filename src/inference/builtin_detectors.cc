@@ -40,7 +40,7 @@ class ClassicDetector : public Detector {
           std::min(1.0, static_cast<double>(kMaxScanSide) / std::max(img.cols, img.rows));
       cv::Mat small;
       if (scale < 1.0) {
-        cv::resize(img, small, {}, scale, scale, cv::INTER_AREA);
+        cv::resize(img, small, {}, scale, scale, cv::INTER_LINEAR);
       } else {
         small = img;
       }

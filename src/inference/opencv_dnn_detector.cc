@@ -47,7 +47,10 @@ std::vector<int> Shape(const cv::Mat& m) { return std::vector<int>(m.size.p, m.s
 
 std::string ShapeString(const std::vector<int>& s) {
   std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i > 0) out += 'x';
+    out += std::to_string(s[i]);
+  }
   return out + "]";
 }
 

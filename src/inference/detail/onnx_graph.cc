@@ -80,7 +80,10 @@ bool ExpandFloatTensor(onnx::TensorProto& t, const std::vector<std::int64_t>& to
 
 std::string ShapeString(const std::vector<std::int64_t>& dims) {
   std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(dims[i]);
+  }
   return s + "]";
 }
 
