@@ -29,7 +29,8 @@ void AddTensor(onnx::GraphProto& g, const std::string& name, const std::vector<i
   for (float v : values) t->add_float_data(v);
 }
 
-void AddInt64Tensor(onnx::GraphProto& g, const std::string& name, const std::vector<int64_t>& values) {
+void AddInt64Tensor(onnx::GraphProto& g, const std::string& name,
+                    const std::vector<int64_t>& values) {
   onnx::TensorProto* t = g.add_initializer();
   t->set_name(name);
   t->set_data_type(onnx::TensorProto::INT64);
