@@ -9,6 +9,7 @@ packages=(
   libturbojpeg0-dev libexif-dev
   libonnx-dev libprotobuf-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
+  librdkafka-dev kcat
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
 )

@@ -51,8 +51,9 @@ int Run(int argc, char** argv) {
       ->envname("KADR_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
-  const std::vector<Command> commands = {AddDetectCommand(app, global),
-                                         AddModelsCommand(app, global)};
+  const std::vector<Command> commands = {
+      AddDetectCommand(app, global), AddModelsCommand(app, global), AddBrokerCommand(app, global),
+      AddWorkerCommand(app, global)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

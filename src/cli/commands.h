@@ -17,5 +17,7 @@ struct Command {
 
 Command AddDetectCommand(CLI::App& app, const GlobalOptions& global);
 Command AddModelsCommand(CLI::App& app, const GlobalOptions& global);
+Command AddBrokerCommand(CLI::App& app, const GlobalOptions& global);
+Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace kadr::cli

@@ -127,6 +127,22 @@ class HaarFaceDetector final : public ClassicDetector {
   cv::Mat gray_;
 };
 
+class NullDetector final : public Detector {
+ public:
+  explicit NullDetector(ModelInfo info) : info_(std::move(info)) {}
+  const ModelInfo& info() const override { return info_; }
+  Result<std::vector<std::vector<protocol::Detection>>> Detect(
+      std::span<const cv::Mat> images, const protocol::DetectOptions& options,
+      DetectTimings* timings) override {
+    RETURN_IF_ERROR(ValidateOptions(options, info_));
+    if (timings != nullptr) *timings = {};
+    return std::vector<std::vector<protocol::Detection>>(images.size());
+  }
+
+ private:
+  ModelInfo info_;
+};
+
 ModelInfo BuiltinInfo(const ModelSpec& spec, std::string backend, std::string label) {
   ModelInfo info;
   info.name = spec.name;
@@ -159,8 +175,22 @@ ModelSpec HaarFaceSpec(const std::filesystem::path& cascade_dir) {
   return s;
 }
 
+ModelSpec NullSpec() {
+  ModelSpec s;
+  s.name = kNullModel;
+  s.family = ModelFamily::kNull;
+  s.labels = {"nothing"};
+  s.source = "built-in (no model: finds nothing, reads no pixels)";
+  return s;
+}
+
 Result<std::unique_ptr<Detector>> CreateBuiltinDetector(const ModelSpec& spec) {
   switch (spec.family) {
+    case ModelFamily::kNull: {
+      ModelInfo info = BuiltinInfo(spec, "none", "nothing");
+      info.needs_pixels = false;
+      return std::unique_ptr<Detector>(std::make_unique<NullDetector>(std::move(info)));
+    }
     case ModelFamily::kHogPeople:
       return std::unique_ptr<Detector>(
           std::make_unique<HogPeopleDetector>(BuiltinInfo(spec, "opencv-hog", "person")));

@@ -15,6 +15,8 @@ namespace kadr::inference {
 
 inline constexpr char kHogPeopleModel[] = "people-hog";
 inline constexpr char kHaarFaceModel[] = "faces-haar";
+// Finds nothing and never looks at pixels: measures kadr's transport without a model.
+inline constexpr char kNullModel[] = "null";
 
 // Where Debian's opencv-data installs the cascades.
 inline const std::filesystem::path kDefaultHaarDir = "/usr/share/opencv4/haarcascades";
@@ -22,6 +24,7 @@ inline const std::filesystem::path kDefaultHaarDir = "/usr/share/opencv4/haarcas
 // Specs of the built-ins, for the registry listing.
 ModelSpec HogPeopleSpec();
 ModelSpec HaarFaceSpec(const std::filesystem::path& cascade_dir = kDefaultHaarDir);
+ModelSpec NullSpec();
 
 // Scores: HOG uses the SVM margin w, mapped to 1 / (1 + exp(-2w)); Haar uses the cascade's
 // level weight mapped the same way. Default confidence 0.5.

@@ -32,6 +32,9 @@ struct ModelInfo {
   float default_confidence = 0.25f;
   float default_iou = 0.45f;
   std::vector<std::string> notes;  // load-time facts worth showing (graph rewrites, warnings)
+  // False for models that never look at pixels (the `null` transport-test model): callers
+  // may skip decoding, drawing and encoding.
+  bool needs_pixels = true;
 };
 
 // Milliseconds spent per stage for one Detect() call (whole batch).

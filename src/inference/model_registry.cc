@@ -112,6 +112,7 @@ Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptio
   if (options.builtins) {
     reg->Add(HogPeopleSpec());
     reg->Add(HaarFaceSpec(options.haar_dir));
+    reg->Add(NullSpec());
   }
 
   // Discovered models first, so the config file can override them by name.
@@ -170,8 +171,7 @@ Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptio
       if (!seen.insert(spec.name).second) {
         return InvalidArgumentError(where + ": model '" + spec.name + "' is listed twice");
       }
-      if (spec.path.empty() && spec.family != ModelFamily::kHogPeople &&
-          spec.family != ModelFamily::kHaarFace) {
+      if (spec.path.empty() && !IsBuiltinFamily(spec.family)) {
         return InvalidArgumentError(where + ": model '" + spec.name + "' has no \"path\"");
       }
       spec.source = where;
@@ -231,9 +231,8 @@ Result<std::shared_ptr<Detector>> ModelRegistry::Get(std::string_view name) {
     if (entry->state == LoadState::kFailed) return entry->error;
   }
   const ModelSpec& spec = entry->spec;
-  const bool builtin =
-      spec.family == ModelFamily::kHogPeople || spec.family == ModelFamily::kHaarFace;
-  auto created = builtin ? CreateBuiltinDetector(spec) : CreateOpenCvDnnDetector(spec);
+  auto created =
+      IsBuiltinFamily(spec.family) ? CreateBuiltinDetector(spec) : CreateOpenCvDnnDetector(spec);
   std::lock_guard lock(mu_);
   if (!created) {
     entry->state = LoadState::kFailed;

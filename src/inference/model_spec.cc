@@ -5,7 +5,7 @@
 namespace kadr::inference {
 namespace {
 
-constexpr std::array<std::pair<ModelFamily, std::string_view>, 8> kFamilyNames = {{
+constexpr std::array<std::pair<ModelFamily, std::string_view>, 9> kFamilyNames = {{
     {ModelFamily::kAuto, "auto"},
     {ModelFamily::kYoloV8, "yolov8"},
     {ModelFamily::kYoloV8Seg, "yolov8-seg"},
@@ -14,6 +14,7 @@ constexpr std::array<std::pair<ModelFamily, std::string_view>, 8> kFamilyNames =
     {ModelFamily::kNanoDet, "nanodet"},
     {ModelFamily::kHogPeople, "hog-people"},
     {ModelFamily::kHaarFace, "haar-face"},
+    {ModelFamily::kNull, "null"},
 }};
 
 std::string Trim(const std::string& s) {
@@ -24,6 +25,11 @@ std::string Trim(const std::string& s) {
 }
 
 }  // namespace
+
+bool IsBuiltinFamily(ModelFamily family) {
+  return family == ModelFamily::kHogPeople || family == ModelFamily::kHaarFace ||
+         family == ModelFamily::kNull;
+}
 
 std::string_view FamilyName(ModelFamily family) {
   for (const auto& [f, name] : kFamilyNames) {

@@ -24,7 +24,11 @@ enum class ModelFamily {
   kNanoDet,    // NanoDet(-m): 3 score + 3 distribution outputs
   kHogPeople,  // built-in: OpenCV HOG + linear SVM people detector
   kHaarFace,   // built-in: OpenCV Haar cascade frontal faces
+  kNull,       // built-in: no model at all (transport tests and benchmarks)
 };
+
+// True for the families that need no ONNX file.
+bool IsBuiltinFamily(ModelFamily family);
 
 std::string_view FamilyName(ModelFamily family);  // "yolov8", "yolov8-seg", ...
 Result<ModelFamily> ParseFamily(std::string_view name);

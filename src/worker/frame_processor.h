@@ -32,6 +32,13 @@ struct ProcessedFrame {
   std::vector<std::uint8_t> annotated_jpeg;  // empty when options.draw is false
 };
 
+// One image of a batch.
+struct FrameInput {
+  std::span<const std::uint8_t> bytes;
+  protocol::DetectOptions options;
+  bool draw = true;  // and FrameProcessorOptions::draw
+};
+
 class FrameProcessor {
  public:
   explicit FrameProcessor(FrameProcessorOptions options = {}) : options_(std::move(options)) {}
@@ -39,6 +46,13 @@ class FrameProcessor {
   Result<ProcessedFrame> Process(std::span<const std::uint8_t> image_bytes,
                                  inference::Detector& detector,
                                  const protocol::DetectOptions& detect_options) const;
+
+  // Several images at once: each is decoded on its own (a bad one fails alone), then
+  // consecutive images with the same options go through the detector together, up to its
+  // max_batch. Per-image timings split the shared detector time evenly. Models that need no
+  // pixels (the null model) are only probed, never decoded, drawn or encoded.
+  std::vector<Result<ProcessedFrame>> ProcessBatch(std::span<const FrameInput> inputs,
+                                                   inference::Detector& detector) const;
 
  private:
   FrameProcessorOptions options_;

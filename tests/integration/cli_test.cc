@@ -74,7 +74,7 @@ TEST(CliTest, UnknownModelExitsTwoAndNamesTheAvailableOnes) {
   const auto dir = testing::MakeTempDir();
   const auto r = RunKadr("--models-dir " + dir.string() + " detect -m nope x.jpg", true);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.out.find("unknown model 'nope'; available: faces-haar, people-hog"),
+  EXPECT_NE(r.out.find("unknown model 'nope'; available: faces-haar, null, people-hog"),
             std::string::npos)
       << r.out;
 }
@@ -88,7 +88,7 @@ TEST(CliTest, ModelsJsonListsLoadStatusAndErrors) {
   const auto models = nlohmann::json::parse(r.out);
   std::map<std::string, nlohmann::json> by_name;
   for (const auto& m : models) by_name[m["name"]] = m;
-  ASSERT_EQ(by_name.size(), 4u) << r.out;
+  ASSERT_EQ(by_name.size(), 5u) << r.out;
   EXPECT_EQ(by_name["tiny"]["status"], "ready");
   EXPECT_EQ(by_name["tiny"]["family"], "yolov8");
   EXPECT_EQ(by_name["tiny"]["input"]["width"], 32);

@@ -128,7 +128,7 @@ TEST(RegistryTest, DiscoversModelsReadsSidecarAndListsNamesForUnknownModel) {
   std::ofstream(dir / "tiny.json") << R"({"confidence": 0.6, "labels": ["light", "shadow"]})";
   auto registry = ModelRegistry::Create({.models_dirs = {dir}});
   ASSERT_TRUE(registry.has_value()) << registry.error().ToString();
-  EXPECT_EQ((*registry)->Names(), (std::vector<std::string>{"faces-haar", "people-hog", "tiny"}));
+  EXPECT_EQ((*registry)->Names(), (std::vector<std::string>{"faces-haar", "null", "people-hog", "tiny"}));
 
   auto tiny = (*registry)->Get("tiny");
   ASSERT_TRUE(tiny.has_value()) << tiny.error().ToString();
@@ -138,7 +138,7 @@ TEST(RegistryTest, DiscoversModelsReadsSidecarAndListsNamesForUnknownModel) {
   auto unknown = (*registry)->Get("yolo9000");
   ASSERT_FALSE(unknown.has_value());
   EXPECT_EQ(unknown.error().code(), StatusCode::kNotFound);
-  EXPECT_NE(unknown.error().message().find("available: faces-haar, people-hog, tiny"),
+  EXPECT_NE(unknown.error().message().find("available: faces-haar, null, people-hog, tiny"),
             std::string::npos)
       << unknown.error().message();
 }

@@ -1,0 +1,88 @@
+#include "bus/fake_bus.h"
+
+#include <thread>
+
+namespace kadr::bus {
+
+void FakeBus::Append(Message m) {
+  std::lock_guard lock(mu_);
+  topics_[m.topic].push_back(std::move(m));
+}
+
+std::vector<Message> FakeBus::Topic(const std::string& topic) const {
+  std::lock_guard lock(mu_);
+  auto it = topics_.find(topic);
+  return it == topics_.end() ? std::vector<Message>{} : it->second;
+}
+
+std::size_t FakeBus::Size(const std::string& topic) const {
+  std::lock_guard lock(mu_);
+  auto it = topics_.find(topic);
+  return it == topics_.end() ? 0 : it->second.size();
+}
+
+Status FakePublisher::Publish(Message message, DeliveryCallback on_delivery) {
+  if (message.value.size() > max_message_bytes) return TooLargeError("message over the limit");
+  Status result;
+  {
+    std::lock_guard lock(mu_);
+    if (fail_next_ > 0) {
+      --fail_next_;
+      result = fail_status_;
+    }
+  }
+  if (result.ok()) bus_.Append(std::move(message));
+  if (on_delivery) on_delivery(result);
+  return Status::Ok();
+}
+
+void FakePublisher::FailNext(int n, Status status) {
+  std::lock_guard lock(mu_);
+  fail_next_ = n;
+  fail_status_ = std::move(status);
+}
+
+std::vector<InboundMessage> FakeSubscriber::Poll(std::size_t max_messages,
+                                                 std::chrono::milliseconds timeout,
+                                                 std::chrono::milliseconds) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<InboundMessage> out;
+  while (true) {
+    {
+      std::lock_guard lock(bus_.mu_);
+      const auto& msgs = bus_.topics_[topic_];
+      while (next_ < msgs.size() && out.size() < max_messages) {
+        InboundMessage in;
+        in.message = msgs[next_];
+        in.token = {topic_, 0, static_cast<std::int64_t>(next_)};
+        out.push_back(std::move(in));
+        ++next_;
+      }
+    }
+    if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void FakeSubscriber::Ack(const AckToken& token) {
+  std::lock_guard lock(mu_);
+  acked_.insert(token.offset);
+}
+
+Status FakeSubscriber::Close() {
+  std::lock_guard lock(mu_);
+  closed_ = true;
+  return Status::Ok();
+}
+
+std::set<std::int64_t> FakeSubscriber::acked() const {
+  std::lock_guard lock(mu_);
+  return acked_;
+}
+
+bool FakeSubscriber::closed() const {
+  std::lock_guard lock(mu_);
+  return closed_;
+}
+
+}  // namespace kadr::bus

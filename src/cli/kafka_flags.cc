@@ -1,0 +1,41 @@
+#include "cli/kafka_flags.h"
+
+namespace kadr::cli {
+
+void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required) {
+  auto* b = app.add_option("--brokers", flags.brokers, "Kafka bootstrap servers, host:port[,...]")
+                ->envname("KADR_BROKERS");
+  if (brokers_required) b->required();
+  app.add_option("--kafka-property", flags.properties,
+                 "librdkafka setting key=value, repeatable (security.protocol, sasl.*, ssl.*)")
+      ->envname("KADR_KAFKA_PROPERTIES")
+      ->delimiter(';');
+  app.add_option("--fetch-wait-ms", flags.fetch_wait_max_ms,
+                 "consumer fetch.wait.max.ms (small: the embedded broker waits this long)")
+      ->check(CLI::Range(1, 5000))
+      ->capture_default_str();
+}
+
+Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags) {
+  kafka::KafkaOptions o;
+  o.brokers = flags.brokers;
+  o.fetch_wait_max_ms = flags.fetch_wait_max_ms;
+  for (const auto& p : flags.properties) {
+    const auto eq = p.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgumentError("--kafka-property wants key=value, got '" + p + "'");
+    }
+    o.properties[p.substr(0, eq)] = p.substr(eq + 1);
+  }
+  return o;
+}
+
+std::string DescribeKafka(const kafka::KafkaOptions& options) {
+  std::string s = "bootstrap=" + options.brokers;
+  for (const auto& [k, v] : options.properties) {
+    s += " " + k + "=" + (kafka::IsSecretProperty(k) ? "***" : v);
+  }
+  return s;
+}
+
+}  // namespace kadr::cli

@@ -1,0 +1,25 @@
+// Command-line and environment settings for Kafka clients, shared by subcommands.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "common/status.h"
+#include "kafka/kafka_options.h"
+
+namespace kadr::cli {
+
+struct KafkaFlags {
+  std::string brokers;                  // --brokers, KADR_BROKERS
+  std::vector<std::string> properties;  // --kafka-property key=value (SASL, TLS, ...)
+  int fetch_wait_max_ms = 10;           // --fetch-wait-ms
+};
+
+void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required);
+Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags);
+// "bootstrap=... security.protocol=SASL_SSL sasl.password=***" for the start-up log.
+std::string DescribeKafka(const kafka::KafkaOptions& options);
+
+}  // namespace kadr::cli

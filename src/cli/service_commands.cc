@@ -1,0 +1,151 @@
+// `kadr broker` and `kadr worker`: long-running services, stopped by SIGINT / SIGTERM.
+#include <condition_variable>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "cli/kafka_flags.h"
+#include "cli/shutdown.h"
+#include "kafka/embedded_broker.h"
+#include "kafka/kafka_publisher.h"
+#include "kafka/kafka_subscriber.h"
+#include "protocol/frame.h"
+#include "worker/worker_service.h"
+
+namespace kadr::cli {
+namespace {
+
+struct BrokerArgs {
+  int port = 9092;
+  int partitions = 4;
+  int brokers = 1;
+  std::vector<std::string> models;  // pre-create kadr.frames.<model> topics
+};
+
+int RunBroker(const BrokerArgs& args) {
+  ShutdownSignal shutdown;
+  kafka::EmbeddedBrokerOptions o;
+  o.port = args.port;
+  o.partitions = args.partitions;
+  o.brokers = args.brokers;
+  o.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
+              std::string(protocol::kDeadLetterTopic)};
+  for (const auto& m : args.models) o.topics.push_back(protocol::FramesTopic(m));
+  auto broker = kafka::EmbeddedBroker::Create(o);
+  if (!broker) {
+    fmt::print(stderr, "error: {}\n", broker.error().ToString());
+    return 2;
+  }
+  fmt::print("kadr embedded broker (in memory only; use Apache Kafka in production)\n");
+  fmt::print("bootstrap: {}\n", (*broker)->bootstrap());
+  std::fflush(stdout);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::stop_callback wake(shutdown.token(), [&] { cv.notify_all(); });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return shutdown.token().stop_requested(); });
+  return 0;
+}
+
+struct WorkerArgs {
+  std::string model;
+  std::string group;
+  KafkaFlags kafka;
+  std::size_t max_batch = 8;
+  int linger_ms = 2;
+  int drain_ms = 10000;
+  bool no_draw = false;
+};
+
+int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
+  ShutdownSignal shutdown;
+  auto kafka_options = ToKafkaOptions(args.kafka);
+  if (!kafka_options) {
+    fmt::print(stderr, "error: {}\n", kafka_options.error().ToString());
+    return 2;
+  }
+  auto registry = inference::ModelRegistry::Create(ToRegistryOptions(global));
+  if (!registry) {
+    fmt::print(stderr, "error: {}\n", registry.error().ToString());
+    return 2;
+  }
+  auto detector = (*registry)->Get(args.model);
+  if (!detector) {
+    fmt::print(stderr, "error: {}\n", detector.error().ToString());
+    return 2;
+  }
+  auto publisher = kafka::KafkaPublisher::Create(*kafka_options);
+  if (!publisher) {
+    fmt::print(stderr, "error: {}\n", publisher.error().ToString());
+    return 2;
+  }
+  kafka::SubscriberOptions sub;
+  sub.group_id = args.group.empty() ? protocol::WorkerGroup(args.model) : args.group;
+  sub.topics = {protocol::FramesTopic(args.model)};
+  auto subscriber = kafka::KafkaSubscriber::Create(*kafka_options, sub);
+  if (!subscriber) {
+    fmt::print(stderr, "error: {}\n", subscriber.error().ToString());
+    return 2;
+  }
+  spdlog::info("worker config model={} topic={} group={} {} max_batch={}", args.model,
+               sub.topics[0], sub.group_id, DescribeKafka(*kafka_options), args.max_batch);
+
+  worker::WorkerOptions wo;
+  wo.max_batch = args.max_batch;
+  wo.batch_linger = std::chrono::milliseconds(args.linger_ms);
+  wo.drain_timeout = std::chrono::milliseconds(args.drain_ms);
+  wo.processing.draw = !args.no_draw;
+  worker::WorkerService service(wo, *detector, **publisher, **subscriber);
+  Status s = service.Run(shutdown.token());
+  if (!s.ok()) {
+    spdlog::warn("worker stopped with error=\"{}\"", s.message());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command AddBrokerCommand(CLI::App& app, const GlobalOptions&) {
+  auto args = std::make_shared<BrokerArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "broker", "run the embedded Kafka-protocol broker (in memory; for development and tests)");
+  sub->add_option("--port", args->port, "bootstrap port on 127.0.0.1 (0: ephemeral)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  sub->add_option("--partitions", args->partitions, "partitions per topic created here")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub->add_option("--brokers", args->brokers, "number of mock brokers")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  sub->add_option("--model", args->models, "pre-create the frames topic of these models");
+  return {sub, [args] { return RunBroker(*args); }};
+}
+
+Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<WorkerArgs>();
+  CLI::App* sub = app.add_subcommand("worker", "consume frames of one model, publish results");
+  sub->add_option("--model,-m", args->model, "model name (see `kadr models`)")
+      ->required()
+      ->envname("KADR_MODEL");
+  sub->add_option("--group", args->group, "consumer group (default kadr.worker.<model>)");
+  sub->add_option("--batch", args->max_batch, "frames per micro-batch")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  sub->add_option("--linger-ms", args->linger_ms, "wait for a batch to fill, ms")
+      ->check(CLI::Range(0, 1000))
+      ->capture_default_str();
+  sub->add_option("--drain-ms", args->drain_ms, "on SIGTERM: bound for finishing in-flight work")
+      ->check(CLI::Range(0, 600000))
+      ->capture_default_str();
+  sub->add_flag("--no-draw", args->no_draw, "publish results only, no annotated images");
+  AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
+  return {sub, [args, &global] { return RunWorker(*args, global); }};
+}
+
+}  // namespace kadr::cli

@@ -1,0 +1,40 @@
+// Connection settings shared by kadr's Kafka producers and consumers.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <string>
+
+namespace kadr::kafka {
+
+struct KafkaOptions {
+  // Bootstrap servers, "host:port[,host:port]".
+  std::string brokers = "127.0.0.1:9092";
+  // Largest message value accepted, bytes; larger frames are refused with kTooLarge before
+  // they reach the broker. Topics need max.message.bytes at least this (docs/protocol.md).
+  std::size_t max_message_bytes = 16u << 20;
+  // Producer queue bounds: publishing blocks (back-pressure) when either is reached, for up
+  // to enqueue_timeout, then fails with kResourceExhausted.
+  int queue_max_messages = 10000;
+  int queue_max_kbytes = 256 * 1024;
+  std::chrono::milliseconds enqueue_timeout{10000};
+  // How long the producer keeps retrying one message before reporting it failed, ms.
+  int delivery_timeout_ms = 300000;
+  // Producer linger, ms: small, because frames are latency-sensitive.
+  int linger_ms = 1;
+  // Consumer: how long the broker may hold a fetch when no data is waiting. librdkafka 2.0.2's
+  // embedded (mock) broker always waits this long, so keep it small (measured: 500 ms ->
+  // ~450 ms round trip; 10 ms -> ~3 ms). Real brokers answer as soon as data arrives.
+  int fetch_wait_max_ms = 10;
+  // Consumer group session timeout, ms: a worker that dies is replaced after this long.
+  int session_timeout_ms = 10000;
+  int heartbeat_interval_ms = 1000;
+  // Passed through to librdkafka unchanged: security.protocol, sasl.*, ssl.*, client.id, ...
+  std::map<std::string, std::string> properties;
+};
+
+// Keys whose values are secrets; logged as "***".
+bool IsSecretProperty(const std::string& key);
+
+}  // namespace kadr::kafka

@@ -1,0 +1,182 @@
+#include "protocol/frame.h"
+
+#include <charconv>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace kadr::protocol {
+namespace {
+
+using nlohmann::json;
+
+std::string Sanitize(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  return out;
+}
+
+Result<std::int64_t> ParseInt(const std::string& name, const std::string& v) {
+  std::int64_t out = 0;
+  const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || ptr != v.data() + v.size()) {
+    return InvalidArgumentError("header " + name + " is not an integer: '" + v + "'");
+  }
+  return out;
+}
+
+Result<float> ParseUnit(const std::string& name, const std::string& v) {
+  try {
+    size_t used = 0;
+    const float f = std::stof(v, &used);
+    if (used == v.size() && f >= 0 && f <= 1) return f;
+  } catch (const std::exception&) {
+  }
+  return InvalidArgumentError("header " + name + " must be a number in [0, 1]: '" + v + "'");
+}
+
+}  // namespace
+
+std::string FramesTopic(std::string_view model) {
+  return std::string(kFramesTopicPrefix) + Sanitize(model);
+}
+
+std::string WorkerGroup(std::string_view model) {
+  return std::string(kWorkerGroupPrefix) + Sanitize(model);
+}
+
+void EncodeFrameHeaders(const FrameMeta& m, bus::Headers& h) {
+  h.Set(header::kSchema, std::to_string(kProtocolVersion));
+  h.Set(header::kFrameId, m.frame_id);
+  if (!m.stream_id.empty()) h.Set(header::kStreamId, m.stream_id);
+  h.Set(header::kSequence, std::to_string(m.sequence));
+  if (m.capture_ms) h.Set(header::kCaptureMs, std::to_string(m.capture_ms));
+  if (m.deadline_ms) h.Set(header::kDeadlineMs, std::to_string(*m.deadline_ms));
+  if (!m.model.empty()) h.Set(header::kModel, m.model);
+  if (!m.reply_to.empty()) h.Set(header::kReplyTo, m.reply_to);
+  if (!m.correlation_id.empty()) h.Set(header::kCorrelationId, m.correlation_id);
+  h.Set(header::kContentType, "image/jpeg");
+  if (m.options.confidence) h.Set(header::kConfidence, std::to_string(*m.options.confidence));
+  if (m.options.iou) h.Set(header::kIou, std::to_string(*m.options.iou));
+  if (!m.options.classes.empty()) {
+    std::string s;
+    for (int c : m.options.classes) {
+      if (!s.empty()) s += ',';
+      s += std::to_string(c);
+    }
+    h.Set(header::kClasses, s);
+  }
+  if (!m.draw) h.Set(header::kDraw, "0");
+}
+
+Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
+  FrameMeta m;
+  if (auto v = h.Get(header::kSchema); v && *v != std::to_string(kProtocolVersion)) {
+    return InvalidArgumentError("unsupported protocol version " + *v);
+  }
+  auto id = h.Get(header::kFrameId);
+  if (!id || id->empty()) return InvalidArgumentError("missing header kadr-frame-id");
+  m.frame_id = *id;
+  m.stream_id = h.Get(header::kStreamId).value_or(m.frame_id);
+  if (auto v = h.Get(header::kSequence)) {
+    ASSIGN_OR_RETURN(m.sequence, ParseInt(header::kSequence, *v));
+  }
+  if (auto v = h.Get(header::kCaptureMs)) {
+    ASSIGN_OR_RETURN(m.capture_ms, ParseInt(header::kCaptureMs, *v));
+  }
+  if (auto v = h.Get(header::kDeadlineMs)) {
+    ASSIGN_OR_RETURN(std::int64_t d, ParseInt(header::kDeadlineMs, *v));
+    m.deadline_ms = d;
+  }
+  m.model = h.Get(header::kModel).value_or("");
+  m.reply_to = h.Get(header::kReplyTo).value_or(std::string(kResultsTopic));
+  if (m.reply_to.empty()) m.reply_to = std::string(kResultsTopic);
+  m.correlation_id = h.Get(header::kCorrelationId).value_or("");
+  if (auto v = h.Get(header::kConfidence)) {
+    ASSIGN_OR_RETURN(float f, ParseUnit(header::kConfidence, *v));
+    m.options.confidence = f;
+  }
+  if (auto v = h.Get(header::kIou)) {
+    ASSIGN_OR_RETURN(float f, ParseUnit(header::kIou, *v));
+    m.options.iou = f;
+  }
+  if (auto v = h.Get(header::kClasses)) {
+    std::stringstream in(*v);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      if (item.empty()) continue;
+      ASSIGN_OR_RETURN(std::int64_t c, ParseInt(header::kClasses, item));
+      if (c < 0 || c > 100000) return InvalidArgumentError("header kadr-classes: bad class id");
+      m.options.classes.push_back(static_cast<int>(c));
+    }
+  }
+  if (auto v = h.Get(header::kDraw)) m.draw = *v != "0" && *v != "false";
+  return m;
+}
+
+std::string_view FrameStatusName(FrameStatus s) {
+  switch (s) {
+    case FrameStatus::kOk:
+      return "ok";
+    case FrameStatus::kError:
+      return "error";
+    case FrameStatus::kSkipped:
+      return "skipped";
+  }
+  return "unknown";
+}
+
+std::string FrameResultToJson(const FrameResult& r) {
+  // The detection result's own fields, plus the frame envelope.
+  json j = json::parse(ToJson(r.result));
+  j["frame"] = {{"id", r.frame_id},
+                {"stream", r.stream_id},
+                {"sequence", r.sequence},
+                {"capture_ms", r.capture_ms}};
+  if (!r.correlation_id.empty()) j["correlation_id"] = r.correlation_id;
+  j["status"] = FrameStatusName(r.status);
+  if (r.status != FrameStatus::kOk) {
+    j["error"] = {{"code", StatusCodeName(r.error.code())}, {"message", r.error.message()}};
+  }
+  if (!r.annotated_topic.empty()) j["annotated_topic"] = r.annotated_topic;
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Result<FrameResult> FrameResultFromJson(std::string_view text) {
+  ASSIGN_OR_RETURN(DetectionResult det, ResultFromJson(text));
+  json j = json::parse(text, nullptr, false);
+  FrameResult r;
+  r.result = std::move(det);
+  try {
+    const auto& f = j.at("frame");
+    r.frame_id = f.at("id").get<std::string>();
+    r.stream_id = f.value("stream", "");
+    r.sequence = f.value("sequence", std::int64_t{0});
+    r.capture_ms = f.value("capture_ms", std::int64_t{0});
+    r.correlation_id = j.value("correlation_id", "");
+    r.annotated_topic = j.value("annotated_topic", "");
+    const std::string status = j.at("status").get<std::string>();
+    if (status == "ok") {
+      r.status = FrameStatus::kOk;
+    } else if (status == "error" || status == "skipped") {
+      r.status = status == "error" ? FrameStatus::kError : FrameStatus::kSkipped;
+      const std::string code = j.at("error").at("code").get<std::string>();
+      StatusCode sc = StatusCode::kInternal;
+      for (int c = 1; c <= static_cast<int>(StatusCode::kDeadlineExceeded); ++c) {
+        if (StatusCodeName(static_cast<StatusCode>(c)) == code) sc = static_cast<StatusCode>(c);
+      }
+      r.error = Status(sc, j.at("error").at("message").get<std::string>());
+    } else {
+      return InvalidArgumentError("unknown frame status '" + status + "'");
+    }
+  } catch (const json::exception& e) {
+    return InvalidArgumentError(std::string("malformed frame result: ") + e.what());
+  }
+  return r;
+}
+
+}  // namespace kadr::protocol

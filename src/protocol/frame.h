@@ -1,0 +1,89 @@
+// The Kafka topic contract (docs/protocol.md): topic names, frame headers, and the result
+// envelope that workers send back. Pure functions, thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "bus/message.h"
+#include "common/status.h"
+#include "protocol/detection.h"
+#include "protocol/result.h"
+
+namespace kadr::protocol {
+
+inline constexpr int kProtocolVersion = 1;
+
+// Topics. Frames are per model so each model's worker pool is its own consumer group.
+inline constexpr std::string_view kFramesTopicPrefix = "kadr.frames.";
+inline constexpr std::string_view kResultsTopic = "kadr.results";
+inline constexpr std::string_view kAnnotatedTopic = "kadr.annotated";
+inline constexpr std::string_view kDeadLetterTopic = "kadr.dlq";
+inline constexpr std::string_view kWorkerGroupPrefix = "kadr.worker.";
+
+// "kadr.frames.<model>", with characters Kafka does not allow in topic names replaced by '_'.
+std::string FramesTopic(std::string_view model);
+std::string WorkerGroup(std::string_view model);
+
+// Header names.
+namespace header {
+inline constexpr char kFrameId[] = "kadr-frame-id";
+inline constexpr char kStreamId[] = "kadr-stream-id";
+inline constexpr char kSequence[] = "kadr-seq";
+inline constexpr char kCaptureMs[] = "kadr-capture-ms";
+inline constexpr char kDeadlineMs[] = "kadr-deadline-ms";
+inline constexpr char kModel[] = "kadr-model";
+inline constexpr char kReplyTo[] = "kadr-reply-to";
+inline constexpr char kCorrelationId[] = "kadr-correlation-id";
+inline constexpr char kContentType[] = "content-type";
+inline constexpr char kSchema[] = "kadr-schema";
+inline constexpr char kConfidence[] = "kadr-conf";
+inline constexpr char kIou[] = "kadr-iou";
+inline constexpr char kClasses[] = "kadr-classes";
+inline constexpr char kDraw[] = "kadr-draw";
+inline constexpr char kStatus[] = "kadr-status";
+inline constexpr char kErrorCode[] = "kadr-error-code";
+inline constexpr char kErrorMessage[] = "kadr-error-message";
+}  // namespace header
+
+// Identity and routing of one frame, carried in its headers.
+struct FrameMeta {
+  std::string frame_id;                     // unique per frame; required
+  std::string stream_id;                    // message key; defaults to frame_id
+  std::int64_t sequence = 0;                // position in the stream
+  std::int64_t capture_ms = 0;              // Unix ms when captured / received; 0 unknown
+  std::optional<std::int64_t> deadline_ms;  // Unix ms after which the result is useless
+  std::string model;
+  std::string reply_to;        // results topic; defaults to kadr.results
+  std::string correlation_id;  // echoed back to the requester
+  DetectOptions options;       // per-frame thresholds and class filter
+  bool draw = true;            // produce the annotated image
+};
+
+void EncodeFrameHeaders(const FrameMeta& meta, bus::Headers& headers);
+// kInvalidArgument naming the bad header (missing frame id, non-numeric number, ...).
+Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& headers);
+
+enum class FrameStatus { kOk, kError, kSkipped };
+std::string_view FrameStatusName(FrameStatus s);  // "ok", "error", "skipped"
+
+// What a worker sends to the reply-to topic for every frame it takes: exactly one of these
+// per frame (more only on redelivery, recognisable by frame id).
+struct FrameResult {
+  std::string frame_id;
+  std::string stream_id;
+  std::int64_t sequence = 0;
+  std::string correlation_id;
+  std::int64_t capture_ms = 0;
+  FrameStatus status = FrameStatus::kOk;
+  Status error;                 // kError and kSkipped: why
+  DetectionResult result;       // kOk: the detections
+  std::string annotated_topic;  // where the annotated JPEG went (empty: not drawn)
+};
+
+std::string FrameResultToJson(const FrameResult& r);
+Result<FrameResult> FrameResultFromJson(std::string_view json);
+
+}  // namespace kadr::protocol

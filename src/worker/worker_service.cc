@@ -1,0 +1,254 @@
+#include "worker/worker_service.h"
+
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+namespace kadr::worker {
+namespace {
+
+using protocol::FrameMeta;
+using protocol::FrameResult;
+using protocol::FrameStatus;
+namespace header = protocol::header;
+
+std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+void EchoIdentity(const FrameMeta& meta, bus::Headers& h) {
+  h.Set(header::kSchema, std::to_string(protocol::kProtocolVersion));
+  h.Set(header::kFrameId, meta.frame_id);
+  h.Set(header::kStreamId, meta.stream_id);
+  h.Set(header::kSequence, std::to_string(meta.sequence));
+  if (!meta.correlation_id.empty()) h.Set(header::kCorrelationId, meta.correlation_id);
+  if (!meta.model.empty()) h.Set(header::kModel, meta.model);
+}
+
+}  // namespace
+
+// One frame's outstanding deliveries; the frame is acked when the count reaches zero.
+struct WorkerService::Pending {
+  bus::AckToken token;
+  std::atomic<int> remaining{0};
+};
+
+WorkerService::WorkerService(WorkerOptions options, std::shared_ptr<inference::Detector> detector,
+                             bus::FramePublisher& publisher, bus::FrameSubscriber& subscriber)
+    : options_(std::move(options)),
+      detector_(std::move(detector)),
+      publisher_(publisher),
+      subscriber_(subscriber),
+      processor_(options_.processing) {}
+
+std::int64_t WorkerService::NowMs() const {
+  if (options_.now_ms) return options_.now_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+WorkerStats WorkerService::stats() const {
+  return {frames_.load(), processed_.load(), skipped_.load(),
+          failed_.load(), acked_.load(),     publish_retries_.load()};
+}
+
+void WorkerService::Send(const std::shared_ptr<Pending>& pending, bus::Message message) {
+  // The callback keeps a copy for re-publishing: a delivery that failed after the transport's
+  // own retries (e.g. a long broker outage) must not lose the frame's output.
+  auto copy = std::make_shared<bus::Message>(message);
+  Status s = publisher_.Publish(std::move(message), [this, pending, copy](const Status& st) {
+    if (st.ok()) {
+      if (pending->remaining.fetch_sub(1) == 1) {
+        subscriber_.Ack(pending->token);
+        ++acked_;
+        --outstanding_;
+      }
+      return;
+    }
+    std::lock_guard lock(retry_mu_);
+    retry_.emplace_back(pending, *copy);
+  });
+  if (!s.ok()) {
+    // Not queued (queue full past its timeout, or too large): retry from the main loop;
+    // too-large messages cannot succeed, so they are logged and the frame still acked.
+    if (s.code() == StatusCode::kTooLarge) {
+      spdlog::error("output dropped, over the size limit topic={} error=\"{}\"", copy->topic,
+                    s.message());
+      if (pending->remaining.fetch_sub(1) == 1) {
+        subscriber_.Ack(pending->token);
+        ++acked_;
+        --outstanding_;
+      }
+      return;
+    }
+    std::lock_guard lock(retry_mu_);
+    retry_.emplace_back(pending, std::move(*copy));
+  }
+}
+
+void WorkerService::RetryFailed() {
+  std::deque<std::pair<std::shared_ptr<Pending>, bus::Message>> batch;
+  {
+    std::lock_guard lock(retry_mu_);
+    batch.swap(retry_);
+  }
+  for (auto& [pending, message] : batch) {
+    ++publish_retries_;
+    spdlog::warn("re-publishing topic={} frame_offset={}", message.topic, pending->token.offset);
+    Send(pending, std::move(message));
+  }
+}
+
+void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
+  struct Work {
+    bus::InboundMessage* in;
+    FrameMeta meta;
+    std::shared_ptr<Pending> pending;
+  };
+  std::vector<Work> to_process;
+  std::vector<FrameInput> inputs;
+  const std::int64_t now = NowMs();
+
+  for (auto& in : batch) {
+    ++frames_;
+    ++outstanding_;
+    auto pending = std::make_shared<Pending>();
+    pending->token = in.token;
+    auto meta = protocol::DecodeFrameHeaders(in.message.headers);
+    FrameMeta m;
+    Status error;
+    if (meta) {
+      m = std::move(*meta);
+      // Producers that set only the message key (kcat -k cam1) name the stream with it.
+      if (!in.message.headers.Get(header::kStreamId) && !in.message.key.empty()) {
+        m.stream_id = in.message.key;
+      }
+    } else {
+      // Without its identity the frame cannot be answered properly; it still gets an error
+      // result (identified by its position) and goes to the dead-letter topic.
+      m.frame_id = in.token.topic + "/" + std::to_string(in.token.partition) + "/" +
+                   std::to_string(in.token.offset);
+      m.stream_id = in.message.key.empty() ? m.frame_id : in.message.key;
+      m.reply_to = std::string(protocol::kResultsTopic);
+      error = meta.error();
+    }
+    if (error.ok()) {
+      error = inference::ValidateOptions(m.options, detector_->info());
+    }
+    if (!error.ok()) {
+      ++failed_;
+      spdlog::warn("frame rejected frame={} error=\"{}\"", m.frame_id, error.ToString());
+      FrameResult r{
+          m.frame_id, m.stream_id, m.sequence, m.correlation_id, m.capture_ms, FrameStatus::kError,
+          error,      {},          {}};
+      r.result.model = detector_->info().name;
+      bus::Message dlq{options_.dead_letter_topic, in.message.key, in.message.value,
+                       in.message.headers};
+      dlq.headers.Set(header::kErrorCode, std::string(StatusCodeName(error.code())));
+      dlq.headers.Set(header::kErrorMessage, error.message());
+      bus::Message result{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
+      EchoIdentity(m, result.headers);
+      result.headers.Set(header::kContentType, "application/json");
+      result.headers.Set(header::kStatus, "error");
+      pending->remaining = 2;
+      Send(pending, std::move(dlq));
+      Send(pending, std::move(result));
+      continue;
+    }
+    if (m.deadline_ms && *m.deadline_ms < now) {
+      ++skipped_;
+      spdlog::debug("frame skipped, deadline passed frame={} late_ms={}", m.frame_id,
+                    now - *m.deadline_ms);
+      FrameResult r{
+          m.frame_id,
+          m.stream_id,
+          m.sequence,
+          m.correlation_id,
+          m.capture_ms,
+          FrameStatus::kSkipped,
+          DeadlineExceededError("deadline passed " + std::to_string(now - *m.deadline_ms) +
+                                " ms before processing"),
+          {},
+          {}};
+      r.result.model = detector_->info().name;
+      bus::Message result{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
+      EchoIdentity(m, result.headers);
+      result.headers.Set(header::kContentType, "application/json");
+      result.headers.Set(header::kStatus, "skipped");
+      pending->remaining = 1;
+      Send(pending, std::move(result));
+      continue;
+    }
+    inputs.push_back({in.message.value, m.options, m.draw});
+    to_process.push_back({&in, std::move(m), std::move(pending)});
+  }
+
+  auto results = processor_.ProcessBatch(inputs, *detector_);
+  for (size_t i = 0; i < to_process.size(); ++i) {
+    Work& w = to_process[i];
+    const FrameMeta& m = w.meta;
+    FrameResult r{
+        m.frame_id, m.stream_id, m.sequence, m.correlation_id, m.capture_ms, FrameStatus::kOk,
+        {},         {},          {}};
+    bus::Message dlq;
+    bus::Message annotated;
+    if (results[i]) {
+      ++processed_;
+      r.result = std::move(results[i]->result);
+      if (!results[i]->annotated_jpeg.empty()) {
+        r.annotated_topic = options_.annotated_topic;
+        annotated = {
+            options_.annotated_topic, m.stream_id, std::move(results[i]->annotated_jpeg), {}};
+        EchoIdentity(m, annotated.headers);
+        annotated.headers.Set(header::kContentType, "image/jpeg");
+      }
+    } else {
+      ++failed_;
+      const Status& error = results[i].error();
+      spdlog::warn("frame failed frame={} error=\"{}\"", m.frame_id, error.ToString());
+      r.status = FrameStatus::kError;
+      r.error = error;
+      r.result.model = detector_->info().name;
+      dlq = {options_.dead_letter_topic, w.in->message.key, w.in->message.value,
+             w.in->message.headers};
+      dlq.headers.Set(header::kErrorCode, std::string(StatusCodeName(error.code())));
+      dlq.headers.Set(header::kErrorMessage, error.message());
+    }
+    bus::Message result{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
+    EchoIdentity(m, result.headers);
+    result.headers.Set(header::kContentType, "application/json");
+    result.headers.Set(header::kStatus, std::string(protocol::FrameStatusName(r.status)));
+
+    w.pending->remaining = 1 + (dlq.topic.empty() ? 0 : 1) + (annotated.topic.empty() ? 0 : 1);
+    if (!dlq.topic.empty()) Send(w.pending, std::move(dlq));
+    if (!annotated.topic.empty()) Send(w.pending, std::move(annotated));
+    Send(w.pending, std::move(result));
+  }
+}
+
+Status WorkerService::Run(std::stop_token stop) {
+  spdlog::info("worker started model={} max_batch={}", detector_->info().name, options_.max_batch);
+  while (!stop.stop_requested()) {
+    RetryFailed();
+    auto batch = subscriber_.Poll(options_.max_batch, options_.poll_timeout, options_.batch_linger);
+    if (!batch.empty()) HandleBatch(batch);
+  }
+  // Drain: the frames in hand are processed; wait for their outputs to be delivered.
+  const auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+  while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    RetryFailed();
+    (void)publisher_.Flush(std::chrono::milliseconds(100));
+  }
+  const std::int64_t left = outstanding_.load();
+  Status closed = subscriber_.Close();
+  const WorkerStats s = stats();
+  spdlog::info("worker stopped frames={} processed={} skipped={} failed={} undelivered={}",
+               s.frames, s.processed, s.skipped, s.failed, left);
+  if (left > 0) {
+    return DeadlineExceededError(std::to_string(left) +
+                                 " frames still had undelivered outputs at shutdown; they will "
+                                 "be redelivered to another worker");
+  }
+  return closed;
+}
+
+}  // namespace kadr::worker

@@ -1,0 +1,86 @@
+// WorkerService: a model's worker. Consumes frames, runs the model, publishes the result and
+// the annotated image, and acknowledges each frame only after everything it caused is
+// delivered (at-least-once).
+//
+//   consume (micro-batch) -> decode -> detect -> draw -> encode -> publish -> ack
+//
+// Per frame, exactly one result goes to the frame's reply-to topic: "ok" with detections,
+// "skipped" when its deadline had passed before processing, or "error" (the frame also goes
+// to the dead-letter topic, with the reason in its headers). A bad frame never stops the
+// frames behind it. Publishes that fail after the transport's own retries are retried here.
+//
+// Written against bus.h, so unit tests use the in-memory bus and production uses Kafka.
+// Run() is called from one thread; stats() from any.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+
+#include "bus/bus.h"
+#include "inference/detector.h"
+#include "protocol/frame.h"
+#include "worker/frame_processor.h"
+
+namespace kadr::worker {
+
+struct WorkerOptions {
+  std::size_t max_batch = 8;                    // frames taken per poll (micro-batch bound)
+  std::chrono::milliseconds batch_linger{2};    // extra wait for a batch to fill
+  std::chrono::milliseconds poll_timeout{100};  // idle poll; also the stop-check interval
+  std::string annotated_topic = std::string(protocol::kAnnotatedTopic);
+  std::string dead_letter_topic = std::string(protocol::kDeadLetterTopic);
+  FrameProcessorOptions processing;
+  std::chrono::milliseconds drain_timeout{10000};  // on stop: bound for in-flight deliveries
+  std::function<std::int64_t()> now_ms;            // Unix ms; system clock when unset
+};
+
+struct WorkerStats {
+  std::uint64_t frames = 0;           // frames taken from the bus
+  std::uint64_t processed = 0;        // "ok" results
+  std::uint64_t skipped = 0;          // deadline passed
+  std::uint64_t failed = 0;           // "error" results, sent to the dead-letter topic
+  std::uint64_t acked = 0;            // frames whose outputs were all delivered
+  std::uint64_t publish_retries = 0;  // messages re-published after a failed delivery
+};
+
+class WorkerService {
+ public:
+  // The publisher and subscriber must outlive the service.
+  WorkerService(WorkerOptions options, std::shared_ptr<inference::Detector> detector,
+                bus::FramePublisher& publisher, bus::FrameSubscriber& subscriber);
+
+  // Serves until `stop` is requested, then finishes the frames in hand, waits (bounded by
+  // drain_timeout) for their deliveries, and closes the subscriber, which commits and
+  // leaves the group. Returns kDeadlineExceeded when deliveries were still pending.
+  Status Run(std::stop_token stop);
+
+  WorkerStats stats() const;
+
+ private:
+  struct Pending;
+  void HandleBatch(std::vector<bus::InboundMessage>& batch);
+  void Send(const std::shared_ptr<Pending>& pending, bus::Message message);
+  void RetryFailed();
+  std::int64_t NowMs() const;
+
+  WorkerOptions options_;
+  std::shared_ptr<inference::Detector> detector_;
+  bus::FramePublisher& publisher_;
+  bus::FrameSubscriber& subscriber_;
+  FrameProcessor processor_;
+
+  std::mutex retry_mu_;
+  std::deque<std::pair<std::shared_ptr<Pending>, bus::Message>> retry_;
+  std::atomic<std::int64_t> outstanding_{0};  // frames not yet acked
+
+  std::atomic<std::uint64_t> frames_{0}, processed_{0}, skipped_{0}, failed_{0}, acked_{0},
+      publish_retries_{0};
+};
+
+}  // namespace kadr::worker
