@@ -39,6 +39,11 @@ WorkerService::WorkerService(WorkerOptions options, std::shared_ptr<inference::D
       subscriber_(subscriber),
       processor_(options_.processing) {}
 
+WorkerService::~WorkerService() {
+  std::lock_guard lock(lifetime_->mu);
+  lifetime_->closed = true;
+}
+
 std::int64_t WorkerService::NowMs() const {
   if (options_.now_ms) return options_.now_ms();
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -55,18 +60,21 @@ void WorkerService::Send(const std::shared_ptr<Pending>& pending, bus::Message m
   // The callback keeps a copy for re-publishing: a delivery that failed after the transport's
   // own retries (e.g. a long broker outage) must not lose the frame's output.
   auto copy = std::make_shared<bus::Message>(message);
-  Status s = publisher_.Publish(std::move(message), [this, pending, copy](const Status& st) {
-    if (st.ok()) {
-      if (pending->remaining.fetch_sub(1) == 1) {
-        subscriber_.Ack(pending->token);
-        ++acked_;
-        --outstanding_;
-      }
-      return;
-    }
-    std::lock_guard lock(retry_mu_);
-    retry_.emplace_back(pending, *copy);
-  });
+  Status s = publisher_.Publish(std::move(message),
+                                [this, lifetime = lifetime_, pending, copy](const Status& st) {
+                                  std::lock_guard alive(lifetime->mu);
+                                  if (lifetime->closed) return;
+                                  if (st.ok()) {
+                                    if (pending->remaining.fetch_sub(1) == 1) {
+                                      subscriber_.Ack(pending->token);
+                                      ++acked_;
+                                      --outstanding_;
+                                    }
+                                    return;
+                                  }
+                                  std::lock_guard lock(retry_mu_);
+                                  retry_.emplace_back(pending, *copy);
+                                });
   if (!s.ok()) {
     // Not queued (queue full past its timeout, or too large): retry from the main loop;
     // too-large messages cannot succeed, so they are logged and the frame still acked.

@@ -62,6 +62,9 @@ class WorkerService {
 
   WorkerStats stats() const;
 
+  // Delivery callbacks that arrive after destruction (a publisher flushed later) are ignored.
+  ~WorkerService();
+
  private:
   struct Pending;
   void HandleBatch(std::vector<bus::InboundMessage>& batch);
@@ -74,6 +77,13 @@ class WorkerService {
   bus::FramePublisher& publisher_;
   bus::FrameSubscriber& subscriber_;
   FrameProcessor processor_;
+
+  // Guards against callbacks after destruction; shared with every pending callback.
+  struct Lifetime {
+    std::mutex mu;
+    bool closed = false;
+  };
+  std::shared_ptr<Lifetime> lifetime_ = std::make_shared<Lifetime>();
 
   std::mutex retry_mu_;
   std::deque<std::pair<std::shared_ptr<Pending>, bus::Message>> retry_;
