@@ -5,6 +5,8 @@ namespace kadr::bus {
 void OffsetTracker::Track(const std::string& topic, int partition, std::int64_t offset) {
   std::lock_guard lock(mu_);
   Partition& p = partitions_[{topic, partition}];
+  // Nothing before the first offset we see is ours to commit.
+  if (p.next < 0) p.committable = offset;
   p.pending.insert(offset);
   p.next = std::max(p.next, offset + 1);
 }

@@ -45,6 +45,11 @@ std::string FramesTopic(std::string_view model) {
   return std::string(kFramesTopicPrefix) + Sanitize(model);
 }
 
+bool IsValidTopicName(std::string_view topic) {
+  if (topic.empty() || topic.size() > 249 || topic == "." || topic == "..") return false;
+  return Sanitize(topic) == topic;
+}
+
 std::string WorkerGroup(std::string_view model) {
   return std::string(kWorkerGroupPrefix) + Sanitize(model);
 }
@@ -76,7 +81,9 @@ void EncodeFrameHeaders(const FrameMeta& m, bus::Headers& h) {
 Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
   FrameMeta m;
   if (auto v = h.Get(header::kSchema); v && *v != std::to_string(kProtocolVersion)) {
-    return InvalidArgumentError("unsupported protocol version " + *v);
+    return InvalidArgumentError("header " + std::string(header::kSchema) +
+                                " has unsupported protocol version '" + *v +
+                                "' (supported: " + std::to_string(kProtocolVersion) + ")");
   }
   auto id = h.Get(header::kFrameId);
   if (!id || id->empty()) return InvalidArgumentError("missing header kadr-frame-id");
@@ -95,6 +102,10 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
   m.model = h.Get(header::kModel).value_or("");
   m.reply_to = h.Get(header::kReplyTo).value_or(std::string(kResultsTopic));
   if (m.reply_to.empty()) m.reply_to = std::string(kResultsTopic);
+  if (!IsValidTopicName(m.reply_to)) {
+    return InvalidArgumentError("header kadr-reply-to is not a valid topic name: '" + m.reply_to +
+                                "'");
+  }
   m.correlation_id = h.Get(header::kCorrelationId).value_or("");
   if (auto v = h.Get(header::kConfidence)) {
     ASSIGN_OR_RETURN(float f, ParseUnit(header::kConfidence, *v));
@@ -115,6 +126,22 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
     }
   }
   if (auto v = h.Get(header::kDraw)) m.draw = *v != "0" && *v != "false";
+  return m;
+}
+
+FrameMeta BestEffortFrameMeta(const bus::Headers& h, const std::string& key,
+                              const std::string& fallback_id) {
+  FrameMeta m;
+  m.frame_id = h.Get(header::kFrameId).value_or("");
+  if (m.frame_id.empty()) m.frame_id = fallback_id;
+  m.stream_id = h.Get(header::kStreamId).value_or(key.empty() ? m.frame_id : key);
+  m.correlation_id = h.Get(header::kCorrelationId).value_or("");
+  m.model = h.Get(header::kModel).value_or("");
+  const auto reply_to = h.Get(header::kReplyTo);
+  m.reply_to = reply_to && IsValidTopicName(*reply_to) ? *reply_to : std::string(kResultsTopic);
+  if (auto seq = h.Get(header::kSequence)) {
+    if (auto v = ParseInt(header::kSequence, *seq)) m.sequence = *v;
+  }
   return m;
 }
 

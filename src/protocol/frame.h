@@ -26,6 +26,8 @@ inline constexpr std::string_view kWorkerGroupPrefix = "kadr.worker.";
 // "kadr.frames.<model>", with characters Kafka does not allow in topic names replaced by '_'.
 std::string FramesTopic(std::string_view model);
 std::string WorkerGroup(std::string_view model);
+// Kafka's rule: 1..249 characters from [A-Za-z0-9._-], not "." or "..".
+bool IsValidTopicName(std::string_view topic);
 
 // Header names.
 namespace header {
@@ -65,6 +67,11 @@ struct FrameMeta {
 void EncodeFrameHeaders(const FrameMeta& meta, bus::Headers& headers);
 // kInvalidArgument naming the bad header (missing frame id, non-numeric number, ...).
 Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& headers);
+// For answering a frame whose headers did not decode: its identity and reply route as far
+// as they can be read (frame id `fallback_id` when absent, reply-to kadr.results when
+// absent or invalid). Never fails.
+FrameMeta BestEffortFrameMeta(const bus::Headers& headers, const std::string& key,
+                              const std::string& fallback_id);
 
 enum class FrameStatus { kOk, kError, kSkipped };
 std::string_view FrameStatusName(FrameStatus s);  // "ok", "error", "skipped"

@@ -131,12 +131,10 @@ void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
         m.stream_id = in.message.key;
       }
     } else {
-      // Without its identity the frame cannot be answered properly; it still gets an error
-      // result (identified by its position) and goes to the dead-letter topic.
-      m.frame_id = in.token.topic + "/" + std::to_string(in.token.partition) + "/" +
-                   std::to_string(in.token.offset);
-      m.stream_id = in.message.key.empty() ? m.frame_id : in.message.key;
-      m.reply_to = std::string(protocol::kResultsTopic);
+      // Answer it anyway, with as much of its identity as can be read, and dead-letter it.
+      m = protocol::BestEffortFrameMeta(in.message.headers, in.message.key,
+                                        in.token.topic + "/" + std::to_string(in.token.partition) +
+                                            "/" + std::to_string(in.token.offset));
       error = meta.error();
     }
     if (error.ok()) {

@@ -1,0 +1,661 @@
+#include "worker/worker_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+
+#include "bus/fake_bus.h"
+
+namespace kadr::worker {
+namespace {
+
+using namespace std::chrono_literals;
+using protocol::FrameMeta;
+using protocol::FrameResult;
+using protocol::FrameStatus;
+
+constexpr char kFramesTopic[] = "kadr.frames.fake";
+constexpr char kResults[] = "kadr.results";
+constexpr char kAnnotated[] = "kadr.annotated";
+constexpr char kDlq[] = "kadr.dlq";
+
+// A two-class detector that finds one box in the middle of every image and records the batch
+// sizes it was called with.
+class FakeDetector : public inference::Detector {
+ public:
+  FakeDetector() {
+    info_.name = "fake";
+    info_.labels = {"thing", "other"};
+  }
+  inference::ModelInfo& mutable_info() { return info_; }
+  const inference::ModelInfo& info() const override { return info_; }
+  Result<std::vector<std::vector<protocol::Detection>>> Detect(
+      std::span<const cv::Mat> images, const protocol::DetectOptions&,
+      inference::DetectTimings* timings) override {
+    std::vector<std::vector<protocol::Detection>> out;
+    {
+      std::lock_guard lock(mu_);
+      batch_sizes_.push_back(images.size());
+    }
+    for (const auto& img : images) {
+      if (img.empty()) return InvalidArgumentError("empty image");
+      protocol::Detection d;
+      d.label = "thing";
+      d.score = 0.9f;
+      d.box = {img.cols / 4.f, img.rows / 4.f, img.cols / 2.f, img.rows / 2.f};
+      out.push_back({d});
+    }
+    if (timings != nullptr) *timings = {1, 2, 3};
+    return out;
+  }
+  std::vector<std::size_t> batch_sizes() const {
+    std::lock_guard lock(mu_);
+    return batch_sizes_;
+  }
+
+ private:
+  inference::ModelInfo info_;
+  mutable std::mutex mu_;
+  std::vector<std::size_t> batch_sizes_;
+};
+
+// Forwards to a FakeSubscriber and records every Ack, duplicates included.
+class RecordingSubscriber final : public bus::FrameSubscriber {
+ public:
+  explicit RecordingSubscriber(bus::FakeSubscriber& inner) : inner_(inner) {}
+  std::vector<bus::InboundMessage> Poll(std::size_t max_messages, std::chrono::milliseconds timeout,
+                                        std::chrono::milliseconds linger) override {
+    return inner_.Poll(max_messages, timeout, linger);
+  }
+  void Ack(const bus::AckToken& token) override {
+    {
+      std::lock_guard lock(mu_);
+      acks_.push_back(token.offset);
+    }
+    if (on_ack) on_ack(token);
+    inner_.Ack(token);
+  }
+  Status Close() override { return inner_.Close(); }
+
+  std::vector<std::int64_t> acks() const {
+    std::lock_guard lock(mu_);
+    return acks_;
+  }
+  std::function<void(const bus::AckToken&)> on_ack;  // set before the service runs
+
+ private:
+  bus::FakeSubscriber& inner_;
+  mutable std::mutex mu_;
+  std::vector<std::int64_t> acks_;
+};
+
+// Forwards to a FakePublisher (so messages land on the bus at once) but holds each delivery
+// callback until the test releases it: the transport has not confirmed delivery yet.
+class HoldingPublisher final : public bus::FramePublisher {
+ public:
+  explicit HoldingPublisher(bus::FakePublisher& inner) : inner_(inner) {}
+  Status Publish(bus::Message message, bus::DeliveryCallback on_delivery) override {
+    return inner_.Publish(std::move(message), [this, on_delivery](const Status& s) {
+      std::lock_guard lock(mu_);
+      held_.emplace_back(on_delivery, s);
+    });
+  }
+  Status Flush(std::chrono::milliseconds) override { return Status::Ok(); }
+
+  std::size_t held() const {
+    std::lock_guard lock(mu_);
+    return held_.size();
+  }
+  // Delivers the oldest held callback; false when none is held.
+  bool ReleaseOne() {
+    std::pair<bus::DeliveryCallback, Status> next;
+    {
+      std::lock_guard lock(mu_);
+      if (held_.empty()) return false;
+      next = std::move(held_.front());
+      held_.erase(held_.begin());
+    }
+    if (next.first) next.first(next.second);
+    return true;
+  }
+
+ private:
+  bus::FakePublisher& inner_;
+  mutable std::mutex mu_;
+  std::vector<std::pair<bus::DeliveryCallback, Status>> held_;
+};
+
+std::vector<std::uint8_t> Png(int width = 80, int height = 60) {
+  const cv::Mat img(height, width, CV_8UC3, cv::Scalar(10, 20, 30));
+  std::vector<std::uint8_t> buf;
+  cv::imencode(".png", img, buf);
+  return buf;
+}
+
+// A PNG whose signature and IHDR (the first 33 bytes) are intact but whose pixel data is
+// garbage: probing succeeds, decoding fails.
+std::vector<std::uint8_t> PngWithGarbagePixels(int width = 80, int height = 60) {
+  std::vector<std::uint8_t> png = Png(width, height);
+  for (std::size_t i = 33; i < png.size(); ++i) png[i] = static_cast<std::uint8_t>(i * 131 + 7);
+  return png;
+}
+
+FrameMeta Meta(const std::string& id) {
+  FrameMeta m;
+  m.frame_id = id;
+  m.stream_id = "cam1";
+  m.model = "fake";
+  return m;
+}
+
+std::string Text(const std::vector<std::uint8_t>& v) { return {v.begin(), v.end()}; }
+
+class WorkerServiceTest : public ::testing::Test {
+ protected:
+  WorkerServiceTest() {
+    options_.poll_timeout = 5ms;
+    options_.batch_linger = 0ms;
+    options_.drain_timeout = 2s;
+  }
+  ~WorkerServiceTest() override { (void)Stop(); }
+
+  void Enqueue(const FrameMeta& meta, std::vector<std::uint8_t> bytes) {
+    bus::Message m;
+    m.topic = kFramesTopic;
+    m.key = meta.stream_id;
+    m.value = std::move(bytes);
+    protocol::EncodeFrameHeaders(meta, m.headers);
+    bus_.Append(std::move(m));
+  }
+  void EnqueueRaw(bus::Message m) {
+    m.topic = kFramesTopic;
+    bus_.Append(std::move(m));
+  }
+
+  void Start() { Start(publisher_); }
+  void Start(bus::FramePublisher& publisher) {
+    service_ = std::make_unique<WorkerService>(options_, detector_, publisher, subscriber_);
+    thread_ = std::jthread([this](std::stop_token stop) { run_status_ = service_->Run(stop); });
+  }
+  Status Stop() {
+    if (thread_.joinable()) {
+      thread_.request_stop();
+      thread_.join();
+    }
+    return run_status_;
+  }
+
+  // Waits (bounded) for the service thread to make `done` true.
+  static bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit = 10s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(1ms);
+    }
+    return true;
+  }
+  bool WaitForAcks(std::size_t n) {
+    return WaitFor([&] { return service_->stats().acked >= n; });
+  }
+
+  std::vector<FrameResult> Results(const std::string& topic = kResults) const {
+    std::vector<FrameResult> out;
+    for (const auto& m : bus_.Topic(topic)) {
+      auto r = protocol::FrameResultFromJson(Text(m.value));
+      EXPECT_TRUE(r.has_value()) << r.error().ToString() << "\n" << Text(m.value);
+      if (r) out.push_back(std::move(*r));
+    }
+    return out;
+  }
+
+  WorkerOptions options_;
+  std::shared_ptr<FakeDetector> detector_ = std::make_shared<FakeDetector>();
+  bus::FakeBus bus_;
+  bus::FakePublisher publisher_{bus_};
+  HoldingPublisher holding_{publisher_};  // for tests that confirm deliveries by hand
+  bus::FakeSubscriber fake_subscriber_{bus_, kFramesTopic};
+  RecordingSubscriber subscriber_{fake_subscriber_};
+  std::unique_ptr<WorkerService> service_;
+  Status run_status_;
+  std::jthread thread_;  // last: stopped and joined before the service goes
+};
+
+TEST_F(WorkerServiceTest, GoodFrameYieldsOneOkResultAndAnAnnotatedJpeg) {
+  FrameMeta meta = Meta("f1");
+  meta.sequence = 7;
+  meta.capture_ms = 1234;
+  meta.correlation_id = "req-1";
+  Enqueue(meta, Png(80, 60));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  const FrameResult& r = results[0];
+  EXPECT_EQ(r.status, FrameStatus::kOk);
+  EXPECT_EQ(r.frame_id, "f1");
+  EXPECT_EQ(r.stream_id, "cam1");
+  EXPECT_EQ(r.sequence, 7);
+  EXPECT_EQ(r.capture_ms, 1234);
+  EXPECT_EQ(r.correlation_id, "req-1");
+  EXPECT_EQ(r.annotated_topic, kAnnotated);
+  EXPECT_EQ(r.result.model, "fake");
+  EXPECT_EQ(r.result.image_width, 80);
+  EXPECT_EQ(r.result.image_height, 60);
+  EXPECT_EQ(r.result.detections.size(), 1u);
+
+  const auto result_msgs = bus_.Topic(kResults);
+  EXPECT_EQ(result_msgs[0].key, "cam1");
+  EXPECT_EQ(result_msgs[0].headers.Get("kadr-status"), "ok");
+  EXPECT_EQ(result_msgs[0].headers.Get("kadr-frame-id"), "f1");
+  EXPECT_EQ(result_msgs[0].headers.Get("content-type"), "application/json");
+
+  const auto annotated = bus_.Topic(kAnnotated);
+  ASSERT_EQ(annotated.size(), 1u);
+  EXPECT_EQ(annotated[0].headers.Get("kadr-frame-id"), "f1");
+  EXPECT_EQ(annotated[0].headers.Get("content-type"), "image/jpeg");
+  EXPECT_EQ(annotated[0].key, "cam1");
+  const cv::Mat jpeg = cv::imdecode(annotated[0].value, cv::IMREAD_COLOR);
+  ASSERT_FALSE(jpeg.empty()) << "annotated output is not an image";
+  EXPECT_EQ(jpeg.cols, 80);
+  EXPECT_EQ(jpeg.rows, 60);
+  EXPECT_EQ(annotated[0].value[0], 0xFF);
+  EXPECT_EQ(annotated[0].value[1], 0xD8);
+
+  EXPECT_EQ(bus_.Size(kDlq), 0u);
+  EXPECT_EQ(subscriber_.acks(), (std::vector<std::int64_t>{0}));
+  const WorkerStats s = service_->stats();
+  EXPECT_EQ(s.frames, 1u);
+  EXPECT_EQ(s.processed, 1u);
+  EXPECT_EQ(s.failed, 0u);
+  EXPECT_EQ(s.acked, 1u);
+}
+
+TEST_F(WorkerServiceTest, HonoursACustomReplyTo) {
+  FrameMeta meta = Meta("f1");
+  meta.reply_to = "replies.gateway-2";
+  Enqueue(meta, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_EQ(bus_.Size(kResults), 0u);
+  const auto results = Results("replies.gateway-2");
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].frame_id, "f1");
+  EXPECT_EQ(results[0].status, FrameStatus::kOk);
+}
+
+TEST_F(WorkerServiceTest, MessageKeyNamesTheStreamWhenTheHeaderIsAbsent) {
+  bus::Message m;
+  m.key = "cam9";
+  m.value = Png();
+  m.headers.Set("kadr-frame-id", "f1");
+  EnqueueRaw(std::move(m));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].stream_id, "cam9");
+}
+
+TEST_F(WorkerServiceTest, AcksAFrameOnlyAfterAllItsOutputsAreDelivered) {
+  Enqueue(Meta("f1"), Png());
+  Start(holding_);
+  // The result and the annotated image are published, but not yet confirmed.
+  ASSERT_TRUE(WaitFor([&] { return holding_.held() == 2; }));
+  EXPECT_EQ(bus_.Size(kResults), 1u);
+  EXPECT_EQ(bus_.Size(kAnnotated), 1u);
+  EXPECT_TRUE(subscriber_.acks().empty());
+
+  ASSERT_TRUE(holding_.ReleaseOne());
+  EXPECT_TRUE(subscriber_.acks().empty()) << "acked with one output still undelivered";
+  EXPECT_EQ(service_->stats().acked, 0u);
+
+  ASSERT_TRUE(holding_.ReleaseOne());
+  EXPECT_EQ(subscriber_.acks(), (std::vector<std::int64_t>{0}));
+  EXPECT_EQ(service_->stats().acked, 1u);
+  EXPECT_TRUE(Stop().ok()) << run_status_.ToString();
+}
+
+TEST_F(WorkerServiceTest, StopWithUndeliveredOutputsReportsDeadlineExceededWithoutAcking) {
+  options_.drain_timeout = 50ms;
+  Enqueue(Meta("f1"), Png());
+  Start(holding_);
+  ASSERT_TRUE(WaitFor([&] { return holding_.held() == 2; }));
+  const Status s = Stop();
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.ToString();
+  EXPECT_TRUE(subscriber_.acks().empty());
+  EXPECT_TRUE(fake_subscriber_.closed());
+}
+
+TEST_F(WorkerServiceTest, SendsCorruptFrameToDeadLetterTopicAndKeepsGoing) {
+  const std::vector<std::uint8_t> corrupt = PngWithGarbagePixels();
+  FrameMeta bad = Meta("bad");
+  bad.correlation_id = "req-bad";
+  Enqueue(bad, corrupt);
+  Enqueue(Meta("good"), Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  std::map<std::string, FrameResult> by_id;
+  for (auto& r : Results()) by_id[r.frame_id] = r;
+  ASSERT_EQ(by_id.size(), 2u);
+  ASSERT_EQ(bus_.Size(kResults), 2u) << "exactly one result per frame";
+
+  const FrameResult& err = by_id["bad"];
+  EXPECT_EQ(err.status, FrameStatus::kError);
+  EXPECT_EQ(err.error.code(), StatusCode::kInvalidArgument) << err.error.ToString();
+  EXPECT_FALSE(err.error.message().empty());
+  EXPECT_EQ(err.correlation_id, "req-bad");
+  EXPECT_TRUE(err.annotated_topic.empty());
+  EXPECT_EQ(by_id["good"].status, FrameStatus::kOk);
+
+  const auto dlq = bus_.Topic(kDlq);
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].value, corrupt) << "the DLQ keeps the original bytes";
+  EXPECT_EQ(dlq[0].key, "cam1");
+  EXPECT_EQ(dlq[0].headers.Get("kadr-frame-id"), "bad") << "original headers are kept";
+  EXPECT_EQ(dlq[0].headers.Get("kadr-error-code"), "invalid_argument");
+  EXPECT_EQ(dlq[0].headers.Get("kadr-error-message"), err.error.message());
+
+  const auto annotated = bus_.Topic(kAnnotated);
+  ASSERT_EQ(annotated.size(), 1u);
+  EXPECT_EQ(annotated[0].headers.Get("kadr-frame-id"), "good");
+
+  EXPECT_EQ(subscriber_.acks().size(), 2u);
+  const WorkerStats s = service_->stats();
+  EXPECT_EQ(s.failed, 1u);
+  EXPECT_EQ(s.processed, 1u);
+}
+
+TEST_F(WorkerServiceTest, FrameWithoutFrameIdGetsAnErrorResultAndGoesToDeadLetterTopic) {
+  bus::Message m;
+  m.key = "cam1";
+  m.value = Png();
+  m.headers.Set("kadr-stream-id", "cam1");
+  EnqueueRaw(std::move(m));
+  Enqueue(Meta("next"), Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  const FrameResult& err = results[0];
+  EXPECT_EQ(err.status, FrameStatus::kError);
+  EXPECT_EQ(err.error.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(err.error.message().find("kadr-frame-id"), std::string::npos) << err.error.message();
+  EXPECT_EQ(err.frame_id, std::string(kFramesTopic) + "/0/0") << "identified by its position";
+  EXPECT_EQ(err.stream_id, "cam1");
+  EXPECT_EQ(results[1].frame_id, "next");
+  EXPECT_EQ(results[1].status, FrameStatus::kOk);
+
+  const auto dlq = bus_.Topic(kDlq);
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].headers.Get("kadr-error-code"), "invalid_argument");
+  EXPECT_NE(dlq[0].headers.Get("kadr-error-message")->find("kadr-frame-id"), std::string::npos);
+  EXPECT_EQ(dlq[0].value, Png());
+  EXPECT_EQ(subscriber_.acks().size(), 2u);
+}
+
+TEST_F(WorkerServiceTest, BadHeaderGetsAnErrorResultAndGoesToDeadLetterTopic) {
+  bus::Message m;
+  m.key = "cam1";
+  m.value = Png();
+  m.headers.Set("kadr-frame-id", "f1");
+  m.headers.Set("kadr-conf", "1.5");
+  EnqueueRaw(std::move(m));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status, FrameStatus::kError);
+  EXPECT_NE(results[0].error.message().find("kadr-conf"), std::string::npos);
+  EXPECT_EQ(results[0].frame_id, "f1");  // the requester can still match it
+  ASSERT_EQ(bus_.Size(kDlq), 1u);
+  EXPECT_EQ(bus_.Size(kAnnotated), 0u);
+}
+
+TEST_F(WorkerServiceTest, BadHeaderResultKeepsCorrelationIdAndReplyTo) {
+  bus::Message m;
+  m.value = Png();
+  m.headers.Set("kadr-frame-id", "f2");
+  m.headers.Set("kadr-correlation-id", "req-7");
+  m.headers.Set("kadr-reply-to", "replies.gw1");
+  m.headers.Set("kadr-seq", "not-a-number");
+  EnqueueRaw(std::move(m));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto replies = bus_.Topic("replies.gw1");
+  ASSERT_EQ(replies.size(), 1u);
+  auto r =
+      protocol::FrameResultFromJson(std::string(replies[0].value.begin(), replies[0].value.end()));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->frame_id, "f2");
+  EXPECT_EQ(r->correlation_id, "req-7");
+  EXPECT_EQ(r->status, FrameStatus::kError);
+}
+
+TEST_F(WorkerServiceTest, InvalidReplyToTopicFallsBackToResultsTopic) {
+  bus::Message m;
+  m.value = Png();
+  m.headers.Set("kadr-frame-id", "f3");
+  m.headers.Set("kadr-reply-to", "no spaces/allowed");
+  EnqueueRaw(std::move(m));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].frame_id, "f3");
+  EXPECT_NE(results[0].error.message().find("kadr-reply-to"), std::string::npos);
+}
+
+TEST_F(WorkerServiceTest, PastDeadlineIsSkippedWithoutProcessing) {
+  options_.now_ms = [] { return std::int64_t{1'000'000}; };
+  FrameMeta late = Meta("late");
+  late.deadline_ms = 999'000;
+  FrameMeta on_time = Meta("on-time");
+  on_time.deadline_ms = 1'000'500;
+  Enqueue(late, Png());
+  Enqueue(on_time, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  std::map<std::string, FrameResult> by_id;
+  for (auto& r : Results()) by_id[r.frame_id] = r;
+  ASSERT_EQ(by_id.size(), 2u);
+  const FrameResult& skipped = by_id["late"];
+  EXPECT_EQ(skipped.status, FrameStatus::kSkipped);
+  EXPECT_EQ(skipped.error.code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(skipped.error.message().find("1000 ms"), std::string::npos) << skipped.error.message();
+  EXPECT_TRUE(skipped.annotated_topic.empty());
+  EXPECT_TRUE(skipped.result.detections.empty());
+  EXPECT_EQ(by_id["on-time"].status, FrameStatus::kOk);
+
+  const auto annotated = bus_.Topic(kAnnotated);
+  ASSERT_EQ(annotated.size(), 1u);
+  EXPECT_EQ(annotated[0].headers.Get("kadr-frame-id"), "on-time");
+  EXPECT_EQ(bus_.Size(kDlq), 0u) << "a late frame is not a bad frame";
+  EXPECT_EQ(bus_.Topic(kResults)[0].headers.Get("kadr-status"), "skipped");
+  EXPECT_EQ(service_->stats().skipped, 1u);
+  EXPECT_EQ(detector_->batch_sizes(), (std::vector<std::size_t>{1}));
+}
+
+TEST_F(WorkerServiceTest, OptionsOutOfRangeForTheModelGetAnErrorResult) {
+  FrameMeta meta = Meta("f1");
+  meta.options.classes = {1, 99};  // the fake model has two classes
+  Enqueue(meta, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status, FrameStatus::kError);
+  EXPECT_EQ(results[0].error.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(results[0].error.message().find("99"), std::string::npos) << results[0].error.message();
+  EXPECT_EQ(results[0].frame_id, "f1");
+  EXPECT_EQ(bus_.Size(kDlq), 1u);
+  EXPECT_EQ(bus_.Size(kAnnotated), 0u);
+  EXPECT_TRUE(detector_->batch_sizes().empty()) << "the model never ran";
+}
+
+TEST_F(WorkerServiceTest, NoDrawSendsNoAnnotatedImage) {
+  FrameMeta meta = Meta("f1");
+  meta.draw = false;
+  Enqueue(meta, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status, FrameStatus::kOk);
+  EXPECT_TRUE(results[0].annotated_topic.empty());
+  EXPECT_EQ(results[0].result.detections.size(), 1u);
+  EXPECT_EQ(bus_.Size(kAnnotated), 0u);
+}
+
+TEST_F(WorkerServiceTest, RepublishesAFailedDeliveryAndAcksOnce) {
+  publisher_.FailNext(1, UnavailableError("broker down"));
+  Enqueue(Meta("f1"), Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  EXPECT_GT(service_->stats().publish_retries, 0u);
+  EXPECT_EQ(bus_.Size(kResults), 1u);
+  EXPECT_EQ(bus_.Size(kAnnotated), 1u) << "the failed output was re-published";
+  EXPECT_EQ(subscriber_.acks(), (std::vector<std::int64_t>{0}));
+  EXPECT_EQ(service_->stats().acked, 1u);
+}
+
+TEST_F(WorkerServiceTest, RepublishesRepeatedFailuresOfEveryOutput) {
+  publisher_.FailNext(5, UnavailableError("broker down"));
+  Enqueue(Meta("f1"), Png());
+  Enqueue(Meta("f2"), PngWithGarbagePixels());
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_GE(service_->stats().publish_retries, 5u);
+  EXPECT_EQ(bus_.Size(kResults), 2u);
+  EXPECT_EQ(bus_.Size(kAnnotated), 1u);
+  EXPECT_EQ(bus_.Size(kDlq), 1u);
+  auto acks = subscriber_.acks();
+  std::sort(acks.begin(), acks.end());
+  EXPECT_EQ(acks, (std::vector<std::int64_t>{0, 1})) << "each frame acked exactly once";
+}
+
+TEST_F(WorkerServiceTest, ClosesTheSubscriberOnStop) {
+  Start();
+  EXPECT_FALSE(fake_subscriber_.closed());
+  EXPECT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_TRUE(fake_subscriber_.closed());
+  EXPECT_EQ(service_->stats().frames, 0u);
+}
+
+TEST_F(WorkerServiceTest, BatchesQueuedFramesUpToTheModelBatchSize) {
+  options_.max_batch = 4;
+  detector_->mutable_info().max_batch = 4;
+  constexpr int kFrames = 10;
+  for (int i = 0; i < kFrames; ++i) {
+    FrameMeta m = Meta("f" + std::to_string(i));
+    m.sequence = i;
+    Enqueue(m, Png(40 + i, 30));
+  }
+  Start();
+  ASSERT_TRUE(WaitForAcks(kFrames));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  const auto sizes = detector_->batch_sizes();
+  std::size_t total = 0;
+  std::size_t largest = 0;
+  for (std::size_t s : sizes) {
+    total += s;
+    largest = std::max(largest, s);
+    EXPECT_LE(s, 4u);
+  }
+  EXPECT_EQ(total, static_cast<std::size_t>(kFrames));
+  EXPECT_GT(largest, 1u) << "queued frames were not batched";
+
+  const auto results = Results();
+  ASSERT_EQ(results.size(), static_cast<std::size_t>(kFrames));
+  std::set<std::string> ids;
+  for (const auto& r : results) {
+    ids.insert(r.frame_id);
+    EXPECT_EQ(r.status, FrameStatus::kOk);
+    // Each frame got its own detections, from its own image.
+    EXPECT_EQ(r.result.image_width, 40 + r.sequence) << r.frame_id;
+    ASSERT_EQ(r.result.detections.size(), 1u);
+    EXPECT_FLOAT_EQ(r.result.detections[0].box.x, (40 + r.sequence) / 4.f) << r.frame_id;
+  }
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kFrames));
+  EXPECT_EQ(bus_.Size(kAnnotated), static_cast<std::size_t>(kFrames));
+  EXPECT_EQ(subscriber_.acks().size(), static_cast<std::size_t>(kFrames));
+}
+
+TEST_F(WorkerServiceTest, BatchOfOneModelRunsFramesOneByOne) {
+  options_.max_batch = 4;
+  for (int i = 0; i < 6; ++i) Enqueue(Meta("f" + std::to_string(i)), Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(6));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_EQ(detector_->batch_sizes(), std::vector<std::size_t>(6, 1));
+}
+
+TEST_F(WorkerServiceTest, BadFrameInABatchFailsAlone) {
+  options_.max_batch = 4;
+  detector_->mutable_info().max_batch = 4;
+  Enqueue(Meta("a"), Png());
+  Enqueue(Meta("b"), PngWithGarbagePixels());
+  Enqueue(Meta("c"), Png());
+  Enqueue(Meta("d"), Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(4));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  std::map<std::string, FrameStatus> status;
+  for (const auto& r : Results()) status[r.frame_id] = r.status;
+  EXPECT_EQ(status, (std::map<std::string, FrameStatus>{{"a", FrameStatus::kOk},
+                                                        {"b", FrameStatus::kError},
+                                                        {"c", FrameStatus::kOk},
+                                                        {"d", FrameStatus::kOk}}));
+  EXPECT_EQ(bus_.Size(kDlq), 1u);
+}
+
+TEST_F(WorkerServiceTest, ModelThatNeedsNoPixelsNeverDecodesTheFrame) {
+  detector_->mutable_info().needs_pixels = false;
+  detector_->mutable_info().name = "null";
+  Enqueue(Meta("f1"), PngWithGarbagePixels(64, 48));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  EXPECT_TRUE(detector_->batch_sizes().empty()) << "the model was given pixels";
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status, FrameStatus::kOk) << results[0].error.ToString();
+  EXPECT_EQ(results[0].result.model, "null");
+  EXPECT_EQ(results[0].result.image_width, 64) << "the size still comes from the header";
+  EXPECT_EQ(results[0].result.image_height, 48);
+  EXPECT_TRUE(results[0].annotated_topic.empty());
+  EXPECT_EQ(bus_.Size(kAnnotated), 0u);
+  EXPECT_EQ(bus_.Size(kDlq), 0u);
+}
+
+}  // namespace
+}  // namespace kadr::worker
