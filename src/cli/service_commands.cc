@@ -56,7 +56,7 @@ struct WorkerArgs {
   std::string group;
   KafkaFlags kafka;
   std::size_t max_batch = 8;
-  int linger_ms = 2;
+  int linger_ms = 0;
   int drain_ms = 10000;
   bool no_draw = false;
 };

@@ -2,8 +2,11 @@
 // over TCP on 127.0.0.1, for development (`kadr broker`, `kadr up`) and tests.
 //
 // It keeps everything in memory, in this process: data is gone when the process exits, there
-// is no replication to disk and no security. Production uses Apache Kafka; kadr's clients
-// are the same either way. Fault injection (broker down, request errors) is for tests.
+// is no replication to disk and no security. Each partition keeps only its newest ~5 MB
+// (librdkafka 2.0.2's fixed mock log size, about 50 frames of 100 KB): a consumer that falls
+// further behind finds its offset deleted and skips ahead, losing those messages. Production uses
+// Apache Kafka; kadr's clients are the same either way. Fault injection (broker down, request
+// errors) is for tests.
 //
 // Thread-safe. The cluster stops when the object is destroyed.
 #pragma once

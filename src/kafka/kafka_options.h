@@ -24,8 +24,10 @@ struct KafkaOptions {
   // Producer linger, ms: small, because frames are latency-sensitive.
   int linger_ms = 1;
   // Consumer: how long the broker may hold a fetch when no data is waiting. librdkafka 2.0.2's
-  // embedded (mock) broker always waits this long, so keep it small (measured: 500 ms ->
-  // ~450 ms round trip; 10 ms -> ~3 ms). Real brokers answer as soon as data arrives.
+  // embedded (mock) broker holds an empty fetch this long and is not woken by new data, so
+  // each consumer hop costs up to this much (bench/transport_bench, null model, one frame at
+  // a time through worker and requester: 10 ms -> 11-22 ms round trip, 5 ms -> 11 ms, 1 ms ->
+  // 7 ms; see docs/performance.md). Real brokers answer as soon as data arrives.
   int fetch_wait_max_ms = 10;
   // Consumer group session timeout, ms: a worker that dies is replaced after this long.
   int session_timeout_ms = 10000;

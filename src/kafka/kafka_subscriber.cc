@@ -97,6 +97,14 @@ std::vector<bus::InboundMessage> KafkaSubscriber::Poll(std::size_t max_messages,
       if (!out.empty() || std::chrono::steady_clock::now() - start >= timeout) break;
       continue;
     }
+    if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+      // The broker no longer has the messages at our position (retention, or the embedded
+      // broker's 5 MB per-partition log): they are gone. Never silent.
+      spdlog::error("messages lost: consumer offset reset by the broker error=\"{}\"",
+                    rd_kafka_message_errstr(msg));
+      rd_kafka_message_destroy(msg);
+      continue;
+    }
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       // Transport errors are retried by librdkafka; report and carry on.
       spdlog::warn("consumer error=\"{}\"", rd_kafka_message_errstr(msg));

@@ -30,8 +30,10 @@
 namespace kadr::worker {
 
 struct WorkerOptions {
-  std::size_t max_batch = 8;                    // frames taken per poll (micro-batch bound)
-  std::chrono::milliseconds batch_linger{2};    // extra wait for a batch to fill
+  std::size_t max_batch = 8;  // frames taken per poll (micro-batch bound)
+  // Extra wait for a batch to fill. 0 takes the frames already fetched and waiting, without
+  // delaying the first one (measured: 2 ms cost ~10 ms of round trip on the embedded broker).
+  std::chrono::milliseconds batch_linger{0};
   std::chrono::milliseconds poll_timeout{100};  // idle poll; also the stop-check interval
   std::string annotated_topic = std::string(protocol::kAnnotatedTopic);
   std::string dead_letter_topic = std::string(protocol::kDeadLetterTopic);
