@@ -14,12 +14,17 @@ void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required) {
                  "consumer fetch.wait.max.ms (small: the embedded broker waits this long)")
       ->check(CLI::Range(1, 5000))
       ->capture_default_str();
+  app.add_option("--session-timeout-ms", flags.session_timeout_ms,
+                 "consumer group session.timeout.ms: a dead member's partitions move after this")
+      ->check(CLI::Range(1000, 300000))
+      ->capture_default_str();
 }
 
 Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags) {
   kafka::KafkaOptions o;
   o.brokers = flags.brokers;
   o.fetch_wait_max_ms = flags.fetch_wait_max_ms;
+  o.session_timeout_ms = flags.session_timeout_ms;
   for (const auto& p : flags.properties) {
     const auto eq = p.find('=');
     if (eq == std::string::npos || eq == 0) {

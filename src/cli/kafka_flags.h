@@ -15,6 +15,7 @@ struct KafkaFlags {
   std::string brokers;                  // --brokers, KADR_BROKERS
   std::vector<std::string> properties;  // --kafka-property key=value (SASL, TLS, ...)
   int fetch_wait_max_ms = 10;           // --fetch-wait-ms
+  int session_timeout_ms = 10000;       // --session-timeout-ms
 };
 
 void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required);

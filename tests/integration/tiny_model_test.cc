@@ -128,7 +128,8 @@ TEST(RegistryTest, DiscoversModelsReadsSidecarAndListsNamesForUnknownModel) {
   std::ofstream(dir / "tiny.json") << R"({"confidence": 0.6, "labels": ["light", "shadow"]})";
   auto registry = ModelRegistry::Create({.models_dirs = {dir}});
   ASSERT_TRUE(registry.has_value()) << registry.error().ToString();
-  EXPECT_EQ((*registry)->Names(), (std::vector<std::string>{"faces-haar", "null", "people-hog", "tiny"}));
+  EXPECT_EQ((*registry)->Names(),
+            (std::vector<std::string>{"faces-haar", "null", "people-hog", "tiny"}));
 
   auto tiny = (*registry)->Get("tiny");
   ASSERT_TRUE(tiny.has_value()) << tiny.error().ToString();
