@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <sstream>
 
+#include <fmt/format.h>
 #include <opencv2/core.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -29,6 +30,18 @@ inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options) {
   r.config_file = options.config_file;
   r.models_dirs = options.models_dirs;
   return r;
+}
+
+Result<std::shared_ptr<inference::Detector>> LoadModel(const GlobalOptions& options,
+                                                       const std::string& model) {
+  auto registry = inference::ModelRegistry::Create(ToRegistryOptions(options));
+  if (!registry) {
+    fmt::print(stderr, "error: {}\n", registry.error().ToString());
+    return registry.error();
+  }
+  auto detector = (*registry)->Get(model);
+  if (!detector) fmt::print(stderr, "error: {}\n", detector.error().ToString());
+  return detector;
 }
 
 int Run(int argc, char** argv) {

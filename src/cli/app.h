@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,10 @@ struct GlobalOptions {
 };
 
 inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options);
+
+// Builds the registry and loads `model`; on failure prints "error: ..." to stderr.
+Result<std::shared_ptr<inference::Detector>> LoadModel(const GlobalOptions& options,
+                                                       const std::string& model);
 
 // Parses argv, runs the chosen subcommand, returns the process exit code:
 // 0 success, 1 some inputs failed, 2 usage or configuration error.

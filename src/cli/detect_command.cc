@@ -72,16 +72,8 @@ std::string Summary(const protocol::DetectionResult& r) {
 }
 
 int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
-  auto registry = inference::ModelRegistry::Create(ToRegistryOptions(global));
-  if (!registry) {
-    fmt::print(stderr, "error: {}\n", registry.error().ToString());
-    return 2;
-  }
-  auto detector = (*registry)->Get(args.model);
-  if (!detector) {
-    fmt::print(stderr, "error: {}\n", detector.error().ToString());
-    return 2;
-  }
+  auto detector = LoadModel(global, args.model);
+  if (!detector) return 2;
   const inference::ModelInfo& info = (*detector)->info();
   protocol::DetectOptions options;
   options.confidence = args.confidence;

@@ -68,16 +68,8 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
     fmt::print(stderr, "error: {}\n", kafka_options.error().ToString());
     return 2;
   }
-  auto registry = inference::ModelRegistry::Create(ToRegistryOptions(global));
-  if (!registry) {
-    fmt::print(stderr, "error: {}\n", registry.error().ToString());
-    return 2;
-  }
-  auto detector = (*registry)->Get(args.model);
-  if (!detector) {
-    fmt::print(stderr, "error: {}\n", detector.error().ToString());
-    return 2;
-  }
+  auto detector = LoadModel(global, args.model);
+  if (!detector) return 2;
   auto publisher = kafka::KafkaPublisher::Create(*kafka_options);
   if (!publisher) {
     fmt::print(stderr, "error: {}\n", publisher.error().ToString());

@@ -56,41 +56,40 @@ WorkerStats WorkerService::stats() const {
           failed_.load(), acked_.load(),     publish_retries_.load()};
 }
 
+void WorkerService::OutputDelivered(const std::shared_ptr<Pending>& pending) {
+  if (pending->remaining.fetch_sub(1) == 1) {
+    subscriber_.Ack(pending->token);
+    ++acked_;
+    --outstanding_;
+  }
+}
+
 void WorkerService::Send(const std::shared_ptr<Pending>& pending, bus::Message message) {
   // The callback keeps a copy for re-publishing: a delivery that failed after the transport's
   // own retries (e.g. a long broker outage) must not lose the frame's output.
   auto copy = std::make_shared<bus::Message>(message);
-  Status s = publisher_.Publish(std::move(message),
-                                [this, lifetime = lifetime_, pending, copy](const Status& st) {
-                                  std::lock_guard alive(lifetime->mu);
-                                  if (lifetime->closed) return;
-                                  if (st.ok()) {
-                                    if (pending->remaining.fetch_sub(1) == 1) {
-                                      subscriber_.Ack(pending->token);
-                                      ++acked_;
-                                      --outstanding_;
-                                    }
-                                    return;
-                                  }
-                                  std::lock_guard lock(retry_mu_);
-                                  retry_.emplace_back(pending, *copy);
-                                });
-  if (!s.ok()) {
-    // Not queued (queue full past its timeout, or too large): retry from the main loop;
-    // too-large messages cannot succeed, so they are logged and the frame still acked.
-    if (s.code() == StatusCode::kTooLarge) {
-      spdlog::error("output dropped, over the size limit topic={} error=\"{}\"", copy->topic,
-                    s.message());
-      if (pending->remaining.fetch_sub(1) == 1) {
-        subscriber_.Ack(pending->token);
-        ++acked_;
-        --outstanding_;
-      }
+  auto on_delivery = [this, lifetime = lifetime_, pending, copy](const Status& st) {
+    std::lock_guard alive(lifetime->mu);
+    if (lifetime->closed) return;
+    if (st.ok()) {
+      OutputDelivered(pending);
       return;
     }
     std::lock_guard lock(retry_mu_);
-    retry_.emplace_back(pending, std::move(*copy));
+    retry_.emplace_back(pending, *copy);
+  };
+  const Status s = publisher_.Publish(std::move(message), std::move(on_delivery));
+  if (s.ok()) return;
+  if (s.code() == StatusCode::kTooLarge) {
+    // Cannot succeed on retry: logged loudly, and the frame is not held up by it.
+    spdlog::error("output dropped, over the size limit topic={} error=\"{}\"", copy->topic,
+                  s.message());
+    OutputDelivered(pending);
+    return;
   }
+  // Not queued (queue still full after its timeout): retried from the main loop.
+  std::lock_guard lock(retry_mu_);
+  retry_.emplace_back(pending, std::move(*copy));
 }
 
 void WorkerService::RetryFailed() {

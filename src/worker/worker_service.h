@@ -71,6 +71,8 @@ class WorkerService {
   struct Pending;
   void HandleBatch(std::vector<bus::InboundMessage>& batch);
   void Send(const std::shared_ptr<Pending>& pending, bus::Message message);
+  // One of a frame's outputs is delivered (or given up); acks the frame after the last.
+  void OutputDelivered(const std::shared_ptr<Pending>& pending);
   void RetryFailed();
   std::int64_t NowMs() const;
 
