@@ -75,12 +75,27 @@ Status KafkaPublisher::Publish(bus::Message message, bus::DeliveryCallback on_de
       rd_kafka_header_add(headers, k.data(), static_cast<ssize_t>(k.size()), v.data(),
                           static_cast<ssize_t>(v.size()));
     }
+    // rd_kafka_produceva rather than the producev macros, which use GNU statement expressions.
+    // librdkafka copies key and value (RD_KAFKA_MSG_F_COPY) and never writes through them.
+    rd_kafka_vu_t vus[6] = {};
+    vus[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+    vus[0].u.cstr = message.topic.c_str();
+    vus[1].vtype = RD_KAFKA_VTYPE_KEY;
+    vus[1].u.mem.ptr = const_cast<char*>(message.key.data());
+    vus[1].u.mem.size = message.key.size();
+    vus[2].vtype = RD_KAFKA_VTYPE_VALUE;
+    vus[2].u.mem.ptr = message.value.data();
+    vus[2].u.mem.size = message.value.size();
+    vus[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+    vus[3].u.i = RD_KAFKA_MSG_F_COPY;
+    vus[4].vtype = RD_KAFKA_VTYPE_HEADERS;
+    vus[4].u.headers = headers;
+    vus[5].vtype = RD_KAFKA_VTYPE_OPAQUE;
+    vus[5].u.ptr = cb;
+    rd_kafka_error_t* error = rd_kafka_produceva(impl_->rk.get(), vus, 6);
     const rd_kafka_resp_err_t err =
-        rd_kafka_producev(impl_->rk.get(), RD_KAFKA_V_TOPIC(message.topic.c_str()),
-                          RD_KAFKA_V_KEY(message.key.data(), message.key.size()),
-                          RD_KAFKA_V_VALUE(message.value.data(), message.value.size()),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
-                          RD_KAFKA_V_OPAQUE(cb), RD_KAFKA_V_END);
+        error == nullptr ? RD_KAFKA_RESP_ERR_NO_ERROR : rd_kafka_error_code(error);
+    if (error != nullptr) rd_kafka_error_destroy(error);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return Status::Ok();  // headers now owned by rk
     rd_kafka_headers_destroy(headers);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || std::chrono::steady_clock::now() >= deadline) {

@@ -230,7 +230,7 @@ void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
   }
 }
 
-Status WorkerService::Run(std::stop_token stop) {
+Status WorkerService::Run(const std::stop_token& stop) {
   spdlog::info("worker started model={} max_batch={}", detector_->info().name, options_.max_batch);
   while (!stop.stop_requested()) {
     RetryFailed();

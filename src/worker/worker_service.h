@@ -60,7 +60,7 @@ class WorkerService {
   // Serves until `stop` is requested, then finishes the frames in hand, waits (bounded by
   // drain_timeout) for their deliveries, and closes the subscriber, which commits and
   // leaves the group. Returns kDeadlineExceeded when deliveries were still pending.
-  Status Run(std::stop_token stop);
+  Status Run(const std::stop_token& stop);
 
   WorkerStats stats() const;
 
