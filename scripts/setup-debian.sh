@@ -8,8 +8,9 @@ packages=(
   libopencv-dev opencv-data
   libturbojpeg0-dev libexif-dev
   libonnx-dev libprotobuf-dev
-  nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
+  nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libcpp-httplib-dev
   librdkafka-dev kcat
+  libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
 )

@@ -1,0 +1,145 @@
+// HttpServer: kadr's small HTTP/1.1 server adapter (over cpp-httplib, which only server.cc sees).
+//
+// Handlers receive an HttpRequest and return an HttpResponse; both are kadr's own value types.
+// Errors produced by the server itself are JSON bodies in the protocol's error shape
+// (`{"error":{"code":"not_found","message":"..."}}`, see http/status_mapping.h):
+//   - no route for the method and path          -> 404 not_found
+//   - request body over max_body_bytes          -> 413 too_large (Content-Length or chunked)
+//   - malformed request                          -> 400 invalid_argument
+//   - a handler throws                           -> 500 internal; the server keeps serving
+// A handler response with status >= 400 and an empty body gets the same JSON body.
+//
+// Lifecycle: Create() -> Route()/ServeStatic() -> Start() -> Stop(). Routes are fixed once
+// started. Stop() is graceful: it stops accepting, lets requests in flight finish, and returns
+// when the worker threads are joined (idle keep-alive connections are dropped within
+// keep_alive_timeout). Stop() is idempotent and also runs in the destructor.
+//
+// Thread-safety: Start(), Stop() and port() may be called from any thread. Route() and
+// ServeStatic() must happen before Start(). Handlers run concurrently on up to `threads`
+// worker threads and must be thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace kadr::http {
+
+struct HttpServerOptions {
+  // Address to bind; "0.0.0.0" for all IPv4 interfaces.
+  std::string host = "127.0.0.1";
+  // TCP port; 0 picks a free port (read it back with HttpServer::port()).
+  int port = 8080;
+  // Largest accepted request body, in bytes; larger bodies get 413 too_large.
+  std::size_t max_body_bytes = 32 * 1024 * 1024;
+  // Worker threads handling connections (one connection per thread at a time). At least 1.
+  int threads = 8;
+  // Longest wait for the next bytes of a request before the connection is dropped.
+  std::chrono::seconds read_timeout{30};
+  // How long an idle keep-alive connection is kept open; also bounds how long Stop() waits
+  // for idle connections.
+  std::chrono::seconds keep_alive_timeout{5};
+};
+
+// Orders strings ignoring ASCII case; HTTP header names compare this way.
+struct CaseInsensitiveLess {
+  using is_transparent = void;  // NOLINT(readability-identifier-naming): std's name
+  bool operator()(std::string_view a, std::string_view b) const;
+};
+
+// Header name -> value; lookups ignore case; a name may repeat.
+using HttpHeaders = std::multimap<std::string, std::string, CaseInsensitiveLess>;
+
+// One part of a multipart/form-data body. Plain form fields have an empty filename.
+struct MultipartFile {
+  std::string name;          // the form field name
+  std::string filename;      // as sent by the client; never trust it as a path
+  std::string content_type;  // as sent, may be empty
+  std::string content;
+};
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // percent-decoded, without the query string: "/api/v1/jobs/42"
+  // Values of the route's ":name" segments: pattern "/jobs/:id" + path "/jobs/42" -> {id: 42}.
+  std::map<std::string, std::string> path_params;
+  // Decoded query parameters; a key may repeat ("?tag=a&tag=b").
+  std::multimap<std::string, std::string> query_params;
+  HttpHeaders headers;
+  // The raw body; empty for multipart/form-data requests, whose parts are in `files`.
+  std::string body;
+  std::vector<MultipartFile> files;
+  std::string remote_addr;
+
+  // First value of query parameter `key`, if present.
+  std::optional<std::string> Query(std::string_view key) const;
+  // First value of header `name` (any case), if present.
+  std::optional<std::string> Header(std::string_view name) const;
+  // First multipart part named `name`, or nullptr.
+  const MultipartFile* File(std::string_view name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  HttpHeaders headers;  // extra headers; Content-Type and Content-Length are set from the above
+
+  // A 200 (or `status`) response with a JSON body.
+  static HttpResponse Json(std::string body, int status = 200);
+  // The protocol's error response for a non-OK status: HttpStatusFor(code) and ErrorBody().
+  static HttpResponse Error(const Status& status);
+};
+
+using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+class HttpServer {
+ public:
+  // Validates the options and binds nothing yet.
+  // kInvalidArgument: port outside 0..65535, threads < 1, max_body_bytes == 0, empty host.
+  static Result<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options);
+
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Registers `handler` for `method` (GET, POST, PUT, PATCH, DELETE, OPTIONS; GET also answers
+  // HEAD) and `pattern`, a path whose segments are literal or ":name" (one non-empty segment,
+  // captured into path_params): "/api/v1/jobs/:id". The first matching route wins.
+  // kInvalidArgument: unknown method, pattern not starting with '/', bad or repeated ":name".
+  // kFailedPrecondition: the server was already started.
+  Status Route(std::string_view method, std::string_view pattern, Handler handler);
+
+  // Serves the files under `dir` at `mount` ("/" or "/static") for GET and HEAD, with a
+  // Content-Type guessed from the extension. Paths escaping `dir` ("..") are rejected.
+  // Files shadow routes that share their path.
+  // kNotFound: `dir` is not a directory. kInvalidArgument: `mount` does not start with '/'.
+  // kFailedPrecondition: the server was already started.
+  Status ServeStatic(std::string_view mount, const std::string& dir);
+
+  // Binds and starts serving on a background thread; returns once connections are accepted.
+  // kUnavailable: the address cannot be bound (port in use, bad host).
+  // kFailedPrecondition: already started (a stopped server cannot be restarted).
+  Status Start();
+
+  // Stops accepting, finishes requests in flight, joins the threads. Idempotent.
+  void Stop();
+
+  // The bound port once started (the real one when options.port was 0); 0 before Start().
+  int port() const;
+
+ private:
+  class Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kadr::http
