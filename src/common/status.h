@@ -30,6 +30,8 @@ enum class StatusCode {
 
 // Stable lowercase name of a code, e.g. "invalid_argument"; used in logs and JSON errors.
 std::string_view StatusCodeName(StatusCode code);
+// The inverse of StatusCodeName for error codes; kInternal for names it does not know.
+StatusCode StatusCodeFromName(std::string_view name);
 
 class [[nodiscard]] Status {
  public:

@@ -7,6 +7,7 @@
 #include <opencv2/objdetect.hpp>
 
 #include "common/clock.h"
+#include "inference/postprocess.h"
 
 namespace kadr::inference {
 namespace {
@@ -26,15 +27,13 @@ class ClassicDetector : public Detector {
       std::span<const cv::Mat> images, const protocol::DetectOptions& options,
       DetectTimings* timings) override {
     RETURN_IF_ERROR(ValidateOptions(options, info_));
+    RETURN_IF_ERROR(ValidateImages(images));
     const float conf = options.confidence.value_or(info_.default_confidence);
     const float iou = options.iou.value_or(info_.default_iou);
     std::vector<std::vector<protocol::Detection>> out;
     DetectTimings total;
     std::lock_guard lock(mu_);
     for (const cv::Mat& img : images) {
-      if (img.empty() || img.type() != CV_8UC3) {
-        return InvalidArgumentError("detector input must be a non-empty 8-bit BGR image");
-      }
       Stopwatch sw;
       const double scale =
           std::min(1.0, static_cast<double>(kMaxScanSide) / std::max(img.cols, img.rows));
@@ -50,26 +49,27 @@ class ClassicDetector : public Detector {
       Scan(small, rects, margins);
       total.inference_ms += sw.Lap();
 
-      std::vector<protocol::Detection> dets;
+      std::vector<Candidate> candidates;
       for (size_t i = 0; i < rects.size(); ++i) {
+        const float score = Squash(margins[i]);
+        const cv::Rect r = rects[i] & cv::Rect(0, 0, small.cols, small.rows);
+        if (score < conf || r.area() <= 0) continue;
+        candidates.push_back(
+            {{static_cast<float>(r.x / scale), static_cast<float>(r.y / scale),
+              static_cast<float>(r.width / scale), static_cast<float>(r.height / scale)},
+             0,
+             score,
+             static_cast<int>(i)});
+      }
+      // Both detectors already group overlapping windows; NMS removes what is left.
+      std::vector<protocol::Detection> kept;
+      for (const Candidate& c : NonMaxSuppression(std::move(candidates), iou)) {
         protocol::Detection d;
         d.class_id = 0;
         d.label = info_.labels[0];
-        d.score = Squash(margins[i]);
-        if (d.score < conf) continue;
-        const cv::Rect r = rects[i] & cv::Rect(0, 0, small.cols, small.rows);
-        d.box = {static_cast<float>(r.x / scale), static_cast<float>(r.y / scale),
-                 static_cast<float>(r.width / scale), static_cast<float>(r.height / scale)};
-        if (d.box.area() > 0) dets.push_back(std::move(d));
-      }
-      std::sort(dets.begin(), dets.end(),
-                [](const auto& a, const auto& b) { return a.score > b.score; });
-      // Both detectors already group overlapping windows; this removes what is left.
-      std::vector<protocol::Detection> kept;
-      for (auto& d : dets) {
-        bool overlaps = false;
-        for (const auto& k : kept) overlaps = overlaps || protocol::Iou(d.box, k.box) > iou;
-        if (!overlaps) kept.push_back(std::move(d));
+        d.score = c.score;
+        d.box = c.box;
+        kept.push_back(std::move(d));
       }
       out.push_back(std::move(kept));
       total.postprocess_ms += sw.Lap();

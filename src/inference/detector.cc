@@ -16,6 +16,15 @@ Status ValidateOptions(const protocol::DetectOptions& options, const ModelInfo& 
   return Status::Ok();
 }
 
+Status ValidateImages(std::span<const cv::Mat> images) {
+  for (const cv::Mat& img : images) {
+    if (img.empty() || img.type() != CV_8UC3) {
+      return InvalidArgumentError("detector input must be a non-empty 8-bit BGR image");
+    }
+  }
+  return Status::Ok();
+}
+
 std::string LabelFor(const ModelInfo& info, int class_id) {
   if (class_id >= 0 && class_id < static_cast<int>(info.labels.size()) &&
       !info.labels[static_cast<size_t>(class_id)].empty()) {

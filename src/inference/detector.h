@@ -60,6 +60,9 @@ class Detector {
 // Validates per-request options against a model: thresholds in [0, 1], class ids known.
 Status ValidateOptions(const protocol::DetectOptions& options, const ModelInfo& info);
 
+// Every image non-empty CV_8UC3 (BGR); kInvalidArgument otherwise.
+Status ValidateImages(std::span<const cv::Mat> images);
+
 // Label for a class id, or "class_<id>" when the model has no name for it.
 std::string LabelFor(const ModelInfo& info, int class_id);
 

@@ -258,11 +258,7 @@ class OpenCvDnnDetectorImpl final : public Detector {
       std::span<const cv::Mat> images, const protocol::DetectOptions& options,
       DetectTimings* timings) override {
     RETURN_IF_ERROR(ValidateOptions(options, info_));
-    for (const auto& img : images) {
-      if (img.empty() || img.type() != CV_8UC3) {
-        return InvalidArgumentError("detector input must be a non-empty 8-bit BGR image");
-      }
-    }
+    RETURN_IF_ERROR(ValidateImages(images));
     const float conf = options.confidence.value_or(info_.default_confidence);
     const float iou = options.iou.value_or(info_.default_iou);
     DecodeParams params;

@@ -192,11 +192,7 @@ Result<FrameResult> FrameResultFromJson(std::string_view text) {
     } else if (status == "error" || status == "skipped") {
       r.status = status == "error" ? FrameStatus::kError : FrameStatus::kSkipped;
       const std::string code = j.at("error").at("code").get<std::string>();
-      StatusCode sc = StatusCode::kInternal;
-      for (int c = 1; c <= static_cast<int>(StatusCode::kDeadlineExceeded); ++c) {
-        if (StatusCodeName(static_cast<StatusCode>(c)) == code) sc = static_cast<StatusCode>(c);
-      }
-      r.error = Status(sc, j.at("error").at("message").get<std::string>());
+      r.error = Status(StatusCodeFromName(code), j.at("error").at("message").get<std::string>());
     } else {
       return InvalidArgumentError("unknown frame status '" + status + "'");
     }

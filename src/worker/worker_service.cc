@@ -23,6 +23,31 @@ void EchoIdentity(const FrameMeta& meta, bus::Headers& h) {
   if (!meta.model.empty()) h.Set(header::kModel, meta.model);
 }
 
+FrameResult NewResult(const FrameMeta& m, FrameStatus status, Status error,
+                      const std::string& model) {
+  FrameResult r{m.frame_id,       m.stream_id, m.sequence, m.correlation_id, m.capture_ms, status,
+                std::move(error), {},          {}};
+  r.result.model = model;
+  return r;
+}
+
+// The result message for the frame's reply-to topic.
+bus::Message ResultMessage(const FrameMeta& m, const FrameResult& r) {
+  bus::Message msg{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
+  EchoIdentity(m, msg.headers);
+  msg.headers.Set(header::kContentType, "application/json");
+  msg.headers.Set(header::kStatus, std::string(protocol::FrameStatusName(r.status)));
+  return msg;
+}
+
+// The frame as it came, with the reason it failed, for the dead-letter topic.
+bus::Message DeadLetter(const bus::Message& frame, const Status& error, const std::string& topic) {
+  bus::Message dlq{topic, frame.key, frame.value, frame.headers};
+  dlq.headers.Set(header::kErrorCode, std::string(StatusCodeName(error.code())));
+  dlq.headers.Set(header::kErrorMessage, error.message());
+  return dlq;
+}
+
 }  // namespace
 
 // One frame's outstanding deliveries; the frame is acked when the count reaches zero.
@@ -142,45 +167,21 @@ void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
     if (!error.ok()) {
       ++failed_;
       spdlog::warn("frame rejected frame={} error=\"{}\"", m.frame_id, error.ToString());
-      FrameResult r{
-          m.frame_id, m.stream_id, m.sequence, m.correlation_id, m.capture_ms, FrameStatus::kError,
-          error,      {},          {}};
-      r.result.model = detector_->info().name;
-      bus::Message dlq{options_.dead_letter_topic, in.message.key, in.message.value,
-                       in.message.headers};
-      dlq.headers.Set(header::kErrorCode, std::string(StatusCodeName(error.code())));
-      dlq.headers.Set(header::kErrorMessage, error.message());
-      bus::Message result{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
-      EchoIdentity(m, result.headers);
-      result.headers.Set(header::kContentType, "application/json");
-      result.headers.Set(header::kStatus, "error");
-      pending->remaining = 2;
-      Send(pending, std::move(dlq));
-      Send(pending, std::move(result));
+      const FrameResult r = NewResult(m, FrameStatus::kError, error, detector_->info().name);
+      Answer(pending,
+             {DeadLetter(in.message, error, options_.dead_letter_topic), ResultMessage(m, r)});
       continue;
     }
     if (m.deadline_ms && *m.deadline_ms < now) {
       ++skipped_;
       spdlog::debug("frame skipped, deadline passed frame={} late_ms={}", m.frame_id,
                     now - *m.deadline_ms);
-      FrameResult r{
-          m.frame_id,
-          m.stream_id,
-          m.sequence,
-          m.correlation_id,
-          m.capture_ms,
-          FrameStatus::kSkipped,
+      const FrameResult r = NewResult(
+          m, FrameStatus::kSkipped,
           DeadlineExceededError("deadline passed " + std::to_string(now - *m.deadline_ms) +
                                 " ms before processing"),
-          {},
-          {}};
-      r.result.model = detector_->info().name;
-      bus::Message result{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
-      EchoIdentity(m, result.headers);
-      result.headers.Set(header::kContentType, "application/json");
-      result.headers.Set(header::kStatus, "skipped");
-      pending->remaining = 1;
-      Send(pending, std::move(result));
+          detector_->info().name);
+      Answer(pending, {ResultMessage(m, r)});
       continue;
     }
     inputs.push_back({in.message.value, m.options, m.draw});
@@ -191,20 +192,18 @@ void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
   for (size_t i = 0; i < to_process.size(); ++i) {
     Work& w = to_process[i];
     const FrameMeta& m = w.meta;
-    FrameResult r{
-        m.frame_id, m.stream_id, m.sequence, m.correlation_id, m.capture_ms, FrameStatus::kOk,
-        {},         {},          {}};
-    bus::Message dlq;
-    bus::Message annotated;
+    std::vector<bus::Message> outputs;
+    FrameResult r = NewResult(m, FrameStatus::kOk, {}, detector_->info().name);
     if (results[i]) {
       ++processed_;
       r.result = std::move(results[i]->result);
       if (!results[i]->annotated_jpeg.empty()) {
         r.annotated_topic = options_.annotated_topic;
-        annotated = {
+        bus::Message annotated{
             options_.annotated_topic, m.stream_id, std::move(results[i]->annotated_jpeg), {}};
         EchoIdentity(m, annotated.headers);
         annotated.headers.Set(header::kContentType, "image/jpeg");
+        outputs.push_back(std::move(annotated));
       }
     } else {
       ++failed_;
@@ -212,22 +211,17 @@ void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
       spdlog::warn("frame failed frame={} error=\"{}\"", m.frame_id, error.ToString());
       r.status = FrameStatus::kError;
       r.error = error;
-      r.result.model = detector_->info().name;
-      dlq = {options_.dead_letter_topic, w.in->message.key, w.in->message.value,
-             w.in->message.headers};
-      dlq.headers.Set(header::kErrorCode, std::string(StatusCodeName(error.code())));
-      dlq.headers.Set(header::kErrorMessage, error.message());
+      outputs.push_back(DeadLetter(w.in->message, error, options_.dead_letter_topic));
     }
-    bus::Message result{m.reply_to, m.stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
-    EchoIdentity(m, result.headers);
-    result.headers.Set(header::kContentType, "application/json");
-    result.headers.Set(header::kStatus, std::string(protocol::FrameStatusName(r.status)));
-
-    w.pending->remaining = 1 + (dlq.topic.empty() ? 0 : 1) + (annotated.topic.empty() ? 0 : 1);
-    if (!dlq.topic.empty()) Send(w.pending, std::move(dlq));
-    if (!annotated.topic.empty()) Send(w.pending, std::move(annotated));
-    Send(w.pending, std::move(result));
+    outputs.push_back(ResultMessage(m, r));
+    Answer(w.pending, std::move(outputs));
   }
+}
+
+void WorkerService::Answer(const std::shared_ptr<Pending>& pending,
+                           std::vector<bus::Message> outputs) {
+  pending->remaining = static_cast<int>(outputs.size());
+  for (auto& message : outputs) Send(pending, std::move(message));
 }
 
 Status WorkerService::Run(const std::stop_token& stop) {

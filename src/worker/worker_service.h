@@ -70,6 +70,8 @@ class WorkerService {
  private:
   struct Pending;
   void HandleBatch(std::vector<bus::InboundMessage>& batch);
+  // Publishes all of a frame's outputs; the frame is acked once every one is delivered.
+  void Answer(const std::shared_ptr<Pending>& pending, std::vector<bus::Message> outputs);
   void Send(const std::shared_ptr<Pending>& pending, bus::Message message);
   // One of a frame's outputs is delivered (or given up); acks the frame after the last.
   void OutputDelivered(const std::shared_ptr<Pending>& pending);

@@ -52,3 +52,17 @@ TEST(ResultTest, ReturnIfErrorAcceptsResult) {
 
 }  // namespace
 }  // namespace kadr
+
+namespace kadr {
+namespace {
+
+TEST(StatusCodeNameTest, FromNameInvertsNameForEveryErrorCode) {
+  for (int c = 1; c <= static_cast<int>(StatusCode::kDeadlineExceeded); ++c) {
+    const auto code = static_cast<StatusCode>(c);
+    EXPECT_EQ(StatusCodeFromName(StatusCodeName(code)), code);
+  }
+  EXPECT_EQ(StatusCodeFromName("no_such_code"), StatusCode::kInternal);
+}
+
+}  // namespace
+}  // namespace kadr
