@@ -22,10 +22,21 @@ class KafkaPublisher final : public bus::FramePublisher {
   Status Publish(bus::Message message, bus::DeliveryCallback on_delivery) override;
   Status Flush(std::chrono::milliseconds timeout) override;
 
+  // Asks the cluster for its metadata: Ok when a broker answers within `timeout`, else
+  // kUnavailable naming the brokers. For readiness checks; safe to call from any thread.
+  Status CheckBroker(std::chrono::milliseconds timeout);
+
+  // Makes sure `topic` exists: CreateTopics with `partitions` (an existing topic is fine),
+  // falling back to the broker's auto-creation where the admin API is not offered (the
+  // embedded broker). Errors: kInvalidArgument (bad name), kUnavailable (no answer or the
+  // topic still does not exist).
+  Status EnsureTopic(const std::string& topic, int partitions, std::chrono::milliseconds timeout);
+
   struct Impl;
 
  private:
   explicit KafkaPublisher(std::unique_ptr<Impl> impl);
+  void WarmTopic(const std::string& topic);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -11,6 +11,7 @@ namespace kadr::kafka {
 
 struct KafkaSubscriber::Impl {
   detail::HandlePtr rk;
+  std::string group;
   bus::OffsetTracker tracker;
   std::mutex close_mu;
   bool closed = false;
@@ -30,11 +31,11 @@ struct KafkaSubscriber::Impl {
                           rd_kafka_topic_partition_list_t* partitions, void* opaque) {
     auto* self = static_cast<Impl*>(opaque);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-      spdlog::info("partitions assigned count={}", partitions->cnt);
+      spdlog::info("partitions assigned count={} group={}", partitions->cnt, self->group);
       rd_kafka_assign(rk, partitions);
       return;
     }
-    spdlog::info("partitions revoked count={}", partitions->cnt);
+    spdlog::info("partitions revoked count={} group={}", partitions->cnt, self->group);
     // Commit what is acknowledged before someone else takes these partitions.
     rd_kafka_commit(rk, nullptr, /*async=*/0);
     for (int i = 0; i < partitions->cnt; ++i) {
@@ -49,6 +50,7 @@ Result<std::unique_ptr<KafkaSubscriber>> KafkaSubscriber::Create(const KafkaOpti
   if (sub.group_id.empty()) return InvalidArgumentError("consumer group id is empty");
   if (sub.topics.empty()) return InvalidArgumentError("no topics to subscribe to");
   auto impl = std::make_unique<Impl>();
+  impl->group = sub.group_id;
   detail::ConfBuilder b;
   b.Common(options)
       .Set("group.id", sub.group_id)
@@ -63,6 +65,9 @@ Result<std::unique_ptr<KafkaSubscriber>> KafkaSubscriber::Create(const KafkaOpti
            std::to_string(std::max<std::size_t>(options.max_message_bytes * 2, 52428800)))
       .Set("max.partition.fetch.bytes", std::to_string(options.max_message_bytes + 64 * 1024))
       .Set("enable.partition.eof", "false");
+  if (sub.metadata_refresh_ms > 0) {
+    b.Set("topic.metadata.refresh.interval.ms", std::to_string(sub.metadata_refresh_ms));
+  }
   rd_kafka_conf_set_rebalance_cb(b.get(), &Impl::OnRebalance);
   rd_kafka_conf_set_opaque(b.get(), impl.get());
   ASSIGN_OR_RETURN(auto conf, b.Build());

@@ -22,6 +22,10 @@ struct SubscriberOptions {
   std::string group_id;             // consumer group: one per model
   std::vector<std::string> topics;  // subscribed topics (or ^regex patterns)
   std::string auto_offset_reset = "earliest";
+  // How often the topic list is refreshed, ms (0: librdkafka's default, 5 min). Lower it when
+  // subscribing to ^regex patterns whose topics appear later (the viewer), or to a topic that
+  // may not exist yet.
+  int metadata_refresh_ms = 0;
 };
 
 class KafkaSubscriber final : public bus::FrameSubscriber {

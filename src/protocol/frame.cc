@@ -63,6 +63,8 @@ void EncodeFrameHeaders(const FrameMeta& m, bus::Headers& h) {
   if (m.deadline_ms) h.Set(header::kDeadlineMs, std::to_string(*m.deadline_ms));
   if (!m.model.empty()) h.Set(header::kModel, m.model);
   if (!m.reply_to.empty()) h.Set(header::kReplyTo, m.reply_to);
+  if (!m.annotated_to.empty()) h.Set(header::kAnnotatedTo, m.annotated_to);
+  if (!m.source.empty()) h.Set(header::kSource, m.source);
   if (!m.correlation_id.empty()) h.Set(header::kCorrelationId, m.correlation_id);
   h.Set(header::kContentType, "image/jpeg");
   if (m.options.confidence) h.Set(header::kConfidence, std::to_string(*m.options.confidence));
@@ -106,6 +108,12 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
     return InvalidArgumentError("header kadr-reply-to is not a valid topic name: '" + m.reply_to +
                                 "'");
   }
+  m.annotated_to = h.Get(header::kAnnotatedTo).value_or("");
+  if (!m.annotated_to.empty() && !IsValidTopicName(m.annotated_to)) {
+    return InvalidArgumentError("header kadr-annotated-to is not a valid topic name: '" +
+                                m.annotated_to + "'");
+  }
+  m.source = h.Get(header::kSource).value_or("");
   m.correlation_id = h.Get(header::kCorrelationId).value_or("");
   if (auto v = h.Get(header::kConfidence)) {
     ASSIGN_OR_RETURN(float f, ParseUnit(header::kConfidence, *v));
@@ -139,6 +147,7 @@ FrameMeta BestEffortFrameMeta(const bus::Headers& h, const std::string& key,
   m.model = h.Get(header::kModel).value_or("");
   const auto reply_to = h.Get(header::kReplyTo);
   m.reply_to = reply_to && IsValidTopicName(*reply_to) ? *reply_to : std::string(kResultsTopic);
+  m.source = h.Get(header::kSource).value_or("");
   if (auto seq = h.Get(header::kSequence)) {
     if (auto v = ParseInt(header::kSequence, *seq)) m.sequence = *v;
   }

@@ -38,6 +38,8 @@ inline constexpr char kCaptureMs[] = "kadr-capture-ms";
 inline constexpr char kDeadlineMs[] = "kadr-deadline-ms";
 inline constexpr char kModel[] = "kadr-model";
 inline constexpr char kReplyTo[] = "kadr-reply-to";
+inline constexpr char kAnnotatedTo[] = "kadr-annotated-to";
+inline constexpr char kSource[] = "kadr-source";
 inline constexpr char kCorrelationId[] = "kadr-correlation-id";
 inline constexpr char kContentType[] = "content-type";
 inline constexpr char kSchema[] = "kadr-schema";
@@ -58,7 +60,9 @@ struct FrameMeta {
   std::int64_t capture_ms = 0;              // Unix ms when captured / received; 0 unknown
   std::optional<std::int64_t> deadline_ms;  // Unix ms after which the result is useless
   std::string model;
-  std::string reply_to;        // results topic; defaults to kadr.results
+  std::string reply_to;      // results topic; defaults to kadr.results
+  std::string annotated_to;  // annotated-image topic; empty: the worker's default (kadr.annotated)
+  std::string source;        // where the frame came from, for display (file name, camera)
   std::string correlation_id;  // echoed back to the requester
   DetectOptions options;       // per-frame thresholds and class filter
   bool draw = true;            // produce the annotated image

@@ -1,8 +1,12 @@
 #include "worker/worker_service.h"
 
+#include <unistd.h>
+
 #include <thread>
 
 #include <spdlog/spdlog.h>
+
+#include "inference/model_spec.h"
 
 namespace kadr::worker {
 namespace {
@@ -21,6 +25,7 @@ void EchoIdentity(const FrameMeta& meta, bus::Headers& h) {
   h.Set(header::kSequence, std::to_string(meta.sequence));
   if (!meta.correlation_id.empty()) h.Set(header::kCorrelationId, meta.correlation_id);
   if (!meta.model.empty()) h.Set(header::kModel, meta.model);
+  if (!meta.source.empty()) h.Set(header::kSource, meta.source);
 }
 
 FrameResult NewResult(const FrameMeta& m, FrameStatus status, Status error,
@@ -198,9 +203,9 @@ void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
       ++processed_;
       r.result = std::move(results[i]->result);
       if (!results[i]->annotated_jpeg.empty()) {
-        r.annotated_topic = options_.annotated_topic;
+        r.annotated_topic = m.annotated_to.empty() ? options_.annotated_topic : m.annotated_to;
         bus::Message annotated{
-            options_.annotated_topic, m.stream_id, std::move(results[i]->annotated_jpeg), {}};
+            r.annotated_topic, m.stream_id, std::move(results[i]->annotated_jpeg), {}};
         EchoIdentity(m, annotated.headers);
         annotated.headers.Set(header::kContentType, "image/jpeg");
         outputs.push_back(std::move(annotated));
@@ -224,9 +229,52 @@ void WorkerService::Answer(const std::shared_ptr<Pending>& pending,
   for (auto& message : outputs) Send(pending, std::move(message));
 }
 
+void WorkerService::SendHeartbeat(std::string_view state) {
+  if (options_.heartbeat_topic.empty()) return;
+  const inference::ModelInfo& info = detector_->info();
+  protocol::WorkerHeartbeat hb;
+  hb.worker_id = options_.worker_id;
+  hb.model = info.name;
+  hb.ts_ms = NowMs();
+  hb.interval_ms = options_.heartbeat_interval.count();
+  hb.state = std::string(state);
+  hb.family = std::string(inference::FamilyName(info.family));
+  hb.task = info.has_masks ? "segment" : "detect";
+  hb.input_width = info.input_width;
+  hb.input_height = info.input_height;
+  hb.labels = info.labels;
+  const WorkerStats s = stats();
+  hb.frames = s.frames;
+  hb.processed = s.processed;
+  hb.skipped = s.skipped;
+  hb.failed = s.failed;
+  hb.in_flight = outstanding_.load();
+  bus::Message m{options_.heartbeat_topic, hb.worker_id, {}, {}};
+  const std::string json = protocol::WorkerHeartbeatToJson(hb);
+  m.value.assign(json.begin(), json.end());
+  m.headers.Set(protocol::header::kContentType, "application/json");
+  m.headers.Set(protocol::header::kSchema, std::to_string(protocol::kProtocolVersion));
+  // Best effort: the next one follows within an interval, so a lost one costs nothing.
+  const Status st = publisher_.Publish(std::move(m), [](const Status& delivery) {
+    if (!delivery.ok()) spdlog::debug("heartbeat not delivered: {}", delivery.ToString());
+  });
+  if (!st.ok()) spdlog::debug("heartbeat not queued: {}", st.ToString());
+}
+
 Status WorkerService::Run(const std::stop_token& stop) {
   spdlog::info("worker started model={} max_batch={}", detector_->info().name, options_.max_batch);
+  if (options_.worker_id.empty()) {
+    char host[256] = {};
+    (void)gethostname(host, sizeof(host) - 1);
+    options_.worker_id =
+        std::string(host) + "-" + std::to_string(getpid()) + "-" + detector_->info().name;
+  }
+  auto next_heartbeat = std::chrono::steady_clock::now();
   while (!stop.stop_requested()) {
+    if (std::chrono::steady_clock::now() >= next_heartbeat) {
+      SendHeartbeat("running");
+      next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
+    }
     RetryFailed();
     auto batch = subscriber_.Poll(options_.max_batch, options_.poll_timeout, options_.batch_linger);
     if (!batch.empty()) HandleBatch(batch);
@@ -238,6 +286,8 @@ Status WorkerService::Run(const std::stop_token& stop) {
     (void)publisher_.Flush(std::chrono::milliseconds(100));
   }
   const std::int64_t left = outstanding_.load();
+  SendHeartbeat("stopping");
+  (void)publisher_.Flush(std::chrono::milliseconds(500));
   Status closed = subscriber_.Close();
   const WorkerStats s = stats();
   spdlog::info("worker stopped frames={} processed={} skipped={} failed={} undelivered={}",

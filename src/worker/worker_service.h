@@ -25,6 +25,7 @@
 #include "bus/bus.h"
 #include "inference/detector.h"
 #include "protocol/frame.h"
+#include "protocol/heartbeat.h"
 #include "worker/frame_processor.h"
 
 namespace kadr::worker {
@@ -39,7 +40,12 @@ struct WorkerOptions {
   std::string dead_letter_topic = std::string(protocol::kDeadLetterTopic);
   FrameProcessorOptions processing;
   std::chrono::milliseconds drain_timeout{10000};  // on stop: bound for in-flight deliveries
-  std::function<std::int64_t()> now_ms;            // Unix ms; system clock when unset
+  // Announcements on kadr.workers (protocol/heartbeat.h): one at start, one every interval,
+  // one "stopping" at the end. An empty topic turns them off.
+  std::string heartbeat_topic = std::string(protocol::kWorkersTopic);
+  std::chrono::milliseconds heartbeat_interval{2000};
+  std::string worker_id;                 // unique per worker; "<host>-<pid>-<model>" when empty
+  std::function<std::int64_t()> now_ms;  // Unix ms; system clock when unset
 };
 
 struct WorkerStats {
@@ -76,6 +82,7 @@ class WorkerService {
   // One of a frame's outputs is delivered (or given up); acks the frame after the last.
   void OutputDelivered(const std::shared_ptr<Pending>& pending);
   void RetryFailed();
+  void SendHeartbeat(std::string_view state);
   std::int64_t NowMs() const;
 
   WorkerOptions options_;

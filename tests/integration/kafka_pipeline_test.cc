@@ -665,5 +665,54 @@ TEST_F(KafkaPipelineTest, PublisherRefusesFrameOverMaxMessageBytes) {
   EXPECT_EQ(called.load(), 0) << "a refused message's callback must never run";
 }
 
+TEST_F(KafkaPipelineTest, BrokerCheckAnswersOkWhileUpAndUnavailableWhileDown) {
+  EXPECT_TRUE(publisher_->CheckBroker(5s).ok());
+  ASSERT_TRUE(broker_->SetBrokerDown(1).ok());
+  const Status down = publisher_->CheckBroker(1s);
+  ASSERT_TRUE(broker_->SetBrokerUp(1).ok());
+  EXPECT_EQ(down.code(), StatusCode::kUnavailable) << down.ToString();
+  EXPECT_TRUE(WaitUntil([&] { return publisher_->CheckBroker(1s).ok(); }, kWait))
+      << "the check recovers once the broker is back";
+}
+
+TEST_F(KafkaPipelineTest, BrokerCheckNamesAnAddressWhereNothingListens) {
+  kafka::KafkaOptions o;
+  o.brokers = "127.0.0.1:1";  // nothing listens on port 1
+  auto publisher = kafka::KafkaPublisher::Create(o);
+  ASSERT_TRUE(publisher.has_value());
+  const Status s = (*publisher)->CheckBroker(500ms);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("127.0.0.1:1"), std::string::npos) << s.ToString();
+}
+
+TEST_F(KafkaPipelineTest, EnsureTopicCreatesATopicThatARegexSubscriberThenReads) {
+  kafka::KafkaOptions ko;
+  ko.brokers = broker_->bootstrap();
+  kafka::SubscriberOptions so;
+  so.group_id = "regex-reader";
+  so.topics = {"^kadr\\.replies\\..*"};
+  so.metadata_refresh_ms = 500;
+  auto sub = kafka::KafkaSubscriber::Create(ko, so);
+  ASSERT_TRUE(sub.has_value()) << sub.error().ToString();
+
+  // The topic appears after the subscription, as a gateway's reply topic does.
+  const Status created = publisher_->EnsureTopic("kadr.replies.gw-test", 1, 10s);
+  ASSERT_TRUE(created.ok()) << created.ToString();
+  EXPECT_TRUE(publisher_->EnsureTopic("kadr.replies.gw-test", 1, 10s).ok()) << "idempotent";
+  bus::Message m{"kadr.replies.gw-test", "k", {'h', 'i'}, {}};
+  std::atomic<bool> delivered{false};
+  ASSERT_TRUE(publisher_->Publish(m, [&](const Status& st) { delivered = st.ok(); }).ok());
+  ASSERT_TRUE(publisher_->Flush(10s).ok());
+  ASSERT_TRUE(delivered.load());
+
+  std::vector<bus::InboundMessage> got;
+  const auto deadline = Clock::now() + 30s;
+  while (got.empty() && Clock::now() < deadline) got = (*sub)->Poll(10, 200ms, 0ms);
+  ASSERT_EQ(got.size(), 1u) << "the regex subscriber never saw the new topic";
+  EXPECT_EQ(got[0].message.topic, "kadr.replies.gw-test");
+  EXPECT_EQ(got[0].message.key, "k");
+  EXPECT_TRUE((*sub)->Close().ok());
+}
+
 }  // namespace
 }  // namespace kadr

@@ -40,6 +40,8 @@ FrameMeta FullMeta() {
   m.deadline_ms = 1'700'000'000'623;
   m.model = "yolox-s";
   m.reply_to = "replies.gateway-3";
+  m.annotated_to = "replies.gateway-3";
+  m.source = "bus.jpg";
   m.correlation_id = "req-9";
   m.options.confidence = 0.35f;
   m.options.iou = 0.6f;
@@ -65,6 +67,8 @@ TEST(FrameHeadersTest, RoundTripsEveryField) {
   EXPECT_EQ(out->deadline_ms, in.deadline_ms);
   EXPECT_EQ(out->model, in.model);
   EXPECT_EQ(out->reply_to, in.reply_to);
+  EXPECT_EQ(out->annotated_to, in.annotated_to);
+  EXPECT_EQ(out->source, in.source);
   EXPECT_EQ(out->correlation_id, in.correlation_id);
   ASSERT_TRUE(out->options.confidence.has_value());
   EXPECT_FLOAT_EQ(*out->options.confidence, 0.35f);
@@ -142,6 +146,18 @@ TEST(FrameHeadersTest, EmptyReplyToFallsBackToTheResultsTopic) {
   auto m = DecodeFrameHeaders(h);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->reply_to, "kadr.results");
+}
+
+TEST(FrameHeadersTest, AnnotatedToMustBeATopicNameAndDefaultsToEmpty) {
+  bus::Headers h;
+  h.Set("kadr-frame-id", "f1");
+  auto m = DecodeFrameHeaders(h);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->annotated_to, "");
+  h.Set("kadr-annotated-to", "bad topic!");
+  auto bad = DecodeFrameHeaders(h);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("kadr-annotated-to"), std::string::npos);
 }
 
 TEST(FrameHeadersTest, DrawAcceptsZeroAndFalse) {

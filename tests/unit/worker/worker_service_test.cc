@@ -166,6 +166,7 @@ class WorkerServiceTest : public ::testing::Test {
     options_.poll_timeout = 5ms;
     options_.batch_linger = 0ms;
     options_.drain_timeout = 2s;
+    options_.heartbeat_topic = "";  // counted publishes below are the frames' outputs only
   }
   ~WorkerServiceTest() override { (void)Stop(); }
 
@@ -294,6 +295,56 @@ TEST_F(WorkerServiceTest, HonoursACustomReplyTo) {
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].frame_id, "f1");
   EXPECT_EQ(results[0].status, FrameStatus::kOk);
+}
+
+TEST_F(WorkerServiceTest, AnnotatedImageGoesWhereTheFrameAsksAndEchoesTheSource) {
+  FrameMeta meta = Meta("f1");
+  meta.reply_to = "kadr.replies.gw1";
+  meta.annotated_to = "kadr.replies.gw1";
+  meta.source = "bus.jpg";
+  Enqueue(meta, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_EQ(bus_.Size(kAnnotated), 0u);
+  const auto replies = bus_.Topic("kadr.replies.gw1");
+  ASSERT_EQ(replies.size(), 2u);
+  // The image comes first, then the result that names where it went.
+  EXPECT_EQ(replies[0].headers.Get("content-type"), "image/jpeg");
+  EXPECT_EQ(replies[1].headers.Get("content-type"), "application/json");
+  EXPECT_EQ(replies[0].headers.Get("kadr-source"), "bus.jpg");
+  EXPECT_EQ(replies[1].headers.Get("kadr-source"), "bus.jpg");
+  const auto r = protocol::FrameResultFromJson(Text(replies[1].value));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->annotated_topic, "kadr.replies.gw1");
+}
+
+TEST_F(WorkerServiceTest, AnnouncesItselfWhileRunningAndWhenStopping) {
+  options_.heartbeat_topic = "kadr.workers";
+  options_.heartbeat_interval = 20ms;
+  options_.worker_id = "w1";
+  detector_->mutable_info().input_width = 64;
+  Enqueue(Meta("f1"), Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(WaitFor([&] { return bus_.Size("kadr.workers") >= 3; }));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto beats = bus_.Topic("kadr.workers");
+  std::vector<protocol::WorkerHeartbeat> parsed;
+  for (const auto& m : beats) {
+    EXPECT_EQ(m.key, "w1");
+    auto hb = protocol::WorkerHeartbeatFromJson(Text(m.value));
+    ASSERT_TRUE(hb.has_value()) << hb.error().ToString();
+    parsed.push_back(*hb);
+  }
+  EXPECT_EQ(parsed.front().state, "running");
+  EXPECT_EQ(parsed.front().model, "fake");
+  EXPECT_EQ(parsed.front().labels, (std::vector<std::string>{"thing", "other"}));
+  EXPECT_EQ(parsed.front().input_width, 64);
+  EXPECT_EQ(parsed.front().interval_ms, 20);
+  EXPECT_EQ(parsed.back().state, "stopping");
+  EXPECT_EQ(parsed.back().processed, 1u);
+  EXPECT_EQ(parsed.back().frames, 1u);
 }
 
 TEST_F(WorkerServiceTest, MessageKeyNamesTheStreamWhenTheHeaderIsAbsent) {

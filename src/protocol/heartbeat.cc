@@ -1,0 +1,84 @@
+#include "protocol/heartbeat.h"
+
+#include <nlohmann/json.hpp>
+
+#include "protocol/frame.h"
+
+namespace kadr::protocol {
+
+using nlohmann::json;
+
+std::string WorkerHeartbeatToJson(const WorkerHeartbeat& hb) {
+  json j = {{"schema_version", kProtocolVersion},
+            {"worker_id", hb.worker_id},
+            {"model", hb.model},
+            {"ts_ms", hb.ts_ms},
+            {"interval_ms", hb.interval_ms},
+            {"state", hb.state},
+            {"model_info",
+             {{"family", hb.family},
+              {"task", hb.task},
+              {"input", {{"width", hb.input_width}, {"height", hb.input_height}}},
+              {"labels", hb.labels}}},
+            {"stats",
+             {{"frames", hb.frames},
+              {"processed", hb.processed},
+              {"skipped", hb.skipped},
+              {"failed", hb.failed},
+              {"in_flight", hb.in_flight}}}};
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
+  const json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return InvalidArgumentError("worker heartbeat is not a JSON object");
+  }
+  WorkerHeartbeat hb;
+  try {
+    const int version = j.at("schema_version").get<int>();
+    if (version != kProtocolVersion) {
+      return InvalidArgumentError("worker heartbeat has unsupported schema_version " +
+                                  std::to_string(version));
+    }
+    hb.worker_id = j.at("worker_id").get<std::string>();
+    hb.model = j.at("model").get<std::string>();
+    hb.ts_ms = j.at("ts_ms").get<std::int64_t>();
+    hb.interval_ms = j.value("interval_ms", hb.interval_ms);
+    hb.state = j.value("state", hb.state);
+    if (const auto it = j.find("model_info"); it != j.end() && it->is_object()) {
+      hb.family = it->value("family", "");
+      hb.task = it->value("task", hb.task);
+      if (const auto in = it->find("input"); in != it->end() && in->is_object()) {
+        hb.input_width = in->value("width", 0);
+        hb.input_height = in->value("height", 0);
+      }
+      if (const auto labels = it->find("labels"); labels != it->end()) {
+        hb.labels = labels->get<std::vector<std::string>>();
+      }
+    }
+    if (const auto it = j.find("stats"); it != j.end() && it->is_object()) {
+      hb.frames = it->value("frames", std::uint64_t{0});
+      hb.processed = it->value("processed", std::uint64_t{0});
+      hb.skipped = it->value("skipped", std::uint64_t{0});
+      hb.failed = it->value("failed", std::uint64_t{0});
+      hb.in_flight = it->value("in_flight", std::int64_t{0});
+    }
+  } catch (const json::exception& e) {
+    return InvalidArgumentError(std::string("malformed worker heartbeat: ") + e.what());
+  }
+  if (hb.worker_id.empty() || hb.model.empty()) {
+    return InvalidArgumentError("worker heartbeat without worker_id or model");
+  }
+  if (hb.interval_ms <= 0) return InvalidArgumentError("worker heartbeat interval_ms must be > 0");
+  if (hb.state != "running" && hb.state != "stopping") {
+    return InvalidArgumentError("worker heartbeat has unknown state '" + hb.state + "'");
+  }
+  return hb;
+}
+
+bool IsAlive(const WorkerHeartbeat& hb, std::int64_t now_ms) {
+  return hb.state == "running" && now_ms - hb.ts_ms <= 3 * hb.interval_ms;
+}
+
+}  // namespace kadr::protocol

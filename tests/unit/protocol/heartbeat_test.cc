@@ -1,0 +1,78 @@
+#include "protocol/heartbeat.h"
+
+#include <gtest/gtest.h>
+
+namespace kadr::protocol {
+namespace {
+
+WorkerHeartbeat Sample() {
+  WorkerHeartbeat hb;
+  hb.worker_id = "host-42-yolox_nano";
+  hb.model = "yolox_nano";
+  hb.ts_ms = 1764115200000;
+  hb.interval_ms = 2000;
+  hb.family = "yolox";
+  hb.input_width = 416;
+  hb.input_height = 416;
+  hb.labels = {"person", "bicycle"};
+  hb.frames = 10;
+  hb.processed = 7;
+  hb.skipped = 2;
+  hb.failed = 1;
+  hb.in_flight = 3;
+  return hb;
+}
+
+TEST(HeartbeatTest, RoundTripsEveryField) {
+  const WorkerHeartbeat hb = Sample();
+  auto back = WorkerHeartbeatFromJson(WorkerHeartbeatToJson(hb));
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->worker_id, hb.worker_id);
+  EXPECT_EQ(back->model, hb.model);
+  EXPECT_EQ(back->ts_ms, hb.ts_ms);
+  EXPECT_EQ(back->interval_ms, 2000);
+  EXPECT_EQ(back->state, "running");
+  EXPECT_EQ(back->family, "yolox");
+  EXPECT_EQ(back->task, "detect");
+  EXPECT_EQ(back->input_width, 416);
+  EXPECT_EQ(back->input_height, 416);
+  EXPECT_EQ(back->labels, hb.labels);
+  EXPECT_EQ(back->frames, 10u);
+  EXPECT_EQ(back->processed, 7u);
+  EXPECT_EQ(back->skipped, 2u);
+  EXPECT_EQ(back->failed, 1u);
+  EXPECT_EQ(back->in_flight, 3);
+}
+
+TEST(HeartbeatTest, RejectsMalformedInput) {
+  EXPECT_EQ(WorkerHeartbeatFromJson("not json").error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(WorkerHeartbeatFromJson("[1]").error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(WorkerHeartbeatFromJson(R"({"schema_version":2,"worker_id":"w","model":"m","ts_ms":1})")
+                .error()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(WorkerHeartbeatFromJson(R"({"schema_version":1,"model":"m","ts_ms":1})"));
+  EXPECT_FALSE(
+      WorkerHeartbeatFromJson(R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":"x"})"));
+  EXPECT_FALSE(WorkerHeartbeatFromJson(
+      R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":1,"state":"dancing"})"));
+  EXPECT_FALSE(WorkerHeartbeatFromJson(
+      R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":1,"interval_ms":0})"));
+  // The minimal valid announcement, as another language would write it.
+  auto minimal =
+      WorkerHeartbeatFromJson(R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":5})");
+  ASSERT_TRUE(minimal.has_value());
+  EXPECT_EQ(minimal->interval_ms, 2000);
+}
+
+TEST(HeartbeatTest, AliveUntilThreeIntervalsLateOrStopping) {
+  WorkerHeartbeat hb = Sample();
+  EXPECT_TRUE(IsAlive(hb, hb.ts_ms));
+  EXPECT_TRUE(IsAlive(hb, hb.ts_ms + 6000));
+  EXPECT_FALSE(IsAlive(hb, hb.ts_ms + 6001));
+  hb.state = "stopping";
+  EXPECT_FALSE(IsAlive(hb, hb.ts_ms));
+}
+
+}  // namespace
+}  // namespace kadr::protocol
