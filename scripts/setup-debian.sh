@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package kadr needs to build, run and test.
+# Installs every Debian 12 package kadr needs to build, run and test, and the browser tests'
+# npm packages (tests/browser).
 # Idempotent and non-interactive; uses sudo only when not already root.
 set -euo pipefail
 
@@ -13,7 +14,13 @@ packages=(
   libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
+  chromium
 )
+# The browser tests (tests/browser) run on node + npm. Debian's nodejs/npm only when no node is
+# installed: a NodeSource nodejs already provides npm and conflicts with Debian's npm package.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -22,12 +29,24 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} packages already installed"
-  exit 0
+else
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The browser tests' npm packages (playwright-core, pinned in tests/browser/package-lock.json),
+# installed again only when the lock file changed since the last `npm ci`.
+browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+stamp="$browser_dir/node_modules/.kadr-lock.sha256"
+lock_sum="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
+  echo "setup: tests/browser node_modules up to date"
+else
+  echo "setup: npm ci in tests/browser"
+  npm ci --prefix "$browser_dir" --no-audit --no-fund
+  echo "$lock_sum" >"$stamp"
+fi
