@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The newcomer's first command: installs dependencies, builds kadr, and runs the main job.
-# Until the pipeline exists, the main job is annotating a sample image with `kadr detect`.
+# The newcomer's first command: installs dependencies, builds kadr and runs the whole system
+# with `kadr up` (embedded Kafka-protocol broker, a worker per model, viewer, gateway); the
+# web UI and the REST API are on http://127.0.0.1:8080/ until Ctrl-C.
 #
-# Usage: scripts/run.sh [IMAGE...]
+# Usage: scripts/run.sh [kadr up options...]     e.g. --http-port 9000 --models yolox_nano
 #   Models come from $KADR_MODELS_DIR (default: ../shared/models when present, else ./models);
-#   with no ONNX models at all, the built-in people detector runs.
+#   the built-ins people-hog, faces-haar and null are always there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-debian.sh
@@ -12,20 +13,5 @@ cd "$(dirname "$0")/.."
 
 data="${KADR_TEST_DATA:-../shared}"
 export KADR_MODELS_DIR="${KADR_MODELS_DIR:-$([ -d "$data/models" ] && echo "$data/models" || echo models)}"
-images=("$@")
-if [ ${#images[@]} -eq 0 ]; then
-  if [ -f "$data/media/bus.jpg" ]; then
-    images=("$data/media/bus.jpg")
-  else
-    mkdir -p build/samples
-    ./build/release/tools/make_sample_image build/samples/sample.png
-    images=(build/samples/sample.png)
-  fi
-fi
-model=people-hog
-[ -f "$KADR_MODELS_DIR/yolox_nano.onnx" ] && model=yolox_nano
-
-./build/release/kadr models
-./build/release/kadr detect --model "$model" --out out "${images[@]}"
-echo
-echo "Annotated images are in $(pwd)/out/"
+echo "run: models from $KADR_MODELS_DIR; history in ./kadr-data; Ctrl-C stops everything"
+exec ./build/release/kadr up --data-dir kadr-data "$@"

@@ -47,6 +47,7 @@ Result<std::shared_ptr<inference::Detector>> LoadModel(const GlobalOptions& opti
 int Run(int argc, char** argv) {
   CLI::App app{"kadr: computer-vision models as a service"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand: `kadr up --models-dir m`
   app.set_version_flag("--version", std::string("kadr ") + KADR_VERSION);
 
   GlobalOptions global;
@@ -66,7 +67,8 @@ int Run(int argc, char** argv) {
 
   const std::vector<Command> commands = {
       AddDetectCommand(app, global), AddModelsCommand(app, global), AddBrokerCommand(app, global),
-      AddWorkerCommand(app, global)};
+      AddWorkerCommand(app, global), AddUpCommand(app, global),     AddGatewayCommand(app, global),
+      AddViewerCommand(app, global)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,5 +19,8 @@ Command AddDetectCommand(CLI::App& app, const GlobalOptions& global);
 Command AddModelsCommand(CLI::App& app, const GlobalOptions& global);
 Command AddBrokerCommand(CLI::App& app, const GlobalOptions& global);
 Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global);
+Command AddUpCommand(CLI::App& app, const GlobalOptions& global);
+Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global);
+Command AddViewerCommand(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace kadr::cli

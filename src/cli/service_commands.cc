@@ -14,6 +14,7 @@
 #include "kafka/kafka_publisher.h"
 #include "kafka/kafka_subscriber.h"
 #include "protocol/frame.h"
+#include "protocol/heartbeat.h"
 #include "worker/worker_service.h"
 
 namespace kadr::cli {
@@ -33,7 +34,7 @@ int RunBroker(const BrokerArgs& args) {
   o.partitions = args.partitions;
   o.brokers = args.brokers;
   o.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
-              std::string(protocol::kDeadLetterTopic)};
+              std::string(protocol::kDeadLetterTopic), std::string(protocol::kWorkersTopic)};
   for (const auto& m : args.models) o.topics.push_back(protocol::FramesTopic(m));
   auto broker = kafka::EmbeddedBroker::Create(o);
   if (!broker) {

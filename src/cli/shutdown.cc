@@ -2,6 +2,9 @@
 
 #include <pthread.h>
 
+#include <condition_variable>
+#include <mutex>
+
 #include <spdlog/spdlog.h>
 
 namespace kadr::cli {
@@ -21,6 +24,18 @@ ShutdownSignal::ShutdownSignal() {
       source_.request_stop();
     }
   });
+}
+
+void ShutdownSignal::Wait() const {
+  std::mutex mu;
+  std::condition_variable cv;
+  const std::stop_token token = source_.get_token();
+  std::stop_callback wake(token, [&] {
+    std::lock_guard lock(mu);
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return token.stop_requested(); });
 }
 
 ShutdownSignal::~ShutdownSignal() {

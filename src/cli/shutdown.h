@@ -19,6 +19,10 @@ class ShutdownSignal {
   ShutdownSignal& operator=(const ShutdownSignal&) = delete;
 
   std::stop_token token() const { return source_.get_token(); }
+  // Stops as if a signal had come (a composition root giving up during start-up).
+  void RequestStop() { source_.request_stop(); }
+  // Blocks until a stop is requested.
+  void Wait() const;
   // The signal received (SIGINT or SIGTERM), 0 if none yet.
   int signal() const { return signal_; }
 

@@ -1,0 +1,434 @@
+// `kadr up`, `kadr gateway` and `kadr viewer`: the HTTP-facing roles, alone or all together.
+//
+// `kadr up` is the whole system in one process: the embedded broker (unless --brokers names a
+// real cluster), one worker per model, the viewer and the gateway, with the REST API, the
+// history and the web UI on one port. Every part talks to the others through the broker, over
+// the Kafka protocol, exactly as when each runs as its own process.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "cli/app.h"
+#include "cli/commands.h"
+#include "cli/kafka_flags.h"
+#include "cli/shutdown.h"
+#include "common/metrics.h"
+#include "gateway/gateway_service.h"
+#include "http/server.h"
+#include "inference/model_registry.h"
+#include "kafka/embedded_broker.h"
+#include "kafka/kafka_publisher.h"
+#include "kafka/kafka_subscriber.h"
+#include "protocol/frame.h"
+#include "protocol/heartbeat.h"
+#include "viewer/history_store.h"
+#include "viewer/viewer_service.h"
+#include "web/assets.h"
+#include "worker/worker_service.h"
+
+namespace kadr::cli {
+namespace {
+
+enum class Role { kUp, kGateway, kViewer };
+
+struct StackArgs {
+  KafkaFlags kafka;
+  std::string host = "127.0.0.1";
+  int http_port = 8080;
+  int broker_port = 0;  // up, embedded broker: fixed bootstrap port for outside tools
+  int partitions = 4;
+  std::vector<std::string> models;  // up: models that get a worker (default: all)
+  std::string default_model;
+  std::string instance_id;
+  std::size_t max_in_flight = 64;
+  int http_threads = 80;  // > max_in_flight: a waiting synchronous request holds one
+  std::size_t max_body_mb = 32;
+  int timeout_ms = 30000;
+  std::string data_dir = "kadr-data";
+  std::size_t max_jobs = 10000;
+  int max_age_hours = 24 * 7;
+  std::size_t max_image_mb = 2048;
+};
+
+// Kafka allows [A-Za-z0-9._-] in topic names.
+std::string TopicSafe(std::string s) {
+  for (char& c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  return s;
+}
+
+std::string DefaultInstanceId(int http_port) {
+  char host[256] = {};
+  (void)gethostname(host, sizeof(host) - 1);
+  // A stable id reuses its reply topic after a restart; port 0 means a test or a throwaway run.
+  const std::string suffix = http_port > 0 ? std::to_string(http_port) : std::to_string(getpid());
+  return TopicSafe(std::string(host) + "-" + suffix);
+}
+
+template <typename T>
+bool Check(const Result<T>& r, std::string_view what) {
+  if (r) return true;
+  fmt::print(stderr, "error: {}: {}\n", what, r.error().ToString());
+  return false;
+}
+
+bool Check(const Status& s, std::string_view what) {
+  if (s.ok()) return true;
+  fmt::print(stderr, "error: {}: {}\n", what, s.ToString());
+  return false;
+}
+
+// One model's worker inside `kadr up`: its own consumer and producer, like a `kadr worker`.
+struct InProcessWorker {
+  std::unique_ptr<kafka::KafkaPublisher> publisher;
+  std::unique_ptr<kafka::KafkaSubscriber> subscriber;
+  std::unique_ptr<worker::WorkerService> service;
+  std::jthread thread;
+};
+
+int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
+  ShutdownSignal shutdown;
+  auto kafka_options = ToKafkaOptions(args.kafka);
+  if (!Check(kafka_options, "kafka settings")) return 2;
+
+  // Models: `up` loads and serves them; the gateway only needs their names (workers announce
+  // the rest); the viewer needs none.
+  std::unique_ptr<inference::ModelRegistry> registry;
+  std::vector<gateway::ConfiguredModel> configured;
+  std::vector<std::pair<std::string, std::shared_ptr<inference::Detector>>> serving;
+  if (role != Role::kViewer) {
+    auto r = inference::ModelRegistry::Create(ToRegistryOptions(global));
+    if (!Check(r, "model registry")) return 2;
+    registry = std::move(*r);
+    std::vector<std::string> names = args.models.empty() ? registry->Names() : args.models;
+    if (role == Role::kUp) {
+      for (const auto& name : names) {
+        auto detector = registry->Get(name);
+        if (!detector && !args.models.empty() && detector.error().code() == StatusCode::kNotFound) {
+          fmt::print(stderr, "error: {}\n", detector.error().ToString());
+          return 2;
+        }
+        if (detector) serving.emplace_back(name, *detector);
+      }
+    }
+    for (const auto& status : registry->List()) {
+      if (std::find(names.begin(), names.end(), status.spec.name) == names.end()) continue;
+      gateway::ConfiguredModel m;
+      m.name = status.spec.name;
+      m.state = std::string(inference::LoadStateName(status.state));
+      if (status.state == inference::LoadState::kFailed) m.error = status.error;
+      m.family = std::string(inference::FamilyName(status.spec.family));
+      if (status.info) {
+        m.family = std::string(inference::FamilyName(status.info->family));
+        m.input_width = status.info->input_width;
+        m.input_height = status.info->input_height;
+        m.labels = status.info->labels;
+        m.task = status.info->has_masks ? "segment" : "detect";
+      }
+      configured.push_back(std::move(m));
+    }
+    if (role == Role::kUp && serving.empty()) {
+      fmt::print(stderr,
+                 "error: no model could be loaded; point --models-dir at a folder of ONNX "
+                 "models or use a built-in (people-hog, faces-haar, null)\n");
+      return 2;
+    }
+  }
+
+  // The broker: embedded unless --brokers names one.
+  std::unique_ptr<kafka::EmbeddedBroker> broker;
+  if (kafka_options->brokers.empty()) {
+    if (role != Role::kUp) {
+      fmt::print(stderr, "error: --brokers (or KADR_BROKERS) is required\n");
+      return 2;
+    }
+    kafka::EmbeddedBrokerOptions bo;
+    bo.port = args.broker_port;
+    bo.partitions = args.partitions;
+    bo.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
+                 std::string(protocol::kDeadLetterTopic), std::string(protocol::kWorkersTopic)};
+    for (const auto& [name, detector] : serving) bo.topics.push_back(protocol::FramesTopic(name));
+    auto b = kafka::EmbeddedBroker::Create(bo);
+    if (!Check(b, "embedded broker")) return 2;
+    broker = std::move(*b);
+    kafka_options->brokers = broker->bootstrap();
+    spdlog::info("embedded broker bootstrap={} (in memory; use Apache Kafka in production)",
+                 broker->bootstrap());
+  }
+  spdlog::info("kafka {}", DescribeKafka(*kafka_options));
+
+  MetricsRegistry metrics;
+  auto publisher = kafka::KafkaPublisher::Create(*kafka_options);
+  if (!Check(publisher, "kafka producer")) return 2;
+
+  // Workers (up only), one per model.
+  std::vector<std::unique_ptr<InProcessWorker>> workers;
+  for (const auto& [name, detector] : serving) {
+    auto w = std::make_unique<InProcessWorker>();
+    auto p = kafka::KafkaPublisher::Create(*kafka_options);
+    if (!Check(p, "worker producer")) return 2;
+    kafka::SubscriberOptions so;
+    so.group_id = protocol::WorkerGroup(name);
+    so.topics = {protocol::FramesTopic(name)};
+    auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
+    if (!Check(s, "worker consumer")) return 2;
+    w->publisher = std::move(*p);
+    w->subscriber = std::move(*s);
+    worker::WorkerOptions wo;
+    w->service =
+        std::make_unique<worker::WorkerService>(wo, detector, *w->publisher, *w->subscriber);
+    workers.push_back(std::move(w));
+  }
+
+  // Viewer: history of everything answered on the results and reply topics.
+  std::unique_ptr<viewer::HistoryStore> history;
+  std::unique_ptr<kafka::KafkaSubscriber> viewer_subscriber;
+  std::unique_ptr<viewer::ViewerService> viewer;
+  if (role != Role::kGateway) {
+    viewer::HistoryOptions ho;
+    ho.dir = args.data_dir;
+    ho.max_jobs = args.max_jobs;
+    ho.max_age = std::chrono::hours(args.max_age_hours);
+    ho.max_image_bytes = static_cast<std::uint64_t>(args.max_image_mb) << 20;
+    auto h = viewer::HistoryStore::Create(ho);
+    if (!Check(h, "history store")) return 2;
+    history = std::move(*h);
+    kafka::SubscriberOptions so;
+    so.group_id = "kadr.viewer";
+    so.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
+                 "^kadr\\.replies\\..*"};
+    so.metadata_refresh_ms = 2000;
+    auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
+    if (!Check(s, "viewer consumer")) return 2;
+    viewer_subscriber = std::move(*s);
+    viewer = std::make_unique<viewer::ViewerService>(viewer::ViewerOptions{}, *history,
+                                                     *viewer_subscriber, metrics);
+  }
+
+  // Gateway: the REST API; answers come back on its own reply topic.
+  std::unique_ptr<kafka::KafkaSubscriber> replies, announcements;
+  std::unique_ptr<gateway::GatewayService> gateway;
+  if (role != Role::kViewer) {
+    const std::string instance =
+        args.instance_id.empty() ? DefaultInstanceId(args.http_port) : TopicSafe(args.instance_id);
+    gateway::GatewayOptions go;
+    go.reply_topic = "kadr.replies." + instance;
+    go.max_in_flight = args.max_in_flight;
+    go.default_timeout = std::chrono::milliseconds(args.timeout_ms);
+    go.default_model = args.default_model;
+    go.max_image_bytes = args.max_body_mb << 20;
+    // Not fatal: without a broker the gateway still serves /healthz and answers 503, and
+    // the topic is created by the first reply (auto-creation) once the broker is back.
+    if (Status s = (*publisher)->EnsureTopic(go.reply_topic, 1, std::chrono::seconds(5)); !s.ok()) {
+      spdlog::warn("reply topic not ready yet: {}", s.ToString());
+    }
+    kafka::SubscriberOptions rs;
+    rs.group_id = "kadr.gateway." + instance;
+    rs.topics = {go.reply_topic};
+    rs.metadata_refresh_ms = 5000;
+    auto r = kafka::KafkaSubscriber::Create(*kafka_options, rs);
+    if (!Check(r, "reply consumer")) return 2;
+    replies = std::move(*r);
+    kafka::SubscriberOptions ws;
+    ws.group_id = "kadr.gateway." + instance + ".workers";
+    ws.topics = {std::string(protocol::kWorkersTopic)};
+    ws.metadata_refresh_ms = 5000;
+    auto w = kafka::KafkaSubscriber::Create(*kafka_options, ws);
+    if (!Check(w, "worker-announcement consumer")) return 2;
+    announcements = std::move(*w);
+    kafka::KafkaPublisher* check = publisher->get();
+    gateway = std::make_unique<gateway::GatewayService>(
+        go, **publisher, *replies, *announcements, configured,
+        [check] { return check->CheckBroker(std::chrono::seconds(1)); }, metrics, history.get());
+    spdlog::info("gateway instance={} reply_topic={}", instance, go.reply_topic);
+  }
+
+  http::HttpServerOptions ho;
+  ho.host = args.host;
+  ho.port = args.http_port;
+  ho.threads = args.http_threads;
+  ho.max_body_bytes = args.max_body_mb << 20;
+  auto server = http::HttpServer::Create(ho);
+  if (!Check(server, "http server")) return 2;
+  if (gateway && !Check(gateway->RegisterRoutes(**server), "gateway routes")) return 2;
+  if (viewer &&
+      !Check(viewer->RegisterRoutes(**server, /*job_routes=*/!gateway), "viewer routes")) {
+    return 2;
+  }
+  if (!Check(web::RegisterRoutes(**server), "web UI routes")) return 2;
+  if (!gateway) {
+    // The viewer alone: liveness and its own metrics (the gateway serves these otherwise).
+    MetricsRegistry* m = &metrics;
+    const Status routes = (*server)->Route("GET", "/healthz", [](const http::HttpRequest&) {
+      return http::HttpResponse::Json(R"({"status":"ok"})");
+    });
+    const Status metrics_route = (*server)->Route("GET", "/metrics", [m](const http::HttpRequest&) {
+      http::HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = m->RenderPrometheus();
+      return r;
+    });
+    if (!Check(routes, "viewer routes") || !Check(metrics_route, "viewer routes")) return 2;
+  }
+
+  // Start: consumers first, so nothing published from now on is missed; the HTTP port last.
+  const std::stop_token stop = shutdown.token();
+  for (auto& w : workers) {
+    worker::WorkerService* service = w->service.get();
+    w->thread = std::jthread([service, stop] {
+      if (Status s = service->Run(stop); !s.ok()) spdlog::warn("worker: {}", s.ToString());
+    });
+  }
+  std::jthread viewer_thread, gateway_thread;
+  if (viewer) {
+    viewer_thread = std::jthread([v = viewer.get(), stop] {
+      if (Status s = v->Run(stop); !s.ok()) spdlog::warn("viewer: {}", s.ToString());
+    });
+  }
+  if (gateway) {
+    gateway_thread = std::jthread([g = gateway.get(), stop] {
+      if (Status s = g->Run(stop); !s.ok()) spdlog::warn("gateway: {}", s.ToString());
+    });
+  }
+  if (!Check((*server)->Start(), "http server")) {
+    shutdown.RequestStop();
+    return 2;
+  }
+  const std::string shown_host = args.host == "0.0.0.0" ? "127.0.0.1" : args.host;
+  const std::string url = fmt::format("http://{}:{}/", shown_host, (*server)->port());
+  const char* what = role == Role::kViewer ? "web UI and history" : "web UI and API";
+  fmt::print("kadr: {} on {}\n", what, url);
+  if (broker) fmt::print("kadr: embedded Kafka broker on {}\n", broker->bootstrap());
+  std::fflush(stdout);
+  spdlog::info("serving url={} models={} workers={}", url, configured.size(), workers.size());
+
+  // Run until SIGINT / SIGTERM; then the services finish what they hold, in order.
+  shutdown.Wait();
+  spdlog::info("shutting down");
+  if (gateway_thread.joinable()) gateway_thread.join();  // answers waiting requests
+  (*server)->Stop();
+  for (auto& w : workers) {
+    if (w->thread.joinable()) w->thread.join();  // drains, commits, leaves the group
+  }
+  if (viewer_thread.joinable()) viewer_thread.join();
+  (void)(*publisher)->Flush(std::chrono::seconds(5));
+  spdlog::info("stopped");
+  return 0;
+}
+
+void AddHttpFlags(CLI::App& sub, StackArgs& args) {
+  sub.add_option("--host", args.host, "HTTP bind address (0.0.0.0: all interfaces)")
+      ->envname("KADR_HOST")
+      ->capture_default_str();
+  sub.add_option("--http-port", args.http_port, "HTTP port (0: a free one, printed at start)")
+      ->envname("KADR_HTTP_PORT")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  sub.add_option("--http-threads", args.http_threads, "HTTP worker threads")
+      ->envname("KADR_HTTP_THREADS")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub.add_option("--max-body-mb", args.max_body_mb, "largest accepted upload, MiB")
+      ->envname("KADR_MAX_BODY_MB")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+}
+
+void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
+  sub.add_option("--default-model", args.default_model,
+                 "model used when a request names none (default: the first)")
+      ->envname("KADR_DEFAULT_MODEL");
+  sub.add_option("--instance-id", args.instance_id,
+                 "this gateway's id; its replies come on kadr.replies.<id> (default: host-port)")
+      ->envname("KADR_INSTANCE_ID");
+  sub.add_option("--max-in-flight", args.max_in_flight,
+                 "requests waiting for a result before 429 (bounds memory)")
+      ->envname("KADR_MAX_IN_FLIGHT")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sub.add_option("--timeout-ms", args.timeout_ms, "default deadline of a request")
+      ->envname("KADR_TIMEOUT_MS")
+      ->check(CLI::Range(1, 300000))
+      ->capture_default_str();
+}
+
+void AddViewerFlags(CLI::App& sub, StackArgs& args) {
+  sub.add_option("--data-dir", args.data_dir, "history database and annotated images")
+      ->envname("KADR_DATA_DIR")
+      ->capture_default_str();
+  sub.add_option("--history-max-jobs", args.max_jobs, "jobs kept in the history")
+      ->envname("KADR_HISTORY_MAX_JOBS")
+      ->check(CLI::Range(1, 100000000))
+      ->capture_default_str();
+  sub.add_option("--history-max-age-hours", args.max_age_hours, "older jobs are removed")
+      ->envname("KADR_HISTORY_MAX_AGE_HOURS")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sub.add_option("--history-max-image-mb", args.max_image_mb, "disk for annotated images, MiB")
+      ->envname("KADR_HISTORY_MAX_IMAGE_MB")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+}
+
+}  // namespace
+
+Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<StackArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "up", "run everything in one process: broker, workers, viewer, gateway and web UI");
+  AddHttpFlags(*sub, *args);
+  AddGatewayFlags(*sub, *args);
+  AddViewerFlags(*sub, *args);
+  sub->add_option("--models", args->models, "models to serve, comma-separated (default: all)")
+      ->envname("KADR_MODELS")
+      ->delimiter(',');
+  sub->add_option("--broker-port", args->broker_port,
+                  "embedded broker: fixed bootstrap port on 127.0.0.1 for outside clients "
+                  "(0: an ephemeral one, printed at start)")
+      ->envname("KADR_BROKER_PORT")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  sub->add_option("--partitions", args->partitions, "embedded broker: partitions per topic")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/false);
+  return {sub, [args, &global] { return RunStack(Role::kUp, *args, global); }};
+}
+
+Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<StackArgs>();
+  CLI::App* sub = app.add_subcommand("gateway", "serve the REST API and web UI over a broker");
+  AddHttpFlags(*sub, *args);
+  AddGatewayFlags(*sub, *args);
+  sub->add_option("--models", args->models, "models offered (default: all configured)")
+      ->envname("KADR_MODELS")
+      ->delimiter(',');
+  AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
+  return {sub, [args, &global] { return RunStack(Role::kGateway, *args, global); }};
+}
+
+Command AddViewerCommand(CLI::App& app, const GlobalOptions& global) {
+  auto args = std::make_shared<StackArgs>();
+  args->http_port = 8081;
+  CLI::App* sub = app.add_subcommand("viewer", "record results in the history and serve it");
+  AddHttpFlags(*sub, *args);
+  AddViewerFlags(*sub, *args);
+  AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
+  return {sub, [args, &global] { return RunStack(Role::kViewer, *args, global); }};
+}
+
+}  // namespace kadr::cli
