@@ -2,10 +2,18 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 
 namespace kadr {
 
 using SteadyClock = std::chrono::steady_clock;
+
+// Wall-clock time as Unix milliseconds: the protocol's timestamps (capture, deadline, job times).
+inline std::int64_t UnixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 // Milliseconds (fractional) elapsed since `start`.
 inline double MillisSince(SteadyClock::time_point start) {

@@ -54,12 +54,6 @@ constexpr char kWorkerFramesHelp[] =
 constexpr char kBrokerUpName[] = "kadr_broker_up";
 constexpr char kBrokerUpHelp[] = "1 when the gateway's last broker check succeeded.";
 
-std::int64_t SystemNowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // The protocol's error response, with Retry-After where retrying soon can help.
@@ -200,7 +194,7 @@ class GatewayService::Impl {
   Gauge& InFlightGauge(const std::string& model) {
     return metrics_.GetGauge(kInFlightName, kInFlightHelp, {{"model", model}});
   }
-  std::int64_t NowMs() const { return options_.now_ms ? options_.now_ms() : SystemNowMs(); }
+  std::int64_t NowMs() const { return options_.now_ms ? options_.now_ms() : UnixMillis(); }
 
   const GatewayOptions options_;
   bus::FramePublisher& publisher_;

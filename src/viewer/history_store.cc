@@ -15,6 +15,8 @@
 
 #include <sqlite3.h>
 
+#include "common/clock.h"
+
 namespace kadr::viewer {
 namespace {
 
@@ -628,8 +630,7 @@ Result<std::size_t> HistoryStore::CountJobs() {
 Status HistoryStore::Enforce() {
   using std::chrono::duration_cast;
   using std::chrono::milliseconds;
-  const std::int64_t now_ms =
-      duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::int64_t now_ms = UnixMillis();
   const std::int64_t cutoff_ms = now_ms - duration_cast<milliseconds>(options_.max_age).count();
 
   std::lock_guard lock(mu_);

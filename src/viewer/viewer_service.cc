@@ -13,6 +13,7 @@
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
 #include "imaging/decode.h"
 #include "imaging/encode.h"
 #include "protocol/frame.h"
@@ -144,9 +145,7 @@ ViewerService::ViewerService(ViewerOptions options, HistoryStore& store,
 
 std::int64_t ViewerService::NowMs() const {
   if (options_.now_ms) return options_.now_ms();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return UnixMillis();
 }
 
 ViewerStats ViewerService::stats() const {

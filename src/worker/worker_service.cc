@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
 #include "inference/model_spec.h"
 
 namespace kadr::worker {
@@ -76,9 +77,7 @@ WorkerService::~WorkerService() {
 
 std::int64_t WorkerService::NowMs() const {
   if (options_.now_ms) return options_.now_ms();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return UnixMillis();
 }
 
 WorkerStats WorkerService::stats() const {
