@@ -268,6 +268,11 @@ class HttpServer::Impl {
       int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     });
+    // Responses go out as several writes (headers, body): with Nagle's algorithm the second
+    // waits for the client's delayed ACK, ~40 ms per request (measured with
+    // bench/gateway_bench.cc: client latency minus server time, p50 43 ms -> 0.7 ms).
+    // Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
+    server_.set_tcp_nodelay(true);
     // Refuse an announced oversized upload before the client sends it.
     server_.set_expect_100_continue_handler(
         [max_body](const httplib::Request& req, httplib::Response&) {
