@@ -1,17 +1,84 @@
 #include "worker/frame_processor.h"
 
+#include <algorithm>
 #include <optional>
-
-#include "common/clock.h"
+#include <string>
 
 namespace kadr::worker {
-namespace {
 
-bool SameOptions(const protocol::DetectOptions& a, const protocol::DetectOptions& b) {
+bool SameDetectOptions(const protocol::DetectOptions& a, const protocol::DetectOptions& b) {
   return a.confidence == b.confidence && a.iou == b.iou && a.classes == b.classes;
 }
 
-}  // namespace
+Result<DecodedFrame> FrameProcessor::Decode(std::span<const std::uint8_t> bytes,
+                                            const inference::ModelInfo& model,
+                                            SteadyClock::time_point started) const {
+  Stopwatch sw;
+  DecodedFrame f;
+  f.started = started;
+  f.result.model = model.name;
+  if (!model.needs_pixels) {
+    auto probe = imaging::ProbeImage(bytes, options_.limits);
+    if (!probe) return probe.error();
+    f.result.image_width = probe->width;
+    f.result.image_height = probe->height;
+  } else {
+    auto image = imaging::DecodeImage(bytes, options_.limits);
+    if (!image) return image.error();
+    f.image = std::move(*image);
+    f.result.image_width = f.image.cols;
+    f.result.image_height = f.image.rows;
+  }
+  f.result.timings_ms["decode"] = sw.Lap();
+  return f;
+}
+
+Status FrameProcessor::Detect(std::span<DecodedFrame* const> frames,
+                              const protocol::DetectOptions& options,
+                              inference::Detector& detector) const {
+  const inference::ModelInfo& info = detector.info();
+  if (!info.needs_pixels || frames.empty()) return Status::Ok();
+  if (frames.size() > static_cast<std::size_t>(std::max(1, info.max_batch))) {
+    return InvalidArgumentError("batch of " + std::to_string(frames.size()) +
+                                " images is over the model's max_batch " +
+                                std::to_string(info.max_batch));
+  }
+  std::vector<cv::Mat> images;
+  images.reserve(frames.size());
+  for (const DecodedFrame* f : frames) images.push_back(f->image);
+  inference::DetectTimings dt;
+  auto detected = detector.Detect(images, options, &dt);
+  if (!detected) return detected.error();
+  if (detected->size() != frames.size()) {
+    return InternalError("detector returned " + std::to_string(detected->size()) + " results for " +
+                         std::to_string(frames.size()) + " images");
+  }
+  const double share = 1.0 / static_cast<double>(frames.size());
+  for (std::size_t k = 0; k < frames.size(); ++k) {
+    auto& r = frames[k]->result;
+    r.timings_ms["preprocess"] = dt.preprocess_ms * share;
+    r.timings_ms["inference"] = dt.inference_ms * share;
+    r.timings_ms["postprocess"] = dt.postprocess_ms * share;
+    r.detections = std::move((*detected)[k]);
+  }
+  return Status::Ok();
+}
+
+Result<ProcessedFrame> FrameProcessor::Finish(DecodedFrame frame, bool draw) const {
+  ProcessedFrame out;
+  out.result = std::move(frame.result);
+  if (options_.draw && draw && !frame.image.empty()) {
+    Stopwatch sw;
+    imaging::Annotate(frame.image, out.result.detections, options_.annotate);
+    out.result.timings_ms["draw"] = sw.Lap();
+    auto jpeg = imaging::EncodeJpeg(frame.image, options_.jpeg);
+    if (!jpeg) return jpeg.error();
+    out.annotated_jpeg = std::move(*jpeg);
+    out.result.timings_ms["encode"] = sw.Lap();
+  }
+  out.result.timings_ms["total"] = MillisSince(frame.started);
+  return out;
+}
 
 Result<ProcessedFrame> FrameProcessor::Process(
     std::span<const std::uint8_t> image_bytes, inference::Detector& detector,
@@ -22,95 +89,45 @@ Result<ProcessedFrame> FrameProcessor::Process(
 
 std::vector<Result<ProcessedFrame>> FrameProcessor::ProcessBatch(
     std::span<const FrameInput> inputs, inference::Detector& detector) const {
-  const size_t n = inputs.size();
-  std::vector<std::optional<Status>> errors(n);
-  std::vector<ProcessedFrame> frames(n);
-  std::vector<cv::Mat> images(n);
+  const std::size_t n = inputs.size();
   const auto started = SteadyClock::now();  // "total" of each image counts from here
   const inference::ModelInfo& info = detector.info();
 
-  for (size_t i = 0; i < n; ++i) {
-    Stopwatch sw;
-    auto& r = frames[i].result;
-    r.model = info.name;
-    if (!info.needs_pixels) {
-      auto probe = imaging::ProbeImage(inputs[i].bytes, options_.limits);
-      if (!probe) {
-        errors[i] = probe.error();
-        continue;
-      }
-      r.image_width = probe->width;
-      r.image_height = probe->height;
-      r.timings_ms["decode"] = sw.Lap();
-      continue;
-    }
-    auto image = imaging::DecodeImage(inputs[i].bytes, options_.limits);
-    if (!image) {
-      errors[i] = image.error();
-      continue;
-    }
-    images[i] = std::move(*image);
-    r.image_width = images[i].cols;
-    r.image_height = images[i].rows;
-    r.timings_ms["decode"] = sw.Lap();
-  }
+  std::vector<Result<DecodedFrame>> frames;
+  frames.reserve(n);
+  for (const FrameInput& input : inputs) frames.push_back(Decode(input.bytes, info, started));
 
   // Runs of decoded images with equal options, cut at the model's batch size.
-  const size_t max_batch = static_cast<size_t>(std::max(1, info.max_batch));
-  for (size_t start = 0; start < n;) {
-    if (errors[start] || !info.needs_pixels) {
+  const std::size_t max_batch = static_cast<std::size_t>(std::max(1, info.max_batch));
+  for (std::size_t start = 0; start < n;) {
+    if (!frames[start]) {
       ++start;
       continue;
     }
-    std::vector<size_t> members = {start};
-    std::vector<cv::Mat> batch = {images[start]};
-    size_t next = start + 1;
-    while (next < n && batch.size() < max_batch && !errors[next] &&
-           SameOptions(inputs[next].options, inputs[start].options)) {
+    std::vector<std::size_t> members = {start};
+    std::vector<DecodedFrame*> run = {&*frames[start]};
+    std::size_t next = start + 1;
+    while (next < n && run.size() < max_batch && frames[next] &&
+           SameDetectOptions(inputs[next].options, inputs[start].options)) {
       members.push_back(next);
-      batch.push_back(images[next]);
+      run.push_back(&*frames[next]);
       ++next;
     }
-    inference::DetectTimings dt;
-    auto detected = detector.Detect(batch, inputs[start].options, &dt);
-    const double share = 1.0 / static_cast<double>(members.size());
-    for (size_t k = 0; k < members.size(); ++k) {
-      const size_t i = members[k];
-      if (!detected) {
-        errors[i] = detected.error();
-        continue;
-      }
-      auto& r = frames[i].result;
-      r.timings_ms["preprocess"] = dt.preprocess_ms * share;
-      r.timings_ms["inference"] = dt.inference_ms * share;
-      r.timings_ms["postprocess"] = dt.postprocess_ms * share;
-      r.detections = std::move((*detected)[k]);
+    const Status s = Detect(run, inputs[start].options, detector);
+    if (!s.ok()) {
+      for (std::size_t i : members) frames[i] = s;
     }
     start = next;
   }
 
   std::vector<Result<ProcessedFrame>> out;
   out.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (errors[i]) {
-      out.emplace_back(*errors[i]);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!frames[i]) {
+      out.emplace_back(frames[i].error());
       continue;
     }
-    ProcessedFrame& f = frames[i];
-    if (options_.draw && inputs[i].draw && info.needs_pixels) {
-      Stopwatch sw;
-      imaging::Annotate(images[i], f.result.detections, options_.annotate);
-      f.result.timings_ms["draw"] = sw.Lap();
-      auto jpeg = imaging::EncodeJpeg(images[i], options_.jpeg);
-      if (!jpeg) {
-        out.emplace_back(jpeg.error());
-        continue;
-      }
-      f.annotated_jpeg = std::move(*jpeg);
-      f.result.timings_ms["encode"] = sw.Lap();
-    }
-    f.result.timings_ms["total"] = MillisSince(started);
-    out.emplace_back(std::move(f));
+    out.push_back(Finish(std::move(*frames[i]), inputs[i].draw));
   }
   return out;
 }

@@ -1,7 +1,11 @@
 #include "worker/worker_service.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -62,6 +66,106 @@ struct WorkerService::Pending {
   std::atomic<int> remaining{0};
 };
 
+// Owned by one stage at a time: handed over through the FIFOs, whose mutexes order the
+// stages' accesses.
+struct WorkerService::Item {
+  bus::InboundMessage in;  // kept for the dead-letter copy
+  FrameMeta meta;
+  std::shared_ptr<Pending> pending;
+  SteadyClock::time_point taken;  // its timings_ms["total"] counts from here
+  bool more_follow = false;       // the next frame of the same poll is right behind it
+  DecodedFrame frame;             // after the decode stage
+  // Done: its outputs are decided (answered early, failed, or finished); the stages after
+  // the one that decided only pass it on, and the finish stage publishes the outputs.
+  bool done = false;
+  std::vector<bus::Message> outputs;
+};
+
+namespace {
+
+// A FIFO between two stages: one thread pushes, one pops. Not bounded itself; the
+// Pipeline's count of frames bounds all of them together.
+template <typename T>
+class Fifo {
+ public:
+  void Push(std::unique_ptr<T> item) {
+    {
+      std::lock_guard lock(mu_);
+      items_.push_back(std::move(item));
+    }
+    cv_.notify_one();
+  }
+  // The oldest item; waits for one. Null once closed and empty.
+  std::unique_ptr<T> Pop() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !items_.empty() || closed_; });
+    return PopLocked();
+  }
+  // The oldest item, or null when there is none now.
+  std::unique_ptr<T> TryPop() {
+    std::lock_guard lock(mu_);
+    return PopLocked();
+  }
+  // No more pushes: Pop returns what is left, then null.
+  void Close() {
+    {
+      std::lock_guard lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::unique_ptr<T> PopLocked() {
+    if (items_.empty()) return nullptr;
+    std::unique_ptr<T> item = std::move(items_.front());
+    items_.pop_front();
+    return item;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<T>> items_;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+// Lives for one Run(). Frames enter when polled and leave when the finish stage has handed
+// their outputs to the publisher; at most `depth` are inside.
+struct WorkerService::Pipeline {
+  explicit Pipeline(std::size_t max_frames) : depth(max_frames) {}
+
+  // How many more frames may enter; waits up to `timeout` while none may. 0 when full.
+  std::size_t WaitForRoom(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, timeout, [&] { return frames < depth; });
+    return frames < depth ? depth - frames : 0;
+  }
+  void Enter(std::size_t n) {
+    std::lock_guard lock(mu);
+    frames += n;
+  }
+  void Leave() {
+    {
+      std::lock_guard lock(mu);
+      --frames;
+    }
+    cv.notify_all();
+  }
+  // True once no frame is inside; waits up to `timeout`.
+  bool WaitEmpty(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return frames == 0; });
+  }
+
+  const std::size_t depth;
+  Fifo<Item> to_decode, to_detect, to_finish;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t frames = 0;  // guarded by mu
+};
+
 WorkerService::WorkerService(WorkerOptions options, std::shared_ptr<inference::Detector> detector,
                              bus::FramePublisher& publisher, bus::FrameSubscriber& subscriber)
     : options_(std::move(options)),
@@ -116,7 +220,7 @@ void WorkerService::Send(const std::shared_ptr<Pending>& pending, bus::Message m
     OutputDelivered(pending);
     return;
   }
-  // Not queued (queue still full after its timeout): retried from the main loop.
+  // Not queued (queue still full after its timeout): retried from the poll thread.
   std::lock_guard lock(retry_mu_);
   retry_.emplace_back(pending, std::move(*copy));
 }
@@ -134,91 +238,170 @@ void WorkerService::RetryFailed() {
   }
 }
 
-void WorkerService::HandleBatch(std::vector<bus::InboundMessage>& batch) {
-  struct Work {
-    bus::InboundMessage* in;
-    FrameMeta meta;
-    std::shared_ptr<Pending> pending;
-  };
-  std::vector<Work> to_process;
-  std::vector<FrameInput> inputs;
-  const std::int64_t now = NowMs();
+void WorkerService::Reject(Item& item, const Status& error) {
+  ++failed_;
+  const FrameResult r = NewResult(item.meta, FrameStatus::kError, error, detector_->info().name);
+  item.outputs = {DeadLetter(item.in.message, error, options_.dead_letter_topic),
+                  ResultMessage(item.meta, r)};
+  item.frame = {};
+  item.done = true;
+}
 
-  for (auto& in : batch) {
+void WorkerService::Skip(Item& item, std::int64_t now) {
+  ++skipped_;
+  const std::int64_t late = now - *item.meta.deadline_ms;
+  spdlog::debug("frame skipped, deadline passed frame={} late_ms={}", item.meta.frame_id, late);
+  const FrameResult r = NewResult(
+      item.meta, FrameStatus::kSkipped,
+      DeadlineExceededError("deadline passed " + std::to_string(late) + " ms before processing"),
+      detector_->info().name);
+  item.outputs = {ResultMessage(item.meta, r)};
+  item.frame = {};
+  item.done = true;
+}
+
+bool WorkerService::StillToProcess(Item& item) {
+  if (item.done) return false;
+  // Models that need no pixels have nothing to save by a second look (and keep the
+  // behaviour they had before the pipeline: the deadline is checked when the frame is taken).
+  if (!detector_->info().needs_pixels || !item.meta.deadline_ms) return true;
+  const std::int64_t now = NowMs();
+  if (*item.meta.deadline_ms >= now) return true;
+  Skip(item, now);
+  return false;
+}
+
+void WorkerService::Admit(std::vector<bus::InboundMessage>& batch, Pipeline& pipeline) {
+  const std::int64_t now = NowMs();
+  const auto taken = SteadyClock::now();
+  pipeline.Enter(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    bus::InboundMessage& in = batch[i];
     ++frames_;
     ++outstanding_;
-    auto pending = std::make_shared<Pending>();
-    pending->token = in.token;
+    auto item = std::make_unique<Item>();
+    item->taken = taken;
+    item->more_follow = i + 1 < batch.size();
+    item->pending = std::make_shared<Pending>();
+    item->pending->token = in.token;
     auto meta = protocol::DecodeFrameHeaders(in.message.headers);
-    FrameMeta m;
     Status error;
     if (meta) {
-      m = std::move(*meta);
+      item->meta = std::move(*meta);
       // Producers that set only the message key (kcat -k cam1) name the stream with it.
       if (!in.message.headers.Get(header::kStreamId) && !in.message.key.empty()) {
-        m.stream_id = in.message.key;
+        item->meta.stream_id = in.message.key;
       }
     } else {
       // Answer it anyway, with as much of its identity as can be read, and dead-letter it.
-      m = protocol::BestEffortFrameMeta(in.message.headers, in.message.key,
+      item->meta =
+          protocol::BestEffortFrameMeta(in.message.headers, in.message.key,
                                         in.token.topic + "/" + std::to_string(in.token.partition) +
                                             "/" + std::to_string(in.token.offset));
       error = meta.error();
     }
-    if (error.ok()) {
-      error = inference::ValidateOptions(m.options, detector_->info());
-    }
+    if (error.ok()) error = inference::ValidateOptions(item->meta.options, detector_->info());
+    item->in = std::move(in);
     if (!error.ok()) {
-      ++failed_;
-      spdlog::warn("frame rejected frame={} error=\"{}\"", m.frame_id, error.ToString());
-      const FrameResult r = NewResult(m, FrameStatus::kError, error, detector_->info().name);
-      Answer(pending,
-             {DeadLetter(in.message, error, options_.dead_letter_topic), ResultMessage(m, r)});
-      continue;
+      spdlog::warn("frame rejected frame={} error=\"{}\"", item->meta.frame_id, error.ToString());
+      Reject(*item, error);
+    } else if (item->meta.deadline_ms && *item->meta.deadline_ms < now) {
+      Skip(*item, now);
     }
-    if (m.deadline_ms && *m.deadline_ms < now) {
-      ++skipped_;
-      spdlog::debug("frame skipped, deadline passed frame={} late_ms={}", m.frame_id,
-                    now - *m.deadline_ms);
-      const FrameResult r = NewResult(
-          m, FrameStatus::kSkipped,
-          DeadlineExceededError("deadline passed " + std::to_string(now - *m.deadline_ms) +
-                                " ms before processing"),
-          detector_->info().name);
-      Answer(pending, {ResultMessage(m, r)});
-      continue;
-    }
-    inputs.push_back({in.message.value, m.options, m.draw});
-    to_process.push_back({&in, std::move(m), std::move(pending)});
+    // Answered or not, it goes down the pipeline, so that results keep the frames' order.
+    pipeline.to_decode.Push(std::move(item));
   }
+}
 
-  auto results = processor_.ProcessBatch(inputs, *detector_);
-  for (size_t i = 0; i < to_process.size(); ++i) {
-    Work& w = to_process[i];
-    const FrameMeta& m = w.meta;
-    std::vector<bus::Message> outputs;
-    FrameResult r = NewResult(m, FrameStatus::kOk, {}, detector_->info().name);
-    if (results[i]) {
-      ++processed_;
-      r.result = std::move(results[i]->result);
-      if (!results[i]->annotated_jpeg.empty()) {
-        r.annotated_topic = m.annotated_to.empty() ? options_.annotated_topic : m.annotated_to;
-        bus::Message annotated{
-            r.annotated_topic, m.stream_id, std::move(results[i]->annotated_jpeg), {}};
-        EchoIdentity(m, annotated.headers);
-        annotated.headers.Set(header::kContentType, "image/jpeg");
-        outputs.push_back(std::move(annotated));
+void WorkerService::DecodeStage(Pipeline& pipeline) {
+  const inference::ModelInfo& info = detector_->info();
+  while (std::unique_ptr<Item> item = pipeline.to_decode.Pop()) {
+    if (!item->done) {
+      auto frame = processor_.Decode(item->in.message.value, info, item->taken);
+      if (frame) {
+        item->frame = std::move(*frame);
+      } else {
+        spdlog::warn("frame failed frame={} error=\"{}\"", item->meta.frame_id,
+                     frame.error().ToString());
+        Reject(*item, frame.error());
       }
-    } else {
-      ++failed_;
-      const Status& error = results[i].error();
-      spdlog::warn("frame failed frame={} error=\"{}\"", m.frame_id, error.ToString());
-      r.status = FrameStatus::kError;
-      r.error = error;
-      outputs.push_back(DeadLetter(w.in->message, error, options_.dead_letter_topic));
     }
-    outputs.push_back(ResultMessage(m, r));
-    Answer(w.pending, std::move(outputs));
+    pipeline.to_detect.Push(std::move(item));
+  }
+  pipeline.to_detect.Close();
+}
+
+void WorkerService::DetectStage(Pipeline& pipeline) {
+  const std::size_t max_batch = std::max<std::size_t>(
+      1, std::min<std::size_t>(options_.max_batch, std::max(1, detector_->info().max_batch)));
+  std::unique_ptr<Item> carried;  // taken while building a run, but not part of it
+  while (true) {
+    std::unique_ptr<Item> first = carried ? std::move(carried) : pipeline.to_detect.Pop();
+    if (!first) break;
+    if (!StillToProcess(*first)) {
+      pipeline.to_finish.Push(std::move(first));
+      continue;
+    }
+    // A run: the frames waiting behind it with the same options, up to the batch size.
+    std::vector<std::unique_ptr<Item>> run;
+    run.push_back(std::move(first));
+    while (run.size() < max_batch) {
+      std::unique_ptr<Item> next = pipeline.to_detect.TryPop();
+      // The rest of its poll batch is being decoded right now: frames taken together are
+      // detected together, as before the pipeline. Not waited for otherwise: a lone frame
+      // goes at once.
+      if (!next && run.back()->more_follow) next = pipeline.to_detect.Pop();
+      if (!next) break;
+      if (!StillToProcess(*next) ||
+          !SameDetectOptions(next->meta.options, run.front()->meta.options)) {
+        carried = std::move(next);
+        break;
+      }
+      run.push_back(std::move(next));
+    }
+    std::vector<DecodedFrame*> frames;
+    frames.reserve(run.size());
+    for (const auto& item : run) frames.push_back(&item->frame);
+    const Status detected = processor_.Detect(frames, run.front()->meta.options, *detector_);
+    for (auto& item : run) {
+      if (!detected.ok()) {
+        spdlog::warn("frame failed frame={} error=\"{}\"", item->meta.frame_id,
+                     detected.ToString());
+        Reject(*item, detected);
+      }
+      pipeline.to_finish.Push(std::move(item));
+    }
+  }
+  pipeline.to_finish.Close();
+}
+
+void WorkerService::FinishStage(Pipeline& pipeline) {
+  while (std::unique_ptr<Item> item = pipeline.to_finish.Pop()) {
+    if (!item->done) {
+      const FrameMeta& m = item->meta;
+      auto finished = processor_.Finish(std::move(item->frame), m.draw);
+      if (finished) {
+        ++processed_;
+        FrameResult r = NewResult(m, FrameStatus::kOk, {}, detector_->info().name);
+        r.result = std::move(finished->result);
+        if (!finished->annotated_jpeg.empty()) {
+          r.annotated_topic = m.annotated_to.empty() ? options_.annotated_topic : m.annotated_to;
+          bus::Message annotated{
+              r.annotated_topic, m.stream_id, std::move(finished->annotated_jpeg), {}};
+          EchoIdentity(m, annotated.headers);
+          annotated.headers.Set(header::kContentType, "image/jpeg");
+          item->outputs.push_back(std::move(annotated));
+        }
+        item->outputs.push_back(ResultMessage(m, r));
+        item->done = true;
+      } else {
+        spdlog::warn("frame failed frame={} error=\"{}\"", m.frame_id, finished.error().ToString());
+        Reject(*item, finished.error());
+      }
+    }
+    Answer(item->pending, std::move(item->outputs));
+    item.reset();  // its bytes and pixels go before its place is given to the next frame
+    pipeline.Leave();
   }
 }
 
@@ -261,13 +444,38 @@ void WorkerService::SendHeartbeat(std::string_view state) {
 }
 
 Status WorkerService::Run(const std::stop_token& stop) {
-  spdlog::info("worker started model={} max_batch={}", detector_->info().name, options_.max_batch);
   if (options_.worker_id.empty()) {
     char host[256] = {};
     (void)gethostname(host, sizeof(host) - 1);
     options_.worker_id =
         std::string(host) + "-" + std::to_string(getpid()) + "-" + detector_->info().name;
   }
+  const std::size_t depth = options_.pipeline_depth > 0
+                                ? options_.pipeline_depth
+                                : std::max<std::size_t>(4, 2 * options_.max_batch);
+  spdlog::info("worker started model={} max_batch={} pipeline_depth={}", detector_->info().name,
+               options_.max_batch, depth);
+  Pipeline pipeline(depth);
+  // Named for `top -H` and profilers (15 characters at most).
+  std::jthread decode([&] {
+    pthread_setname_np(pthread_self(), "kadr-decode");
+    DecodeStage(pipeline);
+  });
+  std::jthread detect([&] {
+    pthread_setname_np(pthread_self(), "kadr-detect");
+    DetectStage(pipeline);
+  });
+  std::jthread finish([&] {
+    pthread_setname_np(pthread_self(), "kadr-finish");
+    FinishStage(pipeline);
+  });
+  // Whichever way this scope is left, the stages drain and end before their threads are
+  // joined (the guard is destroyed first).
+  struct CloseOnExit {
+    Pipeline& pipeline;
+    ~CloseOnExit() { pipeline.to_decode.Close(); }
+  } close_on_exit{pipeline};
+
   auto next_heartbeat = std::chrono::steady_clock::now();
   while (!stop.stop_requested()) {
     if (std::chrono::steady_clock::now() >= next_heartbeat) {
@@ -275,10 +483,21 @@ Status WorkerService::Run(const std::stop_token& stop) {
       next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;
     }
     RetryFailed();
-    auto batch = subscriber_.Poll(options_.max_batch, options_.poll_timeout, options_.batch_linger);
-    if (!batch.empty()) HandleBatch(batch);
+    // A full pipeline is not polled (back-pressure); its frames wait on the broker.
+    const std::size_t room = pipeline.WaitForRoom(options_.poll_timeout);
+    if (room == 0) continue;
+    auto batch = subscriber_.Poll(std::min(options_.max_batch, room), options_.poll_timeout,
+                                  options_.batch_linger);
+    if (!batch.empty()) Admit(batch, pipeline);
   }
-  // Drain: the frames in hand are processed; wait for their outputs to be delivered.
+  // Drain: no more polling; every frame in the pipeline is finished and handed to the
+  // publisher (deliveries that fail meanwhile are re-published from here), then the
+  // deliveries are waited for.
+  pipeline.to_decode.Close();
+  while (!pipeline.WaitEmpty(std::chrono::milliseconds(100))) RetryFailed();
+  decode.join();
+  detect.join();
+  finish.join();
   const auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
   while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     RetryFailed();

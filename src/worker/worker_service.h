@@ -2,7 +2,20 @@
 // the annotated image, and acknowledges each frame only after everything it caused is
 // delivered (at-least-once).
 //
-//   consume (micro-batch) -> decode -> detect -> draw -> encode -> publish -> ack
+// The stages of consecutive frames overlap, as a pipeline of four threads joined by FIFOs:
+//
+//   poll (Run's thread)   Poll, frame headers, options, deadline; heartbeats; re-publishing
+//     -> decode           one frame at a time
+//     -> detect           consecutive frames with equal options together, up to the model's
+//                         max_batch; the deadline is checked again first
+//     -> finish           draw, encode, publish; the frame is acked once all is delivered
+//
+// so that decoding and encoding of neighbouring frames can use the CPU that the model's
+// forward pass leaves idle. Every frame, whatever becomes of it, passes every stage in the order it
+// was taken, so results come out in the order the frames were taken (one partition's in
+// its offset order). At most WorkerOptions::pipeline_depth frames are between being taken
+// and being handed to the publisher; while that many are, the poll thread does not poll
+// (back-pressure on the broker, and a bound on memory).
 //
 // Per frame, exactly one result goes to the frame's reply-to topic: "ok" with detections,
 // "skipped" when its deadline had passed before processing, or "error" (the frame also goes
@@ -10,17 +23,20 @@
 // frames behind it. Publishes that fail after the transport's own retries are retried here.
 //
 // Written against bus.h, so unit tests use the in-memory bus and production uses Kafka.
+// Poll and Close are called only from Run's thread, Ack from the delivery callbacks.
 // Run() is called from one thread; stats() from any.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <stop_token>
 #include <string>
+#include <vector>
 
 #include "bus/bus.h"
 #include "inference/detector.h"
@@ -31,7 +47,14 @@
 namespace kadr::worker {
 
 struct WorkerOptions {
-  std::size_t max_batch = 8;  // frames taken per poll (micro-batch bound)
+  std::size_t max_batch = 8;  // frames taken per poll, and per detector call (micro-batch bound)
+  // Frames between being taken from the bus and being handed to the publisher, at most; the
+  // worker polls only while fewer are. 0: max(4, 2 * max_batch), so that one batch can be
+  // decoded while the previous one is detected. Memory: each such frame holds its encoded
+  // bytes and, once decoded, its pixels (width * height * 3 bytes, up to
+  // processing.limits.max_pixels * 3), so depth * that bounds the pipeline's images. A depth
+  // under max_batch also caps the batches; 1 processes one frame at a time, without overlap.
+  std::size_t pipeline_depth = 0;
   // Extra wait for a batch to fill. 0 takes the frames already fetched and waiting, without
   // delaying the first one (measured: 2 ms cost ~10 ms of round trip on the embedded broker).
   std::chrono::milliseconds batch_linger{0};
@@ -39,13 +62,15 @@ struct WorkerOptions {
   std::string annotated_topic = std::string(protocol::kAnnotatedTopic);
   std::string dead_letter_topic = std::string(protocol::kDeadLetterTopic);
   FrameProcessorOptions processing;
-  std::chrono::milliseconds drain_timeout{10000};  // on stop: bound for in-flight deliveries
+  // On stop: bound for the deliveries, once the pipeline's frames are finished.
+  std::chrono::milliseconds drain_timeout{10000};
   // Announcements on kadr.workers (protocol/heartbeat.h): one at start, one every interval,
   // one "stopping" at the end. An empty topic turns them off.
   std::string heartbeat_topic = std::string(protocol::kWorkersTopic);
   std::chrono::milliseconds heartbeat_interval{2000};
-  std::string worker_id;                 // unique per worker; "<host>-<pid>-<model>" when empty
-  std::function<std::int64_t()> now_ms;  // Unix ms; system clock when unset
+  std::string worker_id;  // unique per worker; "<host>-<pid>-<model>" when empty
+  // Unix ms; system clock when unset. Called from the poll and the detect threads.
+  std::function<std::int64_t()> now_ms;
 };
 
 struct WorkerStats {
@@ -63,9 +88,10 @@ class WorkerService {
   WorkerService(WorkerOptions options, std::shared_ptr<inference::Detector> detector,
                 bus::FramePublisher& publisher, bus::FrameSubscriber& subscriber);
 
-  // Serves until `stop` is requested, then finishes the frames in hand, waits (bounded by
-  // drain_timeout) for their deliveries, and closes the subscriber, which commits and
-  // leaves the group. Returns kDeadlineExceeded when deliveries were still pending.
+  // Serves until `stop` is requested, then stops polling, finishes every frame in the
+  // pipeline, waits (bounded by drain_timeout) for their deliveries, announces "stopping",
+  // and closes the subscriber, which commits and leaves the group. Returns kDeadlineExceeded
+  // when deliveries were still pending. Starts and joins the stage threads itself.
   Status Run(const std::stop_token& stop);
 
   WorkerStats stats() const;
@@ -75,7 +101,18 @@ class WorkerService {
 
  private:
   struct Pending;
-  void HandleBatch(std::vector<bus::InboundMessage>& batch);
+  struct Item;      // one frame on its way through the pipeline
+  struct Pipeline;  // the FIFOs between the stages and the bound on frames in them
+  // Poll stage: takes the polled frames, answers the ones that cannot be processed, and
+  // queues them all in order.
+  void Admit(std::vector<bus::InboundMessage>& batch, Pipeline& pipeline);
+  void DecodeStage(Pipeline& pipeline);
+  void DetectStage(Pipeline& pipeline);
+  void FinishStage(Pipeline& pipeline);
+  // False when the frame is already answered, or is answered now because its deadline passed.
+  bool StillToProcess(Item& item);
+  void Reject(Item& item, const Status& error);  // an "error" result and a dead-letter copy
+  void Skip(Item& item, std::int64_t now);       // a "skipped" result
   // Publishes all of a frame's outputs; the frame is acked once every one is delivered.
   void Answer(const std::shared_ptr<Pending>& pending, std::vector<bus::Message> outputs);
   void Send(const std::shared_ptr<Pending>& pending, bus::Message message);

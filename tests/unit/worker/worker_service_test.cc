@@ -1,7 +1,9 @@
 #include "worker/worker_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
 #include "bus/fake_bus.h"
@@ -42,13 +45,16 @@ class FakeDetector : public inference::Detector {
   Result<std::vector<std::vector<protocol::Detection>>> Detect(
       std::span<const cv::Mat> images, const protocol::DetectOptions&,
       inference::DetectTimings* timings) override {
+    if (before_detect) before_detect(images);
     std::vector<std::vector<protocol::Detection>> out;
     {
       std::lock_guard lock(mu_);
       batch_sizes_.push_back(images.size());
+      for (const auto& img : images) widths_.push_back(img.cols);
     }
     for (const auto& img : images) {
       if (img.empty()) return InvalidArgumentError("empty image");
+      if (img.cols == fail_width) return InternalError("backend exploded");
       protocol::Detection d;
       d.label = "thing";
       d.score = 0.9f;
@@ -62,11 +68,48 @@ class FakeDetector : public inference::Detector {
     std::lock_guard lock(mu_);
     return batch_sizes_;
   }
+  std::vector<int> widths() const {  // of every image it was given, in order
+    std::lock_guard lock(mu_);
+    return widths_;
+  }
+  // Set before the service runs. Called at the start of every Detect, on the service's
+  // thread; may block (see Gate).
+  std::function<void(std::span<const cv::Mat>)> before_detect;
+  int fail_width = -1;  // a batch with an image this wide fails with kInternal
 
  private:
   inference::ModelInfo info_;
   mutable std::mutex mu_;
   std::vector<std::size_t> batch_sizes_;
+  std::vector<int> widths_;
+};
+
+// Holds the threads that Wait() until Open(), and counts them: a model that is busy for as
+// long as the test wants.
+class Gate {
+ public:
+  void Wait() {
+    std::unique_lock lock(mu_);
+    ++arrived_;
+    cv_.wait(lock, [&] { return open_; });
+  }
+  void Open() {
+    {
+      std::lock_guard lock(mu_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  int arrived() const {
+    std::lock_guard lock(mu_);
+    return arrived_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  bool open_ = false;
 };
 
 // Forwards to a FakeSubscriber and records every Ack, duplicates included.
@@ -75,6 +118,10 @@ class RecordingSubscriber final : public bus::FrameSubscriber {
   explicit RecordingSubscriber(bus::FakeSubscriber& inner) : inner_(inner) {}
   std::vector<bus::InboundMessage> Poll(std::size_t max_messages, std::chrono::milliseconds timeout,
                                         std::chrono::milliseconds linger) override {
+    {
+      std::lock_guard lock(mu_);
+      asked_.push_back(max_messages);
+    }
     return inner_.Poll(max_messages, timeout, linger);
   }
   void Ack(const bus::AckToken& token) override {
@@ -91,12 +138,18 @@ class RecordingSubscriber final : public bus::FrameSubscriber {
     std::lock_guard lock(mu_);
     return acks_;
   }
+  // max_messages of every Poll, in order.
+  std::vector<std::size_t> asked() const {
+    std::lock_guard lock(mu_);
+    return asked_;
+  }
   std::function<void(const bus::AckToken&)> on_ack;  // set before the service runs
 
  private:
   bus::FakeSubscriber& inner_;
   mutable std::mutex mu_;
   std::vector<std::int64_t> acks_;
+  std::vector<std::size_t> asked_;
 };
 
 // Forwards to a FakePublisher (so messages land on the bus at once) but holds each delivery
@@ -142,6 +195,15 @@ std::vector<std::uint8_t> Png(int width = 80, int height = 60) {
   return buf;
 }
 
+// A PNG of noise: it decodes slowly, and its JPEG is large.
+std::vector<std::uint8_t> NoisyPng(int width, int height) {
+  cv::Mat img(height, width, CV_8UC3);
+  cv::randu(img, cv::Scalar::all(0), cv::Scalar::all(255));
+  std::vector<std::uint8_t> buf;
+  cv::imencode(".png", img, buf);
+  return buf;
+}
+
 // A PNG whose signature and IHDR (the first 33 bytes) are intact but whose pixel data is
 // garbage: probing succeeds, decoding fails.
 std::vector<std::uint8_t> PngWithGarbagePixels(int width = 80, int height = 60) {
@@ -168,7 +230,10 @@ class WorkerServiceTest : public ::testing::Test {
     options_.drain_timeout = 2s;
     options_.heartbeat_topic = "";  // counted publishes below are the frames' outputs only
   }
-  ~WorkerServiceTest() override { (void)Stop(); }
+  ~WorkerServiceTest() override {
+    model_.Open();  // a test that failed half-way must not leave the service stuck in it
+    (void)Stop();
+  }
 
   void Enqueue(const FrameMeta& meta, std::vector<std::uint8_t> bytes) {
     bus::Message m;
@@ -186,7 +251,8 @@ class WorkerServiceTest : public ::testing::Test {
   void Start() { Start(publisher_); }
   void Start(bus::FramePublisher& publisher) {
     service_ = std::make_unique<WorkerService>(options_, detector_, publisher, subscriber_);
-    thread_ = std::jthread([this](std::stop_token stop) { run_status_ = service_->Run(stop); });
+    thread_ =
+        std::jthread([this](const std::stop_token& stop) { run_status_ = service_->Run(stop); });
   }
   Status Stop() {
     if (thread_.joinable()) {
@@ -219,7 +285,21 @@ class WorkerServiceTest : public ::testing::Test {
     return out;
   }
 
+  // The kadr-frame-id of every message on `topic`, in the order they were published.
+  std::vector<std::string> FrameIds(const std::string& topic) const {
+    std::vector<std::string> out;
+    for (const auto& m : bus_.Topic(topic))
+      out.push_back(m.headers.Get("kadr-frame-id").value_or("?"));
+    return out;
+  }
+
+  // Makes every model call wait for model_.Open(): a model busy for as long as a test wants.
+  void BlockModel() {
+    detector_->before_detect = [this](std::span<const cv::Mat>) { model_.Wait(); };
+  }
+
   WorkerOptions options_;
+  Gate model_;  // see BlockModel; opened before the service is stopped
   std::shared_ptr<FakeDetector> detector_ = std::make_shared<FakeDetector>();
   bus::FakeBus bus_;
   bus::FakePublisher publisher_{bus_};
@@ -706,6 +786,246 @@ TEST_F(WorkerServiceTest, ModelThatNeedsNoPixelsNeverDecodesTheFrame) {
   EXPECT_TRUE(results[0].annotated_topic.empty());
   EXPECT_EQ(bus_.Size(kAnnotated), 0u);
   EXPECT_EQ(bus_.Size(kDlq), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline: the stages of consecutive frames overlap, and everything still comes out in
+// the order the frames were taken.
+
+TEST_F(WorkerServiceTest, ResultsComeOutInFrameOrderWhenStageTimesVary) {
+  options_.max_batch = 4;
+  detector_->mutable_info().max_batch = 2;
+  options_.now_ms = [] { return std::int64_t{1'000'000}; };
+  // Slow decodes (noise) ahead of fast ones, frames answered at once (bad header, late)
+  // between frames that take the whole trip, and a model whose time varies with the image.
+  detector_->before_detect = [](std::span<const cv::Mat> images) {
+    if (images.front().cols % 3 == 0) std::this_thread::sleep_for(5ms);
+  };
+  std::vector<std::string> expected;
+  for (int i = 0; i < 12; ++i) {
+    FrameMeta m = Meta("f" + std::to_string(i));
+    m.sequence = i;
+    expected.push_back(m.frame_id);
+    if (i % 4 == 1) {
+      m.options.classes = {7};  // unknown to the model: rejected when taken
+      Enqueue(m, Png());
+    } else if (i == 6) {
+      m.deadline_ms = 999'000;  // already late: skipped when taken
+      Enqueue(m, Png());
+    } else if (i % 4 == 0) {
+      Enqueue(m, NoisyPng(600 + i, 450));
+    } else {
+      Enqueue(m, Png(30 + i, 20));
+    }
+  }
+  Start();
+  ASSERT_TRUE(WaitForAcks(expected.size()));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  EXPECT_EQ(FrameIds(kResults), expected);
+  std::vector<std::string> drawn;
+  for (const auto& id : expected) {
+    const int i = std::stoi(id.substr(1));
+    if (i % 4 != 1 && i != 6) drawn.push_back(id);
+  }
+  EXPECT_EQ(FrameIds(kAnnotated), drawn);
+  EXPECT_EQ(FrameIds(kDlq), (std::vector<std::string>{"f1", "f5", "f9"}));
+  const WorkerStats s = service_->stats();
+  EXPECT_EQ(s.processed, 8u);
+  EXPECT_EQ(s.failed, 3u);
+  EXPECT_EQ(s.skipped, 1u);
+}
+
+TEST_F(WorkerServiceTest, AFrameFailingInAnyStageDoesNotStopOrReorderTheOthers) {
+  options_.max_batch = 4;  // the model's batch is 1: a failed model call is one frame's
+  detector_->fail_width = 13;
+  publisher_.max_message_bytes = 64 << 10;
+  const std::vector<std::string> ids = {"ok0",    "header", "ok2",     "decode", "ok4",
+                                        "detect", "ok6",    "publish", "ok8"};
+  for (const auto& id : ids) {
+    FrameMeta m = Meta(id);
+    if (id == "header") {
+      m.options.confidence = 2.0f;  // fails in the poll stage
+      Enqueue(m, Png());
+    } else if (id == "decode") {
+      Enqueue(m, PngWithGarbagePixels());
+    } else if (id == "detect") {
+      Enqueue(m, Png(13, 20));
+    } else if (id == "publish") {
+      Enqueue(m, NoisyPng(400, 400));  // its annotated JPEG is over the publisher's limit
+    } else {
+      Enqueue(m, Png());
+    }
+  }
+  Start();
+  ASSERT_TRUE(WaitForAcks(ids.size()));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  EXPECT_EQ(FrameIds(kResults), ids) << "one result per frame, in frame order";
+  std::map<std::string, FrameStatus> status;
+  for (const auto& r : Results()) status[r.frame_id] = r.status;
+  for (const auto& id : {"ok0", "ok2", "ok4", "ok6", "ok8", "publish"}) {
+    EXPECT_EQ(status[id], FrameStatus::kOk) << id;
+  }
+  for (const auto& id : {"header", "decode", "detect"}) {
+    EXPECT_EQ(status[id], FrameStatus::kError) << id;
+  }
+  EXPECT_EQ(FrameIds(kDlq), (std::vector<std::string>{"header", "decode", "detect"}));
+  EXPECT_EQ(FrameIds(kAnnotated), (std::vector<std::string>{"ok0", "ok2", "ok4", "ok6", "ok8"}));
+  auto acks = subscriber_.acks();
+  std::sort(acks.begin(), acks.end());
+  EXPECT_EQ(acks, (std::vector<std::int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(service_->stats().failed, 3u);
+  EXPECT_EQ(service_->stats().processed, 6u);
+}
+
+TEST_F(WorkerServiceTest, DrawingAndPublishingOverlapTheNextFramesDetection) {
+  options_.max_batch = 4;  // both frames in one poll; the model takes one at a time
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  detector_->before_detect = [this, calls](std::span<const cv::Mat>) {
+    if (++*calls == 2) model_.Wait();
+  };
+  Enqueue(Meta("f1"), Png());
+  Enqueue(Meta("f2"), Png());
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1; }));
+  // f2 is inside the model; f1 is already answered.
+  const bool f1_published = WaitFor([&] { return bus_.Size(kResults) == 1; }, 2s);
+  model_.Open();
+  ASSERT_TRUE(f1_published) << "f1's result waited for f2's detection";
+  EXPECT_EQ(FrameIds(kResults), (std::vector<std::string>{"f1"}));
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_EQ(FrameIds(kResults), (std::vector<std::string>{"f1", "f2"}));
+}
+
+TEST_F(WorkerServiceTest, DeadlineThatPassesWhileWaitingForTheModelIsSkippedBeforeDetecting) {
+  auto now = std::make_shared<std::atomic<std::int64_t>>(1'000'000);
+  options_.now_ms = [now] { return now->load(); };
+  BlockModel();
+  FrameMeta first = Meta("first");
+  FrameMeta live = Meta("live");
+  live.deadline_ms = 1'000'100;  // in time when taken
+  Enqueue(first, Png(50, 40));
+  Enqueue(live, Png(60, 40));
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1 && service_->stats().frames == 2; }));
+  now->store(1'000'500);  // while "first" is in the model, "live" becomes late
+  model_.Open();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].status, FrameStatus::kOk);
+  EXPECT_EQ(results[1].frame_id, "live");
+  EXPECT_EQ(results[1].status, FrameStatus::kSkipped);
+  EXPECT_NE(results[1].error.message().find("400 ms"), std::string::npos)
+      << results[1].error.message();
+  EXPECT_EQ(detector_->widths(), (std::vector<int>{50})) << "the late frame reached the model";
+  EXPECT_EQ(FrameIds(kAnnotated), (std::vector<std::string>{"first"}));
+  EXPECT_EQ(service_->stats().skipped, 1u);
+}
+
+TEST_F(WorkerServiceTest, StopsPollingWhileThePipelineIsFull) {
+  options_.max_batch = 2;
+  options_.pipeline_depth = 3;
+  BlockModel();
+  constexpr int kFrames = 10;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kFrames; ++i) {
+    ids.push_back("f" + std::to_string(i));
+    Enqueue(Meta(ids.back()), Png());
+  }
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1 && service_->stats().frames == 3; }));
+  const std::size_t polls = subscriber_.asked().size();
+  // Many poll intervals (5 ms) while the model is busy: nothing more is taken or polled.
+  std::this_thread::sleep_for(60ms);
+  EXPECT_EQ(service_->stats().frames, 3u) << "took frames beyond the pipeline's depth";
+  EXPECT_EQ(subscriber_.asked().size(), polls) << "polled while the pipeline was full";
+  EXPECT_TRUE(subscriber_.acks().empty());
+  model_.Open();
+  ASSERT_TRUE(WaitForAcks(kFrames));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_EQ(FrameIds(kResults), ids);
+  for (std::size_t asked : subscriber_.asked()) EXPECT_LE(asked, 2u);
+}
+
+TEST_F(WorkerServiceTest, AnnouncesItselfWhileTheModelIsBusy) {
+  options_.heartbeat_topic = "kadr.workers";
+  options_.heartbeat_interval = 10ms;
+  options_.pipeline_depth = 2;
+  BlockModel();
+  for (int i = 0; i < 4; ++i) Enqueue(Meta("f" + std::to_string(i)), Png());
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1 && service_->stats().frames == 2; }));
+  const std::size_t before = bus_.Size("kadr.workers");
+  const bool announced = WaitFor([&] { return bus_.Size("kadr.workers") >= before + 3; }, 2s);
+  model_.Open();
+  ASSERT_TRUE(announced) << "no heartbeats while the model was busy";
+  const auto beats = bus_.Topic("kadr.workers");
+  auto hb = protocol::WorkerHeartbeatFromJson(Text(beats[before + 2].value));
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->state, "running");
+  EXPECT_EQ(hb->in_flight, 2);
+  ASSERT_TRUE(WaitForAcks(4));
+  EXPECT_TRUE(Stop().ok()) << run_status_.ToString();
+}
+
+TEST_F(WorkerServiceTest, StopDrainsAFullPipelineWithNothingLost) {
+  options_.max_batch = 2;
+  options_.pipeline_depth = 4;
+  options_.heartbeat_topic = "kadr.workers";
+  options_.heartbeat_interval = 1h;
+  BlockModel();
+  constexpr int kFrames = 12;
+  for (int i = 0; i < kFrames; ++i) Enqueue(Meta("f" + std::to_string(i)), Png());
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1 && service_->stats().frames == 4; }));
+  thread_.request_stop();
+  std::this_thread::sleep_for(20ms);  // the poll loop sees the stop while the model is busy
+  model_.Open();
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+
+  // The four frames in the pipeline were all finished, answered and acked; the rest were
+  // never taken (another worker gets them).
+  EXPECT_EQ(FrameIds(kResults), (std::vector<std::string>{"f0", "f1", "f2", "f3"}));
+  EXPECT_EQ(FrameIds(kAnnotated), (std::vector<std::string>{"f0", "f1", "f2", "f3"}));
+  for (const auto& r : Results()) EXPECT_EQ(r.status, FrameStatus::kOk) << r.frame_id;
+  EXPECT_EQ(fake_subscriber_.acked(), (std::set<std::int64_t>{0, 1, 2, 3}));
+  EXPECT_TRUE(fake_subscriber_.closed());
+  const WorkerStats s = service_->stats();
+  EXPECT_EQ(s.frames, 4u);
+  EXPECT_EQ(s.processed, 4u);
+  EXPECT_EQ(s.acked, 4u);
+  // The "stopping" announcement comes after the drain, and counts every frame.
+  auto hb = protocol::WorkerHeartbeatFromJson(Text(bus_.Topic("kadr.workers").back().value));
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->state, "stopping");
+  EXPECT_EQ(hb->processed, 4u);
+  EXPECT_EQ(hb->in_flight, 0);
+}
+
+TEST_F(WorkerServiceTest, TotalTimeCountsFromTheFrameBeingTaken) {
+  detector_->before_detect = [this](std::span<const cv::Mat> images) {
+    if (images.front().cols == 50) model_.Wait();
+  };
+  Enqueue(Meta("first"), Png(50, 40));
+  Enqueue(Meta("second"), Png(60, 40));
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1 && service_->stats().frames == 2; }));
+  std::this_thread::sleep_for(30ms);
+  model_.Open();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  // "second" waited behind "first" inside the worker; that wait is part of its total.
+  EXPECT_GE(results[1].result.timings_ms.at("total"), 30.0);
+  for (const char* k : {"decode", "preprocess", "inference", "postprocess", "draw", "encode"}) {
+    EXPECT_TRUE(results[1].result.timings_ms.count(k)) << k;
+  }
 }
 
 }  // namespace
