@@ -283,14 +283,20 @@ cv::Mat ApplyOrientation(cv::Mat image, int orientation) {
   return out;
 }
 
-Result<cv::Mat> DecodeJpeg(Bytes bytes, const ImageInfo& info, int colorspace) {
+// `scale_denom` 1, 2, 4 or 8: TurboJPEG scales while decoding (in the DCT), far cheaper than
+// decoding in full and resizing.
+Result<cv::Mat> DecodeJpeg(Bytes bytes, const ImageInfo& info, int colorspace,
+                           int scale_denom = 1) {
   const bool cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
-  cv::Mat pixels(info.height, info.width, cmyk ? CV_8UC4 : CV_8UC3);
+  const tjscalingfactor factor{1, scale_denom};
+  const int width = TJSCALED(info.width, factor);
+  const int height = TJSCALED(info.height, factor);
+  cv::Mat pixels(height, width, cmyk ? CV_8UC4 : CV_8UC3);
   tjhandle tj = ThreadDecompressor::Get();
   if (tj == nullptr) return InternalError("cannot create a TurboJPEG decompressor");
   // LIMITSCANS refuses progressive files with hundreds of scans, a known CPU-exhaustion trick.
   const int rc = tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()),
-                               pixels.data, info.width, static_cast<int>(pixels.step), info.height,
+                               pixels.data, width, static_cast<int>(pixels.step), height,
                                cmyk ? TJPF_CMYK : TJPF_BGR, TJFLAG_LIMITSCANS);
   if (rc != 0) {
     const bool warning = tjGetErrorCode(tj) == TJERR_WARNING;
@@ -555,6 +561,23 @@ Result<cv::Mat> DecodeImage(std::span<const std::uint8_t> bytes, const DecodeLim
     return InternalError("out of memory decoding image");
   } catch (const std::exception& e) {
     return InternalError(std::string("decoding image: ") + e.what());
+  }
+}
+
+Result<cv::Mat> DecodeImageReduced(std::span<const std::uint8_t> bytes, int min_long_side,
+                                   const DecodeLimits& limits) {
+  try {
+    ASSIGN_OR_RETURN(const Probed probed, Probe(bytes, limits));
+    const ImageInfo& info = probed.info;
+    if (info.format != ImageFormat::kJpeg) return DecodeImage(bytes, limits);
+    const int long_side = std::max(info.width, info.height);
+    int denom = 1;
+    while (denom < 8 && long_side / (denom * 2) >= min_long_side) denom *= 2;
+    return DecodeJpeg(bytes, info, probed.jpeg_colorspace, denom);
+  } catch (const cv::Exception& e) {
+    return InvalidArgumentError("corrupt JPEG data: " + e.err);
+  } catch (const std::bad_alloc&) {
+    return InternalError("out of memory decoding image");
   }
 }
 

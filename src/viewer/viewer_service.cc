@@ -220,7 +220,9 @@ Status ViewerService::StoreImage(const bus::InboundMessage& in) {
   const std::string job_id = JobIdForStream(stream);
   if (job_id.empty()) return InvalidArgumentError("annotated image without a stream or frame id");
 
-  auto decoded = imaging::DecodeImage(m.value);
+  // Only a preview is needed from the pixels: a JPEG decodes straight to near thumbnail size
+  // (other formats decode in full, and are re-encoded below).
+  auto decoded = imaging::DecodeImageReduced(m.value, options_.thumbnail_max_side);
   if (!decoded) {
     return InvalidArgumentError("annotated image does not decode: " + decoded.error().ToString());
   }

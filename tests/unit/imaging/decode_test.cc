@@ -826,3 +826,41 @@ TEST(DecodeImageTest, DecodesTheSharedPhotos) {
 
 }  // namespace
 }  // namespace kadr::imaging
+
+namespace kadr::imaging {
+namespace {
+
+TEST(DecodeImageReducedTest, JpegScalesByTheLargestFactorThatKeepsTheLongSide) {
+  const Bytes jpeg = Jpeg(SmoothImage(800, 600), 90);
+  // 800 / 4 = 200 >= 160, 800 / 8 = 100 < 160: a quarter.
+  auto quarter = DecodeImageReduced(jpeg, 160);
+  ASSERT_TRUE(quarter.has_value()) << quarter.error().ToString();
+  EXPECT_EQ(quarter->cols, 200);
+  EXPECT_EQ(quarter->rows, 150);
+  EXPECT_EQ(quarter->type(), CV_8UC3);
+  // The same picture, only smaller: close to a full decode scaled down.
+  auto full = DecodeImage(jpeg);
+  ASSERT_TRUE(full.has_value());
+  cv::Mat expected;
+  cv::resize(*full, expected, quarter->size(), 0, 0, cv::INTER_AREA);
+  EXPECT_LT(cv::norm(*quarter, expected, cv::NORM_L1) / quarter->total(), 6.0);
+  // Never below 1/8, never scaled when the image is already small.
+  EXPECT_EQ(DecodeImageReduced(jpeg, 1)->cols, 100);
+  EXPECT_EQ(DecodeImageReduced(jpeg, 700)->cols, 800);
+}
+
+TEST(DecodeImageReducedTest, OtherFormatsDecodeInFullAndErrorsStayPrecise) {
+  const cv::Mat img = SmoothImage(64, 48);
+  std::vector<std::uint8_t> png;
+  ASSERT_TRUE(cv::imencode(".png", img, png));
+  auto decoded = DecodeImageReduced(png, 8);
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(decoded->cols, 64);
+  Bytes truncated = Jpeg(SmoothImage(800, 600), 90);
+  truncated.resize(truncated.size() / 2);
+  EXPECT_EQ(DecodeImageReduced(truncated, 100).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeImageReduced(Bytes{}, 100).error().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kadr::imaging
