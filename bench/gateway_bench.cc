@@ -61,6 +61,7 @@
 #include <opencv2/core/utility.hpp>
 #include <spdlog/spdlog.h>
 
+#include "bench_stats.h"
 #include "common/clock.h"
 #include "imaging/decode.h"
 #include "inference/detector.h"
@@ -105,19 +106,6 @@ struct Image {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(rank);
-  const std::size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
-}
-
-double Mean(const std::vector<double>& v) {
-  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-}
 
 double Seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
 

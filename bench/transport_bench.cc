@@ -56,6 +56,7 @@
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
+#include "bench_stats.h"
 #include "bus/bus.h"
 #include "common/clock.h"
 #include "inference/builtin_detectors.h"
@@ -94,15 +95,6 @@ struct Config {
 
 double Seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double rank = p / 100.0 * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(rank);
-  const std::size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (rank - static_cast<double>(lo));
-}
-
 // VmHWM from /proc/self/status, MB; -1 when unknown.
 long PeakRssMb() {
   std::ifstream in("/proc/self/status");
@@ -111,10 +103,6 @@ long PeakRssMb() {
     if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6) / 1024;
   }
   return -1;
-}
-
-double Mean(const std::vector<double>& v) {
-  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
 }
 
 std::vector<std::uint8_t> ReadFile(const fs::path& path) {

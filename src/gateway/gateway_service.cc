@@ -20,6 +20,7 @@
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
 #include "viewer/job_json.h"
+#include "viewer/viewer_service.h"
 
 namespace kadr::gateway {
 namespace {
@@ -571,11 +572,8 @@ void GatewayService::Impl::HandleReply(const bus::InboundMessage& in) {
   const bus::Headers& h = in.message.headers;
   std::string id = h.Get(header::kCorrelationId).value_or("");
   if (id.empty()) id = h.Get(header::kFrameId).value_or("");
-  const std::string type = h.Get(header::kContentType).value_or("");
   const auto& value = in.message.value;
-  const bool image = type.starts_with("image/") ||
-                     (type.empty() && imaging::SniffFormat(value) == imaging::ImageFormat::kJpeg);
-  if (image) {
+  if (viewer::IsImageMessage(in.message)) {
     std::lock_guard lock(mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) {

@@ -59,7 +59,9 @@ std::uint64_t Fnv1a64(std::string_view s) {
   return h;
 }
 
-bool IsImage(const bus::Message& m) {
+}  // namespace
+
+bool IsImageMessage(const bus::Message& m) {
   if (auto type = m.headers.Get(header::kContentType)) {
     std::string t = type->substr(0, type->find(';'));
     std::transform(t.begin(), t.end(), t.begin(),
@@ -70,6 +72,8 @@ bool IsImage(const bus::Message& m) {
   // No (or an unexpected) content type: a producer other than kadr's worker. Sniff.
   return imaging::SniffFormat(m.value) != imaging::ImageFormat::kUnknown;
 }
+
+namespace {
 
 // The first non-empty of the message's stream header and key.
 std::string StreamOf(const bus::Message& m) {
@@ -281,7 +285,7 @@ Status ViewerService::StoreImage(const bus::InboundMessage& in) {
 }
 
 void ViewerService::Handle(const bus::InboundMessage& in) {
-  const bool image = IsImage(in.message);
+  const bool image = IsImageMessage(in.message);
   const Status s = image ? StoreImage(in) : StoreResult(in);
   const char* kind = image ? "image" : "result";
   if (s.ok()) {

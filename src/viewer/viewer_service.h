@@ -84,6 +84,11 @@ struct ViewerStats {
 // Empty for an empty stream id.
 std::string JobIdForStream(std::string_view stream_id);
 
+// Whether a message on a results/reply topic is an annotated image rather than a JSON result:
+// by its content-type header, else (a producer that sets none) by sniffing the bytes. Shared
+// with the gateway, which reads the same mix on its reply topic.
+bool IsImageMessage(const bus::Message& m);
+
 class ViewerService {
  public:
   ViewerService(ViewerOptions options, HistoryStore& store, bus::FrameSubscriber& subscriber,
