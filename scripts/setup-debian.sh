@@ -15,6 +15,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   chromium
+  ffmpeg
+  python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
 )
 # The browser tests (tests/browser) run on node + npm. Debian's nodejs/npm only when no node is
 # installed: a NodeSource nodejs already provides npm and conflicts with Debian's npm package.
