@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libopencv-dev opencv-data
+  libavformat-dev libavcodec-dev libavutil-dev libswscale-dev
   libturbojpeg0-dev libexif-dev
   libonnx-dev libprotobuf-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libcpp-httplib-dev

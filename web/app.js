@@ -1,9 +1,10 @@
-// kadr web UI: the Detect and History views over the REST API of docs/api.md.
-// Plain ES module, no framework, no build step, no network access beyond kadr's own API.
+// kadr web UI: the Detect (images and video jobs), Streams and History views over the REST
+// API of docs/api.md. Plain ES module, no framework, no build step, no network access beyond
+// kadr's own API.
 //
 // Views are <section data-view="NAME"> elements switched by the URL hash (#/detect,
-// #/history, #/history/<job id>); a new page (Streams) adds a nav link, a section and an
-// entry in `views` below.
+// #/streams, #/history, #/history/<job id>); a new page adds a nav link, a section and an
+// entry in `views` below (`enter`, and `leave` to release what the page holds open).
 
 const API = '/api/v1';
 
@@ -97,8 +98,12 @@ async function request(path, options = {}) {
 const ERROR_HINTS = {
   invalid_argument: 'The server could not use this input.',
   not_found: 'Not found.',
-  too_large: 'The image is too large.',
-  unsupported: 'This is not an image format kadr reads.',
+  too_large: 'The file is too large.',
+  unsupported: 'This is not an image or video format kadr reads.',
+  not_a_video: 'This file is not a video kadr reads (MP4, MOV, MKV, AVI).',
+  no_such_device: 'There is no such capture device on the server.',
+  source_unreachable: 'The server could not open the source.',
+  failed_precondition: 'Not possible in the current state.',
   resource_exhausted: 'The server is busy.',
   unavailable: 'The model or a service it needs is not available right now.',
   deadline_exceeded: 'No result in time.',
@@ -392,32 +397,66 @@ async function loadModels() {
     models.some((m) => m.name === name && m.available),
   );
   modelSelect.value = pick || (models[0] ? models[0].name : '');
+  const streamPrevious = streamModelSelect.value;
+  streamModelSelect.replaceChildren(...[...modelSelect.options].map((o) => o.cloneNode(true)));
+  streamModelSelect.value =
+    [streamPrevious, pick].find((name) => models.some((m) => m.name === name && m.available)) ||
+    modelSelect.value;
   updateModelInfo();
 }
+
+// Videos go to POST /api/v1/jobs (a video job); the server sniffs the bytes, this only picks
+// the path and the wording.
+const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|qt|mkv|webm|avi)$/i;
+const isVideo = (file) =>
+  Boolean(file) && ((file.type || '').startsWith('video/') || VIDEO_EXTENSIONS.test(file.name || ''));
 
 function chooseFile(file) {
   if (!file) return;
   chosenFile = file;
   if (previewUrl) URL.revokeObjectURL(previewUrl);
-  previewUrl = URL.createObjectURL(file);
-  filePreview.src = previewUrl;
-  filePreview.hidden = false;
+  previewUrl = null;
+  const video = isVideo(file);
+  byTestId('file-video-badge').hidden = !video;
+  filePreview.hidden = true;
+  filePreview.removeAttribute('src');
+  if (!video) {
+    previewUrl = URL.createObjectURL(file);
+    filePreview.src = previewUrl;
+    filePreview.hidden = false;
+  }
   filePreview.onerror = () => {
     filePreview.hidden = true;
   };
   fileNameLabel.textContent = `${file.name || 'pasted image'} · ${formatBytes(file.size)}`;
   dropZone.dataset.state = 'chosen';
+  dropZone.dataset.kind = video ? 'video' : 'image';
   clearError();
   updateSubmit();
 }
 
+const submitLabel = () => (isVideo(chosenFile) ? 'Process video' : 'Detect objects');
+
 function updateSubmit() {
   const model = models.find((m) => m.name === modelSelect.value);
   submitButton.disabled = detecting || !chosenFile || !model || !model.available;
+  if (!detecting) submitButton.textContent = submitLabel();
 }
+
+// The Content-Disposition that gives the gateway the file's name for the history
+// (source_name). Header values must be Latin-1 and the name is quoted, so anything else
+// becomes '_'.
+const dispositionFor = (file) =>
+  file.name
+    ? { 'Content-Disposition': `attachment; filename="${file.name.replace(/[^\x20-\x7e]|["\\]/g, '_')}"` }
+    : {};
 
 async function detect() {
   if (!chosenFile || detecting) return;
+  if (isVideo(chosenFile)) {
+    submitVideo();
+    return;
+  }
   clearError();
   const params = new URLSearchParams();
   if (modelSelect.value) params.set('model', modelSelect.value);
@@ -432,11 +471,7 @@ async function detect() {
       body: chosenFile,
       headers: {
         'Content-Type': chosenFile.type || 'application/octet-stream',
-        // The gateway keeps the name for the history (source_name). Header values must be
-        // Latin-1 and the name is quoted, so anything else becomes '_'.
-        ...(chosenFile.name
-          ? { 'Content-Disposition': `attachment; filename="${chosenFile.name.replace(/[^\x20-\x7e]|["\\]/g, '_')}"` }
-          : {}),
+        ...dispositionFor(chosenFile),
       },
     });
     renderResult(detectResult, body, { sourceName: chosenFile.name });
@@ -447,7 +482,216 @@ async function detect() {
   } finally {
     detecting = false;
     detectResult.setAttribute('aria-busy', 'false');
-    submitButton.textContent = 'Detect objects';
+    updateSubmit();
+  }
+}
+
+// ---- video jobs ----------------------------------------------------------------------------
+
+const VIDEO_POLL_MS = 500;
+const FINAL_STATES = new Set(['done', 'failed', 'cancelled']);
+// The video job shown in the Detect view; a new upload stops following the previous one.
+let detectVideoJob = null;
+
+function formatDuration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return '';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+}
+
+// Counts frames, detections and distinct track ids in a video job's per-frame result:
+// {"frames":[{"index","detections":[...]}]} or JSON lines of such frames.
+function summarizeFrames(text) {
+  let frames = [];
+  try {
+    const body = JSON.parse(text);
+    frames = Array.isArray(body) ? body : Array.isArray(body && body.frames) ? body.frames : [];
+  } catch {
+    frames = text
+      .split('\n')
+      .filter((line) => line.trim())
+      .map((line) => {
+        try {
+          return JSON.parse(line);
+        } catch {
+          return null;
+        }
+      })
+      .filter(Boolean);
+  }
+  const tracks = new Set();
+  let detections = 0;
+  for (const frame of frames) {
+    for (const d of frame.detections || []) {
+      detections += 1;
+      if (d.track_id !== undefined && d.track_id !== null) tracks.add(`${d.label}:${d.track_id}`);
+    }
+  }
+  return { frames: frames.length, detections, tracks: tracks.size };
+}
+
+// Follows video job `job` (its JSON) inside `container`: polls it until it ends, then shows the
+// annotated MP4 and a summary. Returns a handle whose stop() ends the polling.
+function followVideoJob(container, job, { sourceName } = {}) {
+  const fragment = $('#video-job-template').content.cloneNode(true);
+  const root = fragment.firstElementChild;
+  container.replaceChildren(root);
+  const id = job.id;
+  const path = `${API}/jobs/${encodeURIComponent(id)}`;
+  const title = byTestId('video-title', root);
+  const stateBadge = byTestId('video-state', root);
+  const bar = byTestId('video-progress', root);
+  const barText = byTestId('video-progress-text', root);
+  const cancel = byTestId('video-cancel', root);
+  const player = byTestId('video-player', root);
+  const summary = byTestId('video-summary', root);
+  const links = byTestId('video-links', root);
+  root.dataset.jobId = id;
+  title.textContent = sourceName || job.source_name || `Video job ${id}`;
+  links.replaceChildren(
+    'Job ',
+    el('code', { 'data-testid': 'video-job-id', text: id }),
+    ' · ',
+    el('a', { href: path, target: '_blank', rel: 'noopener', text: 'status' }),
+  );
+
+  let stopped = false;
+  let timer = null;
+  const handle = {
+    id,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+
+  const render = (current) => {
+    const state = current.state || 'queued';
+    root.dataset.state = state;
+    stateBadge.textContent = state;
+    stateBadge.className = `badge state-${state}`;
+    const progress = current.progress || {};
+    const total = Number(progress.frames_total) || 0;
+    const done = Number(progress.frames_done) || 0;
+    bar.max = Math.max(total, 1);
+    bar.value = Math.min(done, bar.max);
+    const parts = [total ? `${done} / ${total} frames` : `${done} frames`];
+    if (total) parts.push(`${Math.floor((done / total) * 100)}%`);
+    if (Number.isFinite(progress.fps) && progress.fps > 0) parts.push(`${progress.fps.toFixed(1)} fps`);
+    if (state === 'running' && Number.isFinite(progress.eta_ms)) parts.push(`ETA ${formatDuration(progress.eta_ms)}`);
+    barText.textContent = parts.join(' · ');
+    cancel.hidden = FINAL_STATES.has(state);
+  };
+
+  const finish = async (current) => {
+    render(current);
+    if (current.state === 'failed') {
+      const error = current.error || {};
+      showError(new ApiError(0, error.code || 'failed', error.message || 'the video job failed'),
+        'The video job failed.');
+      return;
+    }
+    if (current.state !== 'done') return;
+    const videoLink = (current.links && current.links.video) || `${path}/video`;
+    const resultLink = (current.links && current.links.result) || `${path}/result`;
+    player.src = videoLink;
+    player.hidden = false;
+    links.append(
+      ' · ',
+      el('a', { href: videoLink, download: '', 'data-testid': 'video-download', text: 'MP4' }),
+      ' · ',
+      el('a', { href: resultLink, target: '_blank', rel: 'noopener', text: 'per-frame JSON' }),
+    );
+    const facts = [];
+    const info = current.video || {};
+    if (info.width && info.height) facts.push(['Size', `${info.width}×${info.height}`]);
+    if (Number.isFinite(info.fps)) facts.push(['Frame rate', `${info.fps.toFixed(2)} fps`]);
+    const frames = info.frames ?? (current.progress || {}).frames_total;
+    if (Number.isFinite(frames)) facts.push(['Frames', String(frames)]);
+    try {
+      const response = await fetch(resultLink);
+      if (response.ok) {
+        const counted = summarizeFrames(await response.text());
+        facts.push(['Detections', String(counted.detections)], ['Tracks', String(counted.tracks)]);
+      }
+    } catch {
+      // The summary is a convenience; the video is what matters.
+    }
+    if (stopped) return;
+    summary.replaceChildren(
+      ...facts.map(([name, value]) =>
+        el('div', { 'data-testid': `video-summary-${name.toLowerCase().replace(/\s+/g, '-')}` },
+          el('dt', { text: name }), el('dd', { text: value }))),
+    );
+    summary.hidden = facts.length === 0;
+  };
+
+  const poll = async () => {
+    if (stopped) return;
+    let current;
+    try {
+      ({ body: current } = await request(path));
+    } catch (error) {
+      if (stopped) return;
+      showError(error, 'Lost track of the video job.');
+      timer = setTimeout(poll, VIDEO_POLL_MS * 4);
+      return;
+    }
+    if (stopped) return;
+    if (FINAL_STATES.has(current.state)) {
+      historyStale = true;
+      await finish(current);
+      return;
+    }
+    render(current);
+    timer = setTimeout(poll, VIDEO_POLL_MS);
+  };
+
+  cancel.addEventListener('click', async () => {
+    cancel.disabled = true;
+    try {
+      const { body } = await request(path, { method: 'DELETE' });
+      if (body && body.state) render(body);
+    } catch (error) {
+      showError(error, 'Could not cancel the video job.');
+    } finally {
+      cancel.disabled = false;
+    }
+  });
+
+  render(job);
+  if (FINAL_STATES.has(job.state)) finish(job);
+  else poll();
+  return handle;
+}
+
+async function submitVideo() {
+  clearError();
+  if (detectVideoJob) detectVideoJob.stop();
+  detectVideoJob = null;
+  const file = chosenFile;
+  const params = new URLSearchParams();
+  if (modelSelect.value) params.set('model', modelSelect.value);
+  if (confEnabled.checked) params.set('conf', confSlider.value);
+  detecting = true;
+  updateSubmit();
+  submitButton.textContent = 'Uploading…';
+  setBusy(detectResult, true, `Uploading ${file.name || 'the video'} (${formatBytes(file.size)})…`);
+  try {
+    const { body } = await request(`${API}/jobs?${params}`, {
+      method: 'POST',
+      body: file,
+      headers: { 'Content-Type': file.type || 'application/octet-stream', ...dispositionFor(file) },
+    });
+    detectVideoJob = followVideoJob(detectResult, body, { sourceName: file.name });
+    historyStale = true;
+  } catch (error) {
+    renderPlaceholder(detectResult, 'No video job: see the message above.');
+    showError(error, 'The video upload failed.');
+  } finally {
+    detecting = false;
+    detectResult.setAttribute('aria-busy', 'false');
     updateSubmit();
   }
 }
@@ -504,11 +748,12 @@ const historyDetail = byTestId('history-detail');
 let historyLoaded = 0;
 let historyStale = true;
 let selectedJob = null;
+let historyVideoJob = null;
 
 function historyItem(job) {
   const thumb = job.links && job.links.thumbnail
     ? el('img', { src: job.links.thumbnail, alt: '', loading: 'lazy', 'data-testid': 'history-thumbnail' })
-    : el('span', { class: 'no-thumb', 'aria-hidden': 'true', text: job.kind === 'image' ? '🖼' : '…' });
+    : el('span', { class: 'no-thumb', 'aria-hidden': 'true', text: job.kind === 'image' ? '🖼' : job.kind === 'video' ? '🎞' : '…' });
   const count = Number.isFinite(job.detections_count)
     ? `${job.detections_count} detection${job.detections_count === 1 ? '' : 's'}`
     : '';
@@ -577,8 +822,16 @@ async function showJob(id) {
     else item.removeAttribute('aria-current');
   }
   setBusy(historyDetail, true, 'Loading the result…');
+  if (historyVideoJob) historyVideoJob.stop();
+  historyVideoJob = null;
   const path = `${API}/jobs/${encodeURIComponent(id)}`;
   try {
+    const { body: job } = await request(path);
+    if (selectedJob !== id) return;
+    if (job && job.kind === 'video') {
+      historyVideoJob = followVideoJob(historyDetail, job);
+      return;
+    }
     const { status, body } = await request(`${path}/result`);
     if (selectedJob !== id) return;
     if (status === 202) {
@@ -605,6 +858,353 @@ async function showJob(id) {
 byTestId('history-refresh').addEventListener('click', () => loadHistory());
 historyMore.addEventListener('click', () => loadHistory({ append: true }));
 
+// ---- Streams view ------------------------------------------------------------------------
+
+// A browser opens at most 6 HTTP/1.1 connections per host, and a watched stream holds two
+// (the MJPEG <img> and the EventSource): watching more would starve the page's own requests.
+// The other streams show their latest frame (GET .../frame), refreshed with the list.
+const MAX_WATCHED = 2;
+const STREAMS_POLL_MS = 1000;
+const LIVE_RETRY_MS = 3000;
+const MAX_LIVE_DETECTIONS = 12;
+
+const streamForm = byTestId('stream-form');
+const streamSource = byTestId('stream-source');
+const streamName = byTestId('stream-name');
+const streamModelSelect = byTestId('stream-model');
+const streamFps = byTestId('stream-fps');
+const streamMode = byTestId('stream-mode');
+const streamAdd = byTestId('stream-add');
+const streamList = byTestId('stream-list');
+const streamsEmpty = byTestId('streams-empty');
+const streamsCount = byTestId('streams-count');
+
+// id -> {root, stream, watched, source (EventSource), retry timers, ...}; cards are updated in
+// place so that an open live view is not restarted by the refresh.
+const streamCards = new Map();
+let watchOrder = []; // ids of watched streams, oldest first
+let streamsTimer = null;
+let streamsActive = false;
+let streamsErrorShown = false;
+
+const streamPath = (id) => `${API}/streams/${encodeURIComponent(id)}`;
+const fmtFps = (v) => (Number.isFinite(v) ? `${v.toFixed(1)} fps` : '–');
+const fmtLatency = (v) => (Number.isFinite(v) ? `${formatMs(v)} ms` : '–');
+
+function stopLive(card) {
+  if (card.events) {
+    card.events.close();
+    card.events = null;
+  }
+  clearTimeout(card.liveRetry);
+  clearTimeout(card.eventsRetry);
+  // Removing src aborts the multipart response, which frees the server's connection.
+  card.img.removeAttribute('src');
+  card.img.onload = null;
+  card.img.onerror = null;
+}
+
+function renderLiveDetections(card, result) {
+  const detections = [...(result.detections || [])].sort((a, b) => (b.score ?? 0) - (a.score ?? 0));
+  byTestId('stream-detections-count', card.root).textContent = `(${detections.length})`;
+  card.detections.replaceChildren(
+    ...detections.slice(0, MAX_LIVE_DETECTIONS).map((d) => {
+      const label = d.label || `class ${d.class_id ?? '?'}`;
+      const track = d.track_id !== undefined && d.track_id !== null ? `#${d.track_id} ` : '';
+      return el(
+        'li',
+        { 'data-testid': 'stream-detection', dataset: { label, track: d.track_id ?? '' } },
+        el('span', { class: 'label', text: `${track}${label}` }),
+        el('span', { class: 'num', text: `${((d.score ?? 0) * 100).toFixed(0)}%` }),
+      );
+    }),
+  );
+  if (detections.length > MAX_LIVE_DETECTIONS) {
+    card.detections.append(el('li', { class: 'hint', text: `+${detections.length - MAX_LIVE_DETECTIONS} more` }));
+  }
+}
+
+function startMjpeg(card) {
+  const img = card.img;
+  img.onload = () => {
+    card.frameBox.dataset.state = 'live';
+  };
+  img.onerror = () => {
+    // 503 past the server's live-connection cap, or the connection dropped: try again.
+    card.frameBox.dataset.state = 'error';
+    card.placeholder.textContent = 'Live view unavailable; retrying…';
+    img.removeAttribute('src');
+    clearTimeout(card.liveRetry);
+    card.liveRetry = setTimeout(() => {
+      if (card.watched && streamsActive) startMjpeg(card);
+    }, LIVE_RETRY_MS);
+  };
+  img.src = `${streamPath(card.id)}/live`;
+}
+
+function startEvents(card) {
+  const source = new EventSource(`${streamPath(card.id)}/events`);
+  card.events = source;
+  source.addEventListener('result', (event) => {
+    let result;
+    try {
+      result = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    card.eventCount += 1;
+    card.root.dataset.events = String(card.eventCount);
+    const seq = result.frame && Number.isFinite(result.frame.sequence) ? result.frame.sequence : event.lastEventId;
+    card.seq.textContent = `#${seq}`;
+    card.root.dataset.seq = String(seq);
+    renderLiveDetections(card, result);
+  });
+  source.onerror = () => {
+    // EventSource reconnects by itself after a dropped connection, but gives up on an HTTP
+    // error (503 past the cap): then start over later.
+    if (source.readyState === EventSource.CLOSED) {
+      card.events = null;
+      clearTimeout(card.eventsRetry);
+      card.eventsRetry = setTimeout(() => {
+        if (card.watched && streamsActive) startEvents(card);
+      }, LIVE_RETRY_MS);
+    }
+  };
+}
+
+function setWatched(card, watched) {
+  card.watched = watched;
+  card.root.dataset.watched = String(watched);
+  card.watchButton.textContent = watched ? 'Stop watching' : 'Watch';
+  card.watchButton.setAttribute('aria-pressed', String(watched));
+  watchOrder = watchOrder.filter((id) => id !== card.id);
+  stopLive(card);
+  if (watched) {
+    watchOrder.push(card.id);
+    while (watchOrder.length > MAX_WATCHED) {
+      const oldest = streamCards.get(watchOrder[0]);
+      if (oldest) setWatched(oldest, false);
+      else watchOrder.shift();
+    }
+    if (streamsActive) {
+      startMjpeg(card);
+      startEvents(card);
+    }
+  } else {
+    card.frameBox.dataset.state = 'snapshot';
+    refreshSnapshot(card);
+  }
+}
+
+function refreshSnapshot(card) {
+  if (card.watched || !streamsActive) return;
+  const stats = (card.stream && card.stream.stats) || {};
+  // Only when there is something new (the camera counts results).
+  const marker = `${stats.frames_done ?? ''}:${stats.last_result_ms ?? ''}`;
+  if (marker === card.snapshotMarker) return;
+  card.snapshotMarker = marker;
+  card.img.onload = () => {
+    card.frameBox.dataset.state = 'snapshot-loaded';
+  };
+  card.img.onerror = () => {
+    card.frameBox.dataset.state = 'snapshot';
+    card.img.removeAttribute('src');
+  };
+  card.img.src = `${streamPath(card.id)}/frame?t=${Date.now()}`;
+}
+
+async function removeStream(card) {
+  card.removeButton.disabled = true;
+  try {
+    await request(streamPath(card.id), { method: 'DELETE' });
+    dropCard(card.id);
+    updateStreamsEmpty();
+  } catch (error) {
+    showError(error, 'Could not remove the stream.');
+  } finally {
+    card.removeButton.disabled = false;
+  }
+}
+
+function dropCard(id) {
+  const card = streamCards.get(id);
+  if (!card) return;
+  stopLive(card);
+  watchOrder = watchOrder.filter((w) => w !== id);
+  card.root.remove();
+  streamCards.delete(id);
+}
+
+function createCard(stream) {
+  const root = $('#stream-template').content.cloneNode(true).firstElementChild;
+  const card = {
+    id: stream.id,
+    root,
+    stream,
+    watched: false,
+    events: null,
+    eventCount: 0,
+    img: byTestId('stream-live', root),
+    frameBox: byTestId('stream-frame', root),
+    placeholder: byTestId('stream-live-placeholder', root),
+    seq: byTestId('stream-seq', root),
+    detections: byTestId('stream-detections', root),
+    watchButton: byTestId('stream-watch', root),
+    removeButton: byTestId('stream-remove', root),
+  };
+  root.dataset.streamId = stream.id;
+  card.img.alt = `Live annotated frames of ${stream.name || stream.id}`;
+  card.watchButton.addEventListener('click', () => setWatched(card, !card.watched));
+  card.removeButton.addEventListener('click', () => removeStream(card));
+  streamCards.set(stream.id, card);
+  return card;
+}
+
+function updateCard(card, stream) {
+  card.stream = stream;
+  const root = card.root;
+  const stats = stream.stats || {};
+  const latency = stats.latency_ms || {};
+  const state = stream.state || 'unknown';
+  root.dataset.state = state;
+  byTestId('stream-title', root).textContent = stream.name || stream.id;
+  const badge = byTestId('stream-state', root);
+  badge.textContent = state;
+  badge.className = `badge state-${state}`;
+  const details = [stream.model, stream.mode, Number.isFinite(stream.fps) ? `${stream.fps} fps` : null, stream.source];
+  byTestId('stream-source-text', root).textContent = details.filter(Boolean).join(' · ');
+  byTestId('stat-input-fps', root).textContent = fmtFps(stats.input_fps);
+  byTestId('stat-output-fps', root).textContent = fmtFps(stats.output_fps);
+  byTestId('stat-p50', root).textContent = fmtLatency(latency.p50);
+  byTestId('stat-p95', root).textContent = fmtLatency(latency.p95);
+  byTestId('stat-done', root).textContent = Number.isFinite(stats.frames_done) ? String(stats.frames_done) : '–';
+  const dropped = byTestId('stat-dropped', root);
+  dropped.textContent = Number.isFinite(stats.dropped_frames) ? String(stats.dropped_frames) : '–';
+  const reasons = stats.dropped || {};
+  dropped.title = Object.entries(reasons).map(([k, v]) => `${k}: ${v}`).join(', ');
+  byTestId('stat-reconnects', root).textContent = Number.isFinite(stats.reconnects) ? String(stats.reconnects) : '–';
+  root.dataset.framesDone = String(stats.frames_done ?? '');
+  const error = byTestId('stream-error', root);
+  const last = stats.last_error;
+  if (last && last.message) {
+    const when = Number.isFinite(last.at_ms) ? ` (${formatWhen(last.at_ms)})` : '';
+    error.textContent = `${last.code ? `${last.code}: ` : ''}${last.message}${when}`;
+    error.hidden = false;
+  } else {
+    error.hidden = true;
+  }
+  if (!card.watched) refreshSnapshot(card);
+}
+
+function updateStreamsEmpty() {
+  const n = streamCards.size;
+  streamsEmpty.hidden = n > 0;
+  streamsCount.textContent = n ? `${n} stream${n === 1 ? '' : 's'}` : '';
+}
+
+async function loadStreams() {
+  let body;
+  try {
+    ({ body } = await request(`${API}/streams`));
+  } catch (error) {
+    if (!streamsErrorShown) showError(error, 'Could not load the streams.');
+    streamsErrorShown = true;
+    return;
+  }
+  streamsErrorShown = false;
+  if (!streamsActive) return;
+  const streams = Array.isArray(body && body.streams) ? body.streams : [];
+  const seen = new Set();
+  for (const stream of streams) {
+    seen.add(stream.id);
+    let card = streamCards.get(stream.id);
+    const fresh = !card;
+    if (fresh) card = createCard(stream);
+    updateCard(card, stream);
+    streamList.append(card.root); // keeps the server's order (creation)
+    if (fresh && watchOrder.length < MAX_WATCHED) setWatched(card, true);
+  }
+  for (const id of [...streamCards.keys()]) if (!seen.has(id)) dropCard(id);
+  updateStreamsEmpty();
+}
+
+function pollStreams() {
+  clearTimeout(streamsTimer);
+  if (!streamsActive) return;
+  loadStreams().finally(() => {
+    if (streamsActive) streamsTimer = setTimeout(pollStreams, STREAMS_POLL_MS);
+  });
+}
+
+function enterStreams() {
+  if (streamsActive) return;
+  streamsActive = true;
+  for (const card of streamCards.values()) {
+    if (card.watched) {
+      startMjpeg(card);
+      startEvents(card);
+    }
+  }
+  pollStreams();
+}
+
+// Leaving the page closes every live connection (and stops the polling).
+function leaveStreams() {
+  streamsActive = false;
+  clearTimeout(streamsTimer);
+  for (const card of streamCards.values()) stopLive(card);
+}
+
+async function addStream() {
+  clearError();
+  const source = streamSource.value.trim();
+  if (!source) {
+    showError(new ApiError(0, 'invalid_argument', 'the source is empty: give a URL, a device or a file'),
+      'Could not add the stream.');
+    streamSource.focus();
+    return;
+  }
+  const spec = { source, mode: streamMode.value };
+  if (streamModelSelect.value) spec.model = streamModelSelect.value;
+  if (streamName.value.trim()) spec.name = streamName.value.trim();
+  if (streamFps.value !== '') {
+    const fps = Number(streamFps.value);
+    if (!Number.isFinite(fps) || fps <= 0) {
+      showError(new ApiError(0, 'invalid_argument', `frame rate must be a positive number, not "${streamFps.value}"`),
+        'Could not add the stream.');
+      return;
+    }
+    spec.fps = fps;
+  }
+  streamAdd.disabled = true;
+  streamAdd.textContent = 'Opening the source…';
+  try {
+    const { body } = await request(`${API}/streams`, {
+      method: 'POST',
+      body: JSON.stringify(spec),
+      headers: { 'Content-Type': 'application/json' },
+    });
+    if (body && body.id && streamsActive && !streamCards.has(body.id)) {
+      const card = createCard(body);
+      updateCard(card, body);
+      streamList.append(card.root);
+      setWatched(card, true);
+      updateStreamsEmpty();
+    }
+    streamName.value = '';
+  } catch (error) {
+    showError(error, 'Could not add the stream.');
+  } finally {
+    streamAdd.disabled = false;
+    streamAdd.textContent = 'Add stream';
+  }
+}
+
+streamForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  addStream();
+});
+
 // ---- server status -----------------------------------------------------------------------
 
 const serverStatus = byTestId('server-status');
@@ -630,6 +1230,7 @@ let currentView = null;
 
 const views = {
   detect: { enter: () => {} },
+  streams: { enter: enterStreams, leave: leaveStreams },
   history: {
     enter: (param) => {
       if (historyStale || !param) loadHistory();
@@ -641,6 +1242,7 @@ const views = {
 function route() {
   const [, name = 'detect', param] = location.hash.match(/^#\/([^/]+)?(?:\/(.+))?/) || [];
   const view = views[name] ? name : 'detect';
+  if (currentView && currentView !== view && views[currentView].leave) views[currentView].leave();
   for (const section of document.querySelectorAll('[data-view]')) {
     section.hidden = section.dataset.view !== view;
   }

@@ -68,7 +68,7 @@ int Run(int argc, char** argv) {
   const std::vector<Command> commands = {
       AddDetectCommand(app, global), AddModelsCommand(app, global), AddBrokerCommand(app, global),
       AddWorkerCommand(app, global), AddUpCommand(app, global),     AddGatewayCommand(app, global),
-      AddViewerCommand(app, global)};
+      AddViewerCommand(app, global), AddCameraCommand(app, global)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

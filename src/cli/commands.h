@@ -22,5 +22,6 @@ Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global);
 Command AddUpCommand(CLI::App& app, const GlobalOptions& global);
 Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global);
 Command AddViewerCommand(CLI::App& app, const GlobalOptions& global);
+Command AddCameraCommand(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace kadr::cli

@@ -1,4 +1,10 @@
-// `kadr detect`: run one model over image files, write annotated JPEGs, print detections.
+// `kadr detect`: run one model over image and video files, write annotated JPEGs and MP4s,
+// print detections. Videos are decoded in-process, tracked (tracking::Tracker) and drawn frame
+// by frame, with a progress bar on stderr.
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -9,6 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "imaging/annotate.h"
+#include "tracking/tracker.h"
+#include "video/video.h"
 #include "worker/frame_processor.h"
 
 namespace kadr::cli {
@@ -21,7 +30,9 @@ struct DetectArgs {
   std::string classes;  // comma-separated names or ids
   std::vector<std::string> images;
   std::filesystem::path out_dir = "out";
+  std::string output;  // a single video's annotated MP4 (default: out_dir/<stem>.<model>.mp4)
   bool json = false;
+  bool no_progress = false;
   bool no_draw = false;
 };
 
@@ -71,6 +82,151 @@ std::string Summary(const protocol::DetectionResult& r) {
   return s;
 }
 
+// The container of a video file, from its first bytes; nullopt for anything else.
+std::optional<std::string_view> SniffVideoFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::uint8_t head[16] = {};
+  in.read(reinterpret_cast<char*>(head), sizeof(head));
+  const auto n = static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount()));
+  return video::SniffVideo(std::span<const std::uint8_t>(head, n));
+}
+
+// Frames done / total, fps and ETA on stderr: redrawn in place on a terminal, otherwise one
+// line about every 10%.
+class ProgressBar {
+ public:
+  ProgressBar(std::string name, std::int64_t total, bool enabled)
+      : name_(std::move(name)), total_(total), enabled_(enabled), tty_(::isatty(2) == 1) {}
+
+  void Update(std::int64_t done) {
+    if (!enabled_) return;
+    const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double fps = seconds > 0 ? static_cast<double>(done) / seconds : 0.0;
+    if (tty_) {
+      if (done != total_ && Clock::now() - last_ < std::chrono::milliseconds(100)) return;
+      last_ = Clock::now();
+      fmt::print(stderr, "\r{}", Line(done, fps));
+      std::fflush(stderr);
+      return;
+    }
+    const int decile = total_ > 0 ? static_cast<int>(done * 10 / total_) : 0;
+    if (decile > last_decile_) {
+      last_decile_ = decile;
+      fmt::print(stderr, "{}\n", Line(done, fps));
+    }
+  }
+
+  void Finish(std::int64_t done) {
+    if (!enabled_) return;
+    if (!tty_ && last_decile_ >= 10 && done == total_) return;  // its line is out already
+    total_ = done;  // the real count, whatever the container said
+    const double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    const std::string line = Line(done, seconds > 0 ? static_cast<double>(done) / seconds : 0.0);
+    fmt::print(stderr, "{}{}\n", tty_ ? "\r" : "", line);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  std::string Line(std::int64_t done, double fps) const {
+    constexpr int kWidth = 30;
+    const double ratio =
+        total_ > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total_)) : 0.0;
+    const int filled = static_cast<int>(ratio * kWidth);
+    std::string eta = "--";
+    if (fps > 0 && total_ >= done) {
+      eta = fmt::format("{}s", std::llround(static_cast<double>(total_ - done) / fps));
+    }
+    return fmt::format("{} [{}{}] {}/{} frames {:5.1f} fps ETA {}   ", name_,
+                       std::string(filled, '#'), std::string(kWidth - filled, '.'), done, total_,
+                       fps, eta);
+  }
+
+  std::string name_;
+  std::int64_t total_;
+  bool enabled_;
+  bool tty_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_{};
+  int last_decile_ = 0;
+};
+
+// One video: decode -> detect -> track -> draw -> MP4, one JSON line per frame with --json.
+// Returns the error that stopped it.
+Status DetectVideo(const DetectArgs& args, const std::string& file,
+                   const worker::FrameProcessor& processor, inference::Detector& detector,
+                   const protocol::DetectOptions& options, bool single_video) {
+  const std::filesystem::path path(file);
+  const inference::ModelInfo& info = detector.info();
+  ASSIGN_OR_RETURN(auto reader, video::VideoFileReader::Open(file));
+  std::optional<video::Mp4Writer> writer;
+  std::string out_path;
+  if (!args.no_draw) {
+    out_path = single_video && !args.output.empty()
+                   ? args.output
+                   : (args.out_dir / (path.stem().string() + "." + info.name + ".mp4")).string();
+    ASSIGN_OR_RETURN(
+        auto w, video::Mp4Writer::Open(out_path, reader.fps(), {reader.width(), reader.height()}));
+    writer.emplace(std::move(w));
+  }
+  tracking::Tracker tracker;
+  ProgressBar progress(path.filename().string(), reader.frame_count(), !args.no_progress);
+  std::int64_t index = 0;
+  std::size_t detections = 0;
+  std::int64_t max_track = 0;
+  const auto started = std::chrono::steady_clock::now();
+  cv::Mat bgr;
+  while (true) {
+    ASSIGN_OR_RETURN(const bool more, reader.Read(bgr));
+    if (!more) break;
+    worker::DecodedFrame frame;
+    frame.started = SteadyClock::now();
+    frame.result.model = info.name;
+    frame.result.image_width = bgr.cols;
+    frame.result.image_height = bgr.rows;
+    frame.image = bgr;
+    worker::DecodedFrame* frames[] = {&frame};
+    RETURN_IF_ERROR(processor.Detect(frames, options, detector));
+    tracker.Update(frame.result.detections);
+    detections += frame.result.detections.size();
+    for (const auto& d : frame.result.detections) {
+      if (d.track_id) max_track = std::max(max_track, *d.track_id);
+    }
+    if (writer) {
+      imaging::Annotate(frame.image, frame.result.detections);
+      RETURN_IF_ERROR(writer->Write(frame.image));
+    }
+    if (args.json) {
+      nlohmann::json j = {
+          {"file", file},
+          {"index", index},
+          {"pts_ms", std::llround(static_cast<double>(index) * 1000.0 / reader.fps())},
+          {"result", nlohmann::json::parse(protocol::ToJson(frame.result))}};
+      fmt::print("{}\n", j.dump());
+    }
+    ++index;
+    progress.Update(index);
+  }
+  progress.Finish(index);
+  if (writer) RETURN_IF_ERROR(writer->Close());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (args.json) {
+    nlohmann::json j = {{"file", file},        {"annotated", out_path},    {"frames", index},
+                        {"fps", reader.fps()}, {"detections", detections}, {"tracks", max_track}};
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print(
+        "{}: {}x{}, {} frames at {:.2f} fps, {} detections, {} tracks ({:.1f} s, {:.1f} "
+        "frames/s)\n",
+        file, reader.width(), reader.height(), index, reader.fps(), detections, max_track, seconds,
+        seconds > 0 ? static_cast<double>(index) / seconds : 0.0);
+    if (!out_path.empty()) fmt::print("  annotated video: {}\n", out_path);
+  }
+  std::fflush(stdout);
+  return Status::Ok();
+}
+
 int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
   auto detector = LoadModel(global, args.model);
   if (!detector) return 2;
@@ -102,9 +258,31 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
     }
   }
 
+  std::size_t videos = 0;
+  for (const auto& file : args.images) videos += SniffVideoFile(file).has_value() ? 1 : 0;
+  if (!args.output.empty() && videos != 1) {
+    fmt::print(stderr, "error: --output names the annotated MP4 of exactly one video ({} given)\n",
+               videos);
+    return 2;
+  }
+
   int failures = 0;
   for (const auto& image : args.images) {
     const std::filesystem::path path(image);
+    if (SniffVideoFile(path)) {
+      const Status s = DetectVideo(args, image, processor, **detector, options, videos == 1);
+      if (!s.ok()) {
+        ++failures;
+        if (args.json) {
+          nlohmann::json j = {
+              {"file", image},
+              {"error", {{"code", StatusCodeName(s.code())}, {"message", s.message()}}}};
+          fmt::print("{}\n", j.dump());
+        }
+        fmt::print(stderr, "{}: error: {}\n", image, s.ToString());
+      }
+      continue;
+    }
     auto processed = [&]() -> Result<worker::ProcessedFrame> {
       ASSIGN_OR_RETURN(auto bytes, ReadFile(path));
       return processor.Process(bytes, **detector, options);
@@ -161,7 +339,8 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
 
 Command AddDetectCommand(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<DetectArgs>();
-  CLI::App* sub = app.add_subcommand("detect", "run a model on image files and annotate them");
+  CLI::App* sub =
+      app.add_subcommand("detect", "run a model on image or video files and annotate them");
   sub->add_option("--model,-m", args->model, "model name (see `kadr models`)")->required();
   sub->add_option("--conf", args->confidence, "confidence threshold, 0..1 (model default if unset)")
       ->check(CLI::Range(0.0, 1.0));
@@ -169,10 +348,17 @@ Command AddDetectCommand(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--classes", args->classes,
                   "keep only these classes: names or ids, comma-separated");
-  sub->add_option("--out,-o", args->out_dir, "folder for annotated images")->capture_default_str();
-  sub->add_flag("--json", args->json, "print one JSON object per image on stdout");
+  sub->add_option("--out,-o", args->out_dir, "folder for annotated images and videos")
+      ->capture_default_str();
+  sub->add_option("--output", args->output,
+                  "annotated MP4 of a single video (default: <out>/<stem>.<model>.mp4)");
+  sub->add_flag("--json", args->json,
+                "print one JSON object per image, per video frame and per video on stdout");
+  sub->add_flag("--no-progress", args->no_progress, "no progress bar on stderr for videos");
   sub->add_flag("--no-draw", args->no_draw, "detections only: no annotated images");
-  sub->add_option("images", args->images, "image files (JPEG, PNG, BMP, WebP, TIFF)")->required();
+  sub->add_option("images", args->images,
+                  "image files (JPEG, PNG, BMP, WebP, TIFF) and video files (MP4, MOV, MKV, AVI)")
+      ->required();
   return {sub, [args, &global] { return RunDetect(*args, global); }};
 }
 

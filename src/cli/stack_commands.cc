@@ -6,10 +6,12 @@
 // the Kafka protocol, exactly as when each runs as its own process.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -20,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/app.h"
+#include "cli/camera_setup.h"
 #include "cli/commands.h"
 #include "cli/kafka_flags.h"
 #include "cli/shutdown.h"
@@ -54,11 +57,15 @@ struct StackArgs {
   std::size_t max_in_flight = 64;
   int http_threads = 80;  // > max_in_flight: a waiting synchronous request holds one
   std::size_t max_body_mb = 32;
+  std::size_t max_video_mb = 512;  // gateway: largest video upload
+  std::string video_dir;           // gateway: video jobs' folder (up: <data-dir>/videos)
   int timeout_ms = 30000;
+  CameraFlags camera;  // up: the camera service (live streams)
   std::string data_dir = "kadr-data";
   std::size_t max_jobs = 10000;
   int max_age_hours = 24 * 7;
   std::size_t max_image_mb = 2048;
+  std::size_t max_live_clients = 16;  // viewer: open MJPEG/SSE connections, 503 beyond
 };
 
 // Kafka allows [A-Za-z0-9._-] in topic names.
@@ -207,16 +214,26 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     auto h = viewer::HistoryStore::Create(ho);
     if (!Check(h, "history store")) return 2;
     history = std::move(*h);
+    // The live topics may not exist yet (the camera creates them too): a subscription that
+    // matches no topic delays the group's first join by ~20 s. Not fatal.
+    for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
+      if (Status s =
+              (*publisher)
+                  ->EnsureTopic(std::string(topic), args.partitions, std::chrono::seconds(5));
+          !s.ok()) {
+        spdlog::warn("viewer: topic {} not ready yet: {}", topic, s.ToString());
+      }
+    }
     kafka::SubscriberOptions so;
     so.group_id = "kadr.viewer";
-    so.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
-                 "^kadr\\.replies\\..*"};
+    so.topics = viewer::ViewerTopics();  // history topics and the live streams'
     so.metadata_refresh_ms = 2000;
     auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
     if (!Check(s, "viewer consumer")) return 2;
     viewer_subscriber = std::move(*s);
-    viewer = std::make_unique<viewer::ViewerService>(viewer::ViewerOptions{}, *history,
-                                                     *viewer_subscriber, metrics);
+    viewer::ViewerOptions vo;
+    vo.max_live_clients = args.max_live_clients;
+    viewer = std::make_unique<viewer::ViewerService>(vo, *history, *viewer_subscriber, metrics);
   }
 
   // Gateway: the REST API; answers come back on its own reply topic.
@@ -231,6 +248,10 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     go.default_timeout = std::chrono::milliseconds(args.timeout_ms);
     go.default_model = args.default_model;
     go.max_image_bytes = args.max_body_mb << 20;
+    go.max_video_bytes = args.max_video_mb << 20;
+    go.video_dir = !args.video_dir.empty() ? args.video_dir
+                   : role == Role::kUp ? (std::filesystem::path(args.data_dir) / "videos").string()
+                                       : std::string();
     // Not fatal: without a broker the gateway still serves /healthz and answers 503, and
     // the topic is created by the first reply (auto-creation) once the broker is back.
     if (Status s = (*publisher)->EnsureTopic(go.reply_topic, 1, std::chrono::seconds(5)); !s.ok()) {
@@ -257,11 +278,32 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     spdlog::info("gateway instance={} reply_topic={}", instance, go.reply_topic);
   }
 
+  // Camera (up only): live streams, their API on the shared port, results on kadr.live.results.
+  std::optional<CameraStack> camera;
+  if (role == Role::kUp) {
+    std::string camera_id = args.camera.camera_id;
+    if (camera_id.empty()) camera_id = args.instance_id;
+    camera_id = camera_id.empty() ? DefaultInstanceId(args.http_port) : TopicSafe(camera_id);
+    std::vector<std::string> served;
+    served.reserve(serving.size());
+    for (const auto& [name, detector] : serving) served.push_back(name);
+    camera::ModelCheck check = [served](std::string_view model) -> Status {
+      if (std::find(served.begin(), served.end(), model) != served.end()) return Status::Ok();
+      return NotFoundError("unknown model '" + std::string(model) + "'");
+    };
+    auto c = MakeCameraService(args.camera, camera_id, args.data_dir,
+                               args.default_model.empty() ? served.front() : args.default_model,
+                               *kafka_options, **publisher, metrics, check, args.partitions);
+    if (!Check(c, "camera")) return 2;
+    camera = std::move(*c);
+  }
+
   http::HttpServerOptions ho;
   ho.host = args.host;
   ho.port = args.http_port;
   ho.threads = args.http_threads;
-  ho.max_body_bytes = args.max_body_mb << 20;
+  ho.max_body_bytes = std::max(args.max_body_mb, role == Role::kViewer ? 0 : args.max_video_mb)
+                      << 20;
   auto server = http::HttpServer::Create(ho);
   if (!Check(server, "http server")) return 2;
   if (gateway && !Check(gateway->RegisterRoutes(**server), "gateway routes")) return 2;
@@ -269,6 +311,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
       !Check(viewer->RegisterRoutes(**server, /*job_routes=*/!gateway), "viewer routes")) {
     return 2;
   }
+  if (camera && !Check(camera->service->RegisterRoutes(**server), "stream routes")) return 2;
   if (!Check(web::RegisterRoutes(**server), "web UI routes")) return 2;
   if (!gateway) {
     // The viewer alone: liveness and its own metrics (the gateway serves these otherwise).
@@ -299,6 +342,12 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
       if (Status s = v->Run(stop); !s.ok()) spdlog::warn("viewer: {}", s.ToString());
     });
   }
+  std::jthread camera_thread;
+  if (camera) {
+    camera_thread = std::jthread([c = camera->service.get(), stop] {
+      if (Status s = c->Run(stop); !s.ok()) spdlog::warn("camera: {}", s.ToString());
+    });
+  }
   if (gateway) {
     gateway_thread = std::jthread([g = gateway.get(), stop] {
       if (Status s = g->Run(stop); !s.ok()) spdlog::warn("gateway: {}", s.ToString());
@@ -321,6 +370,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   spdlog::info("shutting down");
   if (gateway_thread.joinable()) gateway_thread.join();  // answers waiting requests
   (*server)->Stop();
+  if (camera_thread.joinable()) camera_thread.join();  // stops the streams' capture
   for (auto& w : workers) {
     if (w->thread.joinable()) w->thread.join();  // drains, commits, leaves the group
   }
@@ -364,6 +414,14 @@ void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
       ->envname("KADR_TIMEOUT_MS")
       ->check(CLI::Range(1, 300000))
       ->capture_default_str();
+  sub.add_option("--max-video-mb", args.max_video_mb, "largest accepted video upload, MiB")
+      ->envname("KADR_MAX_VIDEO_MB")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  sub.add_option("--video-dir", args.video_dir,
+                 "folder for video jobs: uploads, annotated MP4s, per-frame results "
+                 "(up: <data-dir>/videos; gateway: none, videos refused)")
+      ->envname("KADR_VIDEO_DIR");
 }
 
 void AddViewerFlags(CLI::App& sub, StackArgs& args) {
@@ -382,6 +440,12 @@ void AddViewerFlags(CLI::App& sub, StackArgs& args) {
       ->envname("KADR_HISTORY_MAX_IMAGE_MB")
       ->check(CLI::Range(1, 10000000))
       ->capture_default_str();
+  sub.add_option("--max-live-clients", args.max_live_clients,
+                 "open live-view connections (MJPEG and SSE; each holds an HTTP thread), 503 "
+                 "beyond")
+      ->envname("KADR_MAX_LIVE_CLIENTS")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -393,6 +457,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
   AddHttpFlags(*sub, *args);
   AddGatewayFlags(*sub, *args);
   AddViewerFlags(*sub, *args);
+  AddCameraFlags(*sub, args->camera);
   sub->add_option("--models", args->models, "models to serve, comma-separated (default: all)")
       ->envname("KADR_MODELS")
       ->delimiter(',');

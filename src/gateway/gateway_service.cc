@@ -14,11 +14,14 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "gateway/detail/responses.h"
 #include "gateway/detail/upload.h"
+#include "gateway/detail/video_jobs.h"
 #include "gateway/detail/wire_image.h"
 #include "http/server.h"
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
+#include "video/video.h"
 #include "viewer/job_json.h"
 #include "viewer/viewer_service.h"
 
@@ -29,6 +32,8 @@ using http::HttpRequest;
 using http::HttpResponse;
 using nlohmann::json;
 namespace header = protocol::header;
+using detail::Dump;
+using detail::ErrorResponse;
 
 constexpr std::size_t kPollBatch = 64;
 constexpr char kJobIdHeader[] = "X-Kadr-Job-Id";
@@ -54,16 +59,6 @@ constexpr char kWorkerFramesHelp[] =
     "Frames a worker reports in its heartbeat, cumulative since it started, by outcome.";
 constexpr char kBrokerUpName[] = "kadr_broker_up";
 constexpr char kBrokerUpHelp[] = "1 when the gateway's last broker check succeeded.";
-
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-// The protocol's error response, with Retry-After where retrying soon can help.
-HttpResponse ErrorResponse(const Status& status) {
-  HttpResponse r = HttpResponse::Error(status);
-  if (status.code() == StatusCode::kResourceExhausted) r.headers.emplace("Retry-After", "1");
-  if (status.code() == StatusCode::kUnavailable) r.headers.emplace("Retry-After", "2");
-  return r;
-}
 
 bool AcceptsJpeg(const HttpRequest& req) {
   std::string accept = req.Header("Accept").value_or("");
@@ -132,9 +127,22 @@ class GatewayService::Impl {
       InFlightGauge(m.name);
       metrics_.GetGauge(kModelWorkersName, kModelWorkersHelp, {{"model", m.name}});
     }
+    if (!options_.video_dir.empty()) {
+      detail::VideoJobsOptions vo;
+      vo.dir = options_.video_dir;
+      vo.reply_topic = options_.reply_topic;
+      vo.window = options_.video_window;
+      vo.max_running = options_.max_video_jobs;
+      vo.max_queued = options_.max_queued_video_jobs;
+      vo.max_kept = options_.max_videos_kept;
+      vo.frame_timeout = options_.video_frame_timeout;
+      vo.now_ms = options_.now_ms;
+      video_ = std::make_unique<detail::VideoJobs>(std::move(vo), publisher_, metrics_);
+    }
   }
 
   ~Impl() {
+    video_.reset();  // joins the video jobs' threads
     std::lock_guard lock(lifetime_->mu);
     lifetime_->closed = true;
   }
@@ -153,6 +161,9 @@ class GatewayService::Impl {
 
   // Route handlers.
   HttpResponse Submit(const HttpRequest& req, bool async);
+  HttpResponse SubmitVideo(const detail::Upload& upload, bool async);
+  HttpResponse Cancel(const HttpRequest& req);
+  HttpResponse GetVideo(const HttpRequest& req);
   HttpResponse GetJob(const HttpRequest& req);
   HttpResponse GetResult(const HttpRequest& req);
   HttpResponse GetImage(const HttpRequest& req);
@@ -205,6 +216,7 @@ class GatewayService::Impl {
   const std::function<Status()> broker_check_;
   MetricsRegistry& metrics_;
   viewer::HistoryStore* const history_;
+  std::unique_ptr<detail::VideoJobs> video_;  // when options_.video_dir is set
 
   // Delivery callbacks that arrive after destruction find `closed` and do nothing.
   struct Lifetime {
@@ -233,13 +245,21 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
   auto upload = detail::ParseUpload(req, options_.max_timeout);
   if (!upload) return ErrorResponse(upload.error());
   const auto bytes = imaging::AsBytes(upload->image);
+  if (video::SniffVideo(bytes)) return SubmitVideo(*upload, async);
   if (bytes.size() > options_.max_image_bytes) {
     return ErrorResponse(TooLargeError("image is " + std::to_string(bytes.size()) +
                                        " bytes, over the limit of " +
                                        std::to_string(options_.max_image_bytes) + " bytes"));
   }
   auto info = imaging::ProbeImage(bytes, options_.limits);
-  if (!info) return ErrorResponse(info.error());
+  if (!info) {
+    if (imaging::SniffFormat(bytes) == imaging::ImageFormat::kUnknown) {
+      return ErrorResponse(UnsupportedError(
+          "the upload is neither an image (JPEG, PNG, BMP, WebP, TIFF) nor a video (MP4, MOV, "
+          "MKV, AVI)"));
+    }
+    return ErrorResponse(info.error());
+  }
 
   const std::int64_t now = NowMs();
   ModelView model;
@@ -369,6 +389,44 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
   HttpResponse r = HttpResponse::Json(viewer::ResultToJson(record, result, timings));
   r.headers.emplace(kJobIdHeader, id);
   return r;
+}
+
+HttpResponse GatewayService::Impl::SubmitVideo(const detail::Upload& upload, bool async) {
+  if (!async) {
+    return ErrorResponse(UnsupportedError(
+        "videos are processed as jobs: POST them to /api/v1/jobs and follow the job"));
+  }
+  if (!video_) {
+    return ErrorResponse(UnsupportedError(
+        "this gateway does not take videos (it has no video folder; start it with --video-dir)"));
+  }
+  if (upload.image.size() > options_.max_video_bytes) {
+    return ErrorResponse(TooLargeError("video is " + std::to_string(upload.image.size()) +
+                                       " bytes, over the limit of " +
+                                       std::to_string(options_.max_video_bytes) + " bytes"));
+  }
+  ModelView model;
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return ErrorResponse(UnavailableError("the gateway is shutting down"));
+    auto resolved = ResolveModelLocked(upload.model, NowMs());
+    if (!resolved) return ErrorResponse(resolved.error());
+    model = std::move(resolved).value();
+    if (broker_ && !broker_->ok()) {
+      return ErrorResponse(UnavailableError("the broker is unavailable: " + broker_->message()));
+    }
+  }
+  auto classes = detail::ResolveClasses(upload.classes, model.labels, model.name);
+  if (!classes) return ErrorResponse(classes.error());
+  detail::VideoRequest request;
+  request.model = model.name;
+  request.options.confidence = upload.confidence;
+  request.options.iou = upload.iou;
+  request.options.classes = std::move(classes).value();
+  request.draw = upload.draw;
+  request.filename = upload.filename;
+  request.frame_timeout = upload.timeout;
+  return video_->Submit(upload.image, std::move(request));
 }
 
 std::map<std::string, double> GatewayService::Impl::TimingsLocked(const Job& job,
@@ -552,6 +610,7 @@ Status GatewayService::Impl::Run(const std::stop_token& stop) {
     if (!beats.empty()) RefreshWorkerGauges();
     ExpireDeadlines();
   }
+  if (video_) video_->Shutdown();
   std::size_t failed = 0;
   {
     std::lock_guard lock(mu_);
@@ -569,6 +628,7 @@ Status GatewayService::Impl::Run(const std::stop_token& stop) {
 }
 
 void GatewayService::Impl::HandleReply(const bus::InboundMessage& in) {
+  if (video_ && video_->HandleReply(in)) return;
   const bus::Headers& h = in.message.headers;
   std::string id = h.Get(header::kCorrelationId).value_or("");
   if (id.empty()) id = h.Get(header::kFrameId).value_or("");
@@ -750,6 +810,9 @@ Status NotFoundJob(const std::string& id) { return NotFoundError("unknown job '"
 HttpResponse GatewayService::Impl::GetJob(const HttpRequest& req) {
   auto id = JobIdFrom(req);
   if (!id) return ErrorResponse(id.error());
+  if (video_) {
+    if (auto r = video_->GetJob(*id)) return std::move(*r);
+  }
   {
     std::lock_guard lock(mu_);
     if (auto it = jobs_.find(*id); it != jobs_.end()) {
@@ -768,6 +831,11 @@ HttpResponse GatewayService::Impl::GetJob(const HttpRequest& req) {
 HttpResponse GatewayService::Impl::GetResult(const HttpRequest& req) {
   auto id = JobIdFrom(req);
   if (!id) return ErrorResponse(id.error());
+  if (video_) {
+    if (auto r = video_->GetResult(*id, req.Query("format").value_or("") == "jsonl")) {
+      return std::move(*r);
+    }
+  }
   viewer::JobRecord record;
   std::optional<protocol::FrameResult> result;
   std::map<std::string, double> timings;
@@ -833,6 +901,44 @@ HttpResponse GatewayService::Impl::GetImage(const HttpRequest& req) {
   }
   if (!known) return ErrorResponse(NotFoundJob(*id));
   return ErrorResponse(NotFoundError("job '" + *id + "' has no annotated image"));
+}
+
+HttpResponse GatewayService::Impl::GetVideo(const HttpRequest& req) {
+  auto id = JobIdFrom(req);
+  if (!id) return ErrorResponse(id.error());
+  if (video_) {
+    if (auto r = video_->GetVideo(*id, req.Header("Range"))) return std::move(*r);
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (jobs_.count(*id) != 0) {
+      return ErrorResponse(NotFoundError("job '" + *id + "' is an image job and has no video"));
+    }
+  }
+  return ErrorResponse(NotFoundJob(*id));
+}
+
+HttpResponse GatewayService::Impl::Cancel(const HttpRequest& req) {
+  auto id = JobIdFrom(req);
+  if (!id) return ErrorResponse(id.error());
+  if (video_) {
+    if (auto r = video_->Cancel(*id)) return std::move(*r);
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = jobs_.find(*id); it != jobs_.end()) {
+      // An image is one frame, answered within its deadline: nothing worth cancelling.
+      return ErrorResponse(FailedPreconditionError(
+          it->second->finished ? "job '" + *id + "' is already " + it->second->record.state
+                               : "job '" + *id +
+                                     "' is an image job; only video jobs can be "
+                                     "cancelled"));
+    }
+  }
+  if (history_ != nullptr && history_->GetJob(*id).has_value()) {
+    return ErrorResponse(FailedPreconditionError("job '" + *id + "' is already finished"));
+  }
+  return ErrorResponse(NotFoundJob(*id));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -956,6 +1062,7 @@ http::Handler GatewayService::Impl::Instrument(
 
 Status GatewayService::Impl::RegisterRoutes(http::HttpServer& server) {
   RETURN_IF_ERROR(GatewayService::ValidateOptions(options_));
+  if (video_) RETURN_IF_ERROR(video_->Init());
   using Fn = std::function<HttpResponse(const HttpRequest&)>;
   const std::pair<std::pair<const char*, const char*>, Fn> routes[] = {
       {{"POST", "/api/v1/detect"}, [this](const HttpRequest& r) { return Submit(r, false); }},
@@ -963,6 +1070,8 @@ Status GatewayService::Impl::RegisterRoutes(http::HttpServer& server) {
       {{"GET", "/api/v1/jobs/:id"}, [this](const HttpRequest& r) { return GetJob(r); }},
       {{"GET", "/api/v1/jobs/:id/result"}, [this](const HttpRequest& r) { return GetResult(r); }},
       {{"GET", "/api/v1/jobs/:id/image"}, [this](const HttpRequest& r) { return GetImage(r); }},
+      {{"GET", "/api/v1/jobs/:id/video"}, [this](const HttpRequest& r) { return GetVideo(r); }},
+      {{"DELETE", "/api/v1/jobs/:id"}, [this](const HttpRequest& r) { return Cancel(r); }},
       {{"GET", "/api/v1/models"}, [this](const HttpRequest&) { return Models(); }},
       {{"GET", "/healthz"},
        [](const HttpRequest&) { return HttpResponse::Json(R"({"status":"ok"})"); }},
@@ -1006,6 +1115,14 @@ Status GatewayService::ValidateOptions(const GatewayOptions& o) {
     return InvalidArgumentError("gateway broker_check_interval must be positive");
   }
   if (o.poll_timeout.count() < 0) return InvalidArgumentError("gateway poll_timeout is negative");
+  if (o.video_window < 1 || o.video_window > 256) {
+    return InvalidArgumentError("gateway video_window must be in 1..256");
+  }
+  if (o.max_video_jobs == 0) return InvalidArgumentError("gateway max_video_jobs is 0");
+  if (o.max_videos_kept == 0) return InvalidArgumentError("gateway max_videos_kept is 0");
+  if (o.video_frame_timeout.count() <= 0) {
+    return InvalidArgumentError("gateway video_frame_timeout must be positive");
+  }
   return Status::Ok();
 }
 

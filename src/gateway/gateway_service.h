@@ -10,6 +10,9 @@
 // the optional HistoryStore (the viewer's, which records every result it consumes from Kafka).
 // The gateway never writes to the history.
 //
+// Videos (MP4, MOV, MKV, AVI, sniffed) posted to /api/v1/jobs become video jobs, decoded and
+// published frame by frame and reassembled into an annotated MP4 (detail/video_jobs.h).
+//
 // Workers announce themselves on kadr.workers (protocol/heartbeat.h). A model is known when it
 // is configured locally or some worker ever announced it (else 404), and available when at
 // least one of its workers is alive (else 503).
@@ -82,6 +85,22 @@ struct GatewayOptions {
   imaging::DecodeLimits limits;
   // JPEG quality for uploads that must be converted (not baseline YCbCr JPEG, or rotated).
   int jpeg_quality = 92;
+  // Video jobs (docs/api.md "Video jobs"): the folder for uploads, annotated MP4s and
+  // per-frame results; empty: video uploads are refused (415).
+  std::string video_dir;
+  // Largest uploaded video, bytes (413 beyond).
+  std::size_t max_video_bytes = std::size_t{512} << 20;
+  // Frames of one video job in flight (published, result not yet written), 1..256.
+  std::size_t video_window = 16;
+  // Video jobs decoded at once; later ones wait queued (at most max_queued_video_jobs, 429
+  // beyond).
+  std::size_t max_video_jobs = 2;
+  std::size_t max_queued_video_jobs = 16;
+  // Finished video jobs kept (records, MP4s and results on disk); the oldest go first.
+  std::size_t max_videos_kept = 100;
+  // A video frame's result must arrive within this of its publication (or the request's
+  // timeout_ms), else the job fails.
+  std::chrono::milliseconds video_frame_timeout{60000};
   // How often Run() asks broker_check; its last answer is cached for /readyz and uploads.
   std::chrono::milliseconds broker_check_interval{2000};
   // Longest wait of one subscriber poll in Run(); bounds how late a stop is noticed.
@@ -113,7 +132,9 @@ class GatewayService {
   // Adds the routes of docs/api.md except GET /api/v1/jobs (the list), .../thumbnail and
   // /api/v1/openapi.json (served by the viewer and the web UI): POST /api/v1/detect,
   // POST /api/v1/jobs, GET /api/v1/jobs/:id, .../result, .../image, GET /api/v1/models,
-  // /healthz, /readyz and /metrics. Errors: ValidateOptions's, or the server's (already started).
+  // /healthz, /readyz and /metrics; for video jobs also DELETE /api/v1/jobs/:id and
+  // GET .../video. Creates video_dir (when set) and removes what a crash left there.
+  // Errors: ValidateOptions's, the server's (already started), kUnavailable (video_dir).
   Status RegisterRoutes(http::HttpServer& server);
 
   // Polls the replies and the worker announcements, checks the broker and expires deadlines

@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <mutex>
 #include <set>
+#include <stop_token>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -92,9 +94,52 @@ HttpRequest Convert(const httplib::Request& req, const std::vector<std::string>&
   return out;
 }
 
-void Write(const HttpResponse& response, httplib::Response& res) {
+// The StreamWriter over httplib's chunked-body sink.
+class SinkWriter final : public StreamWriter {
+ public:
+  SinkWriter(httplib::DataSink& sink, std::stop_token stop) : sink_(sink), stop_(std::move(stop)) {}
+
+  bool Write(std::string_view data) override {
+    if (!ok_ || stop_.stop_requested()) return false;
+    // httplib takes an empty write for the end of the body.
+    if (data.empty()) return true;
+    ok_ = sink_.write(data.data(), data.size());
+    return ok_;
+  }
+  // httplib's is_writable polls the socket for room and for the peer's FIN, without waiting.
+  bool Alive() const override { return ok_ && !stop_.stop_requested() && sink_.is_writable(); }
+  std::stop_token StopToken() const override { return stop_; }
+
+  bool ok() const { return ok_; }
+
+ private:
+  httplib::DataSink& sink_;
+  std::stop_token stop_;
+  bool ok_ = true;
+};
+
+void Write(HttpResponse response, httplib::Response& res, const std::stop_token& stop) {
   res.status = response.status;
   for (const auto& [name, value] : response.headers) res.set_header(name, value);
+  if (response.stream) {
+    res.set_chunked_content_provider(
+        response.content_type,
+        [body = std::move(response.stream), stop](std::size_t, httplib::DataSink& sink) {
+          SinkWriter writer(sink, stop);
+          try {
+            body(writer);
+          } catch (const std::exception& e) {
+            spdlog::error("http stream threw error=\"{}\"", e.what());
+          } catch (...) {
+            spdlog::error("http stream threw error=unknown");
+          }
+          // A failed write leaves the connection unusable: returning false closes it.
+          if (!writer.ok()) return false;
+          sink.done();
+          return true;
+        });
+    return;
+  }
   // An empty error body is filled with the JSON error by the server's error handler.
   if (!response.body.empty()) res.set_content(response.body, response.content_type);
 }
@@ -151,6 +196,13 @@ HttpResponse HttpResponse::Error(const Status& status) {
   return Json(ErrorBody(status), HttpStatusFor(status.code()));
 }
 
+HttpResponse HttpResponse::Stream(std::string content_type, StreamBody body) {
+  HttpResponse r;
+  r.content_type = std::move(content_type);
+  r.stream = std::move(body);
+  return r;
+}
+
 class HttpServer::Impl {
  public:
   explicit Impl(const HttpServerOptions& options) : options_(options) {}
@@ -178,11 +230,18 @@ class HttpServer::Impl {
       }
       return Status::Ok();
     }
-    httplib::Server::Handler h = [names, handler = std::move(handler)](const httplib::Request& req,
-                                                                       httplib::Response& res) {
+    httplib::Server::Handler h = [names, handler = std::move(handler),
+                                  stop = stopping_.get_token()](const httplib::Request& req,
+                                                                httplib::Response& res) {
       HttpRequest request = Convert(req, names);
       request.body = req.body;
-      Write(Invoke(handler, request), res);
+      // httplib cuts every routed response body to the request's single Range after the
+      // handler, so a handler's 206 slice was cut again (bytes=100-199 -> 416, a second
+      // Content-Range). Handlers own Range: one that honours it answers 206 with the slice,
+      // the others the whole body (RFC 9110 lets a server ignore Range). The Request is
+      // httplib's own non-const object, handed to handlers as const.
+      const_cast<httplib::Request&>(req).ranges.clear();
+      Write(Invoke(handler, request), res, stop);
     };
     if (method == "GET") {
       server_.Get(compiled.regex, std::move(h));
@@ -244,6 +303,8 @@ class HttpServer::Impl {
     std::lock_guard lock(mu_);
     if (stopped_) return;
     stopped_ = true;
+    // First: streaming responses end their waits and return, so that the pool can be joined.
+    stopping_.request_stop();
     if (!thread_.joinable()) return;
     server_.stop();
     thread_.join();
@@ -368,18 +429,20 @@ class HttpServer::Impl {
       res.set_header("Connection", "close");
     }
     if (too_large || res.status == 413) {
-      Write(HttpResponse::Error(TooLargeError(TooLargeMessage(limit))), res);
+      Write(HttpResponse::Error(TooLargeError(TooLargeMessage(limit))), res, {});
       return;
     }
     if (!ok) {
-      Write(HttpResponse::Error(InvalidArgumentError("malformed or incomplete request body")), res);
+      Write(HttpResponse::Error(InvalidArgumentError("malformed or incomplete request body")), res,
+            {});
       return;
     }
     if (!handler) {
-      Write(HttpResponse::Error(NotFoundError("no route for " + req.method + " " + req.path)), res);
+      Write(HttpResponse::Error(NotFoundError("no route for " + req.method + " " + req.path)), res,
+            {});
       return;
     }
-    Write(Invoke(handler, request), res);
+    Write(Invoke(handler, request), res, stopping_.get_token());
   }
 
   const HttpServerOptions options_;
@@ -390,6 +453,8 @@ class HttpServer::Impl {
   std::thread thread_;
   std::atomic<int> port_{0};
   std::atomic<bool> listen_returned_{false};
+  // Requested by Stop(); streaming responses watch its tokens.
+  std::stop_source stopping_;
 };
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options) {

@@ -8,11 +8,21 @@
 //   - malformed request                          -> 400 invalid_argument
 //   - a handler throws                           -> 500 internal; the server keeps serving
 // A handler response with status >= 400 and an empty body gets the same JSON body.
+// Range: routed responses go out as the handler made them. A handler that honours a Range
+// header answers 206 with the slice and its Content-Range; the others send the whole body
+// with their own status (RFC 9110 lets a server ignore Range).
+//
+// Streaming responses (HttpResponse::Stream): the status and headers go out at once, then the
+// body is whatever the stream callback writes, sent with chunked transfer encoding as it is
+// written (MJPEG, Server-Sent Events). The callback runs on the connection's worker thread for
+// as long as it likes, so each open stream holds one of the `threads`; it must return when its
+// writer says the client has gone or the server is stopping (StreamWriter::Alive, StopToken).
 //
 // Lifecycle: Create() -> Route()/ServeStatic() -> Start() -> Stop(). Routes are fixed once
-// started. Stop() is graceful: it stops accepting, lets requests in flight finish, and returns
-// when the worker threads are joined (idle keep-alive connections are dropped within
-// keep_alive_timeout). Stop() is idempotent and also runs in the destructor.
+// started. Stop() is graceful: it stops accepting, requests the streams' stop token, lets
+// requests in flight finish, and returns when the worker threads are joined (idle keep-alive
+// connections are dropped within keep_alive_timeout). Stop() is idempotent and also runs in
+// the destructor.
 //
 // Thread-safety: Start(), Stop() and port() may be called from any thread. Route() and
 // ServeStatic() must happen before Start(). Handlers run concurrently on up to `threads`
@@ -25,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,16 +98,44 @@ struct HttpRequest {
   const MultipartFile* File(std::string_view name) const;
 };
 
+// Where a streaming response writes its body. Lent to the stream callback for the duration
+// of the call, on the connection's thread; not thread-safe, not to be kept.
+class StreamWriter {
+ public:
+  virtual ~StreamWriter() = default;
+  // Sends `data` to the client now, as one chunk. False once the client has gone, a write
+  // failed (or the client did not read for the server's write timeout), or the server is
+  // stopping: the callback should then return.
+  virtual bool Write(std::string_view data) = 0;
+  // Whether the client is still connected and the server not stopping. Cheap (a zero-timeout
+  // poll of the socket): a callback that waits for data checks it every second or so, so that
+  // a client that left frees its thread without waiting for the next write.
+  virtual bool Alive() const = 0;
+  // Requested when the server starts to stop; waits inside the callback should watch it
+  // (std::condition_variable_any takes it) so that HttpServer::Stop() does not hang.
+  virtual std::stop_token StopToken() const = 0;
+};
+
+// The body of a streaming response: writes until it is done or the writer is not alive.
+// Exceptions are caught, logged and end the response.
+using StreamBody = std::function<void(StreamWriter&)>;
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   HttpHeaders headers;  // extra headers; Content-Type and Content-Length are set from the above
+  // When set, the response is streamed: `body` is ignored and this callback writes the body
+  // (chunked transfer encoding, no Content-Length). Destroyed without a call for HEAD
+  // requests, so resources it holds are released either way.
+  StreamBody stream;
 
   // A 200 (or `status`) response with a JSON body.
   static HttpResponse Json(std::string body, int status = 200);
   // The protocol's error response for a non-OK status: HttpStatusFor(code) and ErrorBody().
   static HttpResponse Error(const Status& status);
+  // A 200 streaming response of `content_type` written by `body`.
+  static HttpResponse Stream(std::string content_type, StreamBody body);
 };
 
 using Handler = std::function<HttpResponse(const HttpRequest&)>;
@@ -130,7 +169,8 @@ class HttpServer {
   // kFailedPrecondition: already started (a stopped server cannot be restarted).
   Status Start();
 
-  // Stops accepting, finishes requests in flight, joins the threads. Idempotent.
+  // Requests the streams' stop token, stops accepting, finishes requests in flight, joins the
+  // threads. Idempotent.
   void Stop();
 
   // The bound port once started (the real one when options.port was 0); 0 before Start().

@@ -33,6 +33,21 @@ const std::array<std::uint8_t, 3>& PaletteEntry(int class_id) {
   return kPalette[static_cast<std::size_t>(index)];
 }
 
+const std::array<std::uint8_t, 3>& TrackEntry(std::int64_t track_id) {
+  // Stepping the palette by 7 (coprime with its 20 entries) gives 20 consecutive ids 20
+  // different colours, and neighbours contrasting ones. Unsigned: any id is fine.
+  const auto index = (static_cast<std::uint64_t>(track_id) * 7u) % kPalette.size();
+  return kPalette[static_cast<std::size_t>(index)];
+}
+
+const std::array<std::uint8_t, 3>& EntryFor(const protocol::Detection& d) {
+  return d.track_id ? TrackEntry(*d.track_id) : PaletteEntry(d.class_id);
+}
+
+cv::Scalar ToScalar(const std::array<std::uint8_t, 3>& bgr) {
+  return {static_cast<double>(bgr[0]), static_cast<double>(bgr[1]), static_cast<double>(bgr[2])};
+}
+
 // Sizes derived from the image so annotations look alike from thumbnails to 4K frames.
 struct Style {
   int line = 1;     // box line thickness, pixels
@@ -164,18 +179,11 @@ void DrawMask(cv::Mat& image, const protocol::Mask& mask, const std::array<std::
   }
 }
 
-std::string Caption(const protocol::Detection& d) {
-  std::string text = d.label.empty() ? "class " + std::to_string(d.class_id) : d.label;
-  char score[32];
-  std::snprintf(score, sizeof(score), " %.2f", static_cast<double>(d.score));
-  return text + score;
-}
-
 // Caption on a filled tab in the class colour: above the box when there is room, otherwise
 // just inside its top edge; shifted left when it would run off the right of the image.
 void DrawCaption(cv::Mat& image, const protocol::Detection& d, const PixelBox& b,
                  const std::array<std::uint8_t, 3>& bgr, const Style& style) {
-  const std::string text = Caption(d);
+  const std::string text = CaptionText(d);
   int baseline = 0;
   const cv::Size size =
       cv::getTextSize(text, kFont, style.font_scale, style.font_thickness, &baseline);
@@ -199,9 +207,20 @@ void DrawCaption(cv::Mat& image, const protocol::Detection& d, const PixelBox& b
 
 }  // namespace
 
-cv::Scalar ClassColor(int class_id) {
-  const auto& bgr = PaletteEntry(class_id);
-  return {static_cast<double>(bgr[0]), static_cast<double>(bgr[1]), static_cast<double>(bgr[2])};
+cv::Scalar ClassColor(int class_id) { return ToScalar(PaletteEntry(class_id)); }
+
+cv::Scalar TrackColor(std::int64_t track_id) { return ToScalar(TrackEntry(track_id)); }
+
+cv::Scalar DetectionColor(const protocol::Detection& detection) {
+  return ToScalar(EntryFor(detection));
+}
+
+std::string CaptionText(const protocol::Detection& d) {
+  std::string text = d.track_id ? "#" + std::to_string(*d.track_id) + " " : std::string();
+  text += d.label.empty() ? "class " + std::to_string(d.class_id) : d.label;
+  char score[32];
+  std::snprintf(score, sizeof(score), " %.2f", static_cast<double>(d.score));
+  return text + score;
 }
 
 void Annotate(cv::Mat& image, std::span<const protocol::Detection> detections,
@@ -214,7 +233,7 @@ void Annotate(cv::Mat& image, std::span<const protocol::Detection> detections,
                                                         : AnnotateOptions{}.mask_alpha;
   const int alpha256 = static_cast<int>(std::lround(alpha * 256.f));
   for (const auto& d : detections) {
-    if (d.mask) DrawMask(image, *d.mask, PaletteEntry(d.class_id), alpha256, style);
+    if (d.mask) DrawMask(image, *d.mask, EntryFor(d), alpha256, style);
   }
 
   // Boxes, then captions, so no box line crosses another detection's caption.
@@ -224,14 +243,14 @@ void Annotate(cv::Mat& image, std::span<const protocol::Detection> detections,
   for (std::size_t i = 0; i < detections.size(); ++i) {
     visible[i] = ToPixelBox(detections[i].box, image, margin, boxes[i]);
     if (!visible[i]) continue;
-    const auto& bgr = PaletteEntry(detections[i].class_id);
+    const auto& bgr = EntryFor(detections[i]);
     cv::rectangle(image, cv::Point(boxes[i].x1, boxes[i].y1), cv::Point(boxes[i].x2, boxes[i].y2),
                   cv::Scalar(bgr[0], bgr[1], bgr[2]), style.line, cv::LINE_8);
   }
   if (!options.draw_labels) return;
   for (std::size_t i = 0; i < detections.size(); ++i) {
     if (visible[i]) {
-      DrawCaption(image, detections[i], boxes[i], PaletteEntry(detections[i].class_id), style);
+      DrawCaption(image, detections[i], boxes[i], EntryFor(detections[i]), style);
     }
   }
 }

@@ -47,6 +47,9 @@ struct Detection {
   float score = 0;
   Box box;
   std::optional<Mask> mask;  // set by instance-segmentation models only
+  // Identity of the object across the frames of one stream (>= 1), set by the worker's tracker
+  // (tracking/tracker.h) for video and live frames; absent when not tracked.
+  std::optional<std::int64_t> track_id;
 };
 
 // Per-request thresholds; unset fields fall back to the model's own defaults.

@@ -50,6 +50,8 @@ bool IsValidTopicName(std::string_view topic) {
   return Sanitize(topic) == topic;
 }
 
+bool IsTrackedKind(std::string_view k) { return k == kind::kVideo || k == kind::kLive; }
+
 std::string WorkerGroup(std::string_view model) {
   return std::string(kWorkerGroupPrefix) + Sanitize(model);
 }
@@ -78,6 +80,7 @@ void EncodeFrameHeaders(const FrameMeta& m, bus::Headers& h) {
     h.Set(header::kClasses, s);
   }
   if (!m.draw) h.Set(header::kDraw, "0");
+  if (!m.kind.empty()) h.Set(header::kKind, m.kind);
 }
 
 Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
@@ -134,6 +137,13 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
     }
   }
   if (auto v = h.Get(header::kDraw)) m.draw = *v != "0" && *v != "false";
+  if (auto v = h.Get(header::kKind)) {
+    if (!v->empty() && *v != kind::kImage && !IsTrackedKind(*v)) {
+      return InvalidArgumentError("header kadr-kind must be one of image, video, live: '" + *v +
+                                  "'");
+    }
+    m.kind = *v;
+  }
   return m;
 }
 
@@ -148,6 +158,8 @@ FrameMeta BestEffortFrameMeta(const bus::Headers& h, const std::string& key,
   const auto reply_to = h.Get(header::kReplyTo);
   m.reply_to = reply_to && IsValidTopicName(*reply_to) ? *reply_to : std::string(kResultsTopic);
   m.source = h.Get(header::kSource).value_or("");
+  m.kind = h.Get(header::kKind).value_or("");
+  if (m.kind != kind::kImage && !IsTrackedKind(m.kind)) m.kind.clear();
   if (auto seq = h.Get(header::kSequence)) {
     if (auto v = ParseInt(header::kSequence, *seq)) m.sequence = *v;
   }

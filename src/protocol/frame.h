@@ -20,6 +20,9 @@ inline constexpr int kProtocolVersion = 1;
 inline constexpr std::string_view kFramesTopicPrefix = "kadr.frames.";
 inline constexpr std::string_view kResultsTopic = "kadr.results";
 inline constexpr std::string_view kAnnotatedTopic = "kadr.annotated";
+// Live-stream frames name these in kadr-reply-to / kadr-annotated-to (ADR 0004).
+inline constexpr std::string_view kLiveResultsTopic = "kadr.live.results";
+inline constexpr std::string_view kLiveAnnotatedTopic = "kadr.live.annotated";
 inline constexpr std::string_view kDeadLetterTopic = "kadr.dlq";
 inline constexpr std::string_view kWorkerGroupPrefix = "kadr.worker.";
 
@@ -47,10 +50,22 @@ inline constexpr char kConfidence[] = "kadr-conf";
 inline constexpr char kIou[] = "kadr-iou";
 inline constexpr char kClasses[] = "kadr-classes";
 inline constexpr char kDraw[] = "kadr-draw";
+inline constexpr char kKind[] = "kadr-kind";
 inline constexpr char kStatus[] = "kadr-status";
 inline constexpr char kErrorCode[] = "kadr-error-code";
 inline constexpr char kErrorMessage[] = "kadr-error-message";
 }  // namespace header
+
+// Values of the kadr-kind header: what a frame is part of. Workers track (assign
+// Detection::track_id per stream id) for video and live frames only.
+namespace kind {
+inline constexpr char kImage[] = "image";  // an uploaded image (also: header absent, "")
+inline constexpr char kVideo[] = "video";  // a frame of a video job
+inline constexpr char kLive[] = "live";    // a frame of a live stream
+}  // namespace kind
+
+// True for "video" and "live": frames whose detections are tracked per stream.
+bool IsTrackedKind(std::string_view kind);
 
 // Identity and routing of one frame, carried in its headers.
 struct FrameMeta {
@@ -66,10 +81,12 @@ struct FrameMeta {
   std::string correlation_id;  // echoed back to the requester
   DetectOptions options;       // per-frame thresholds and class filter
   bool draw = true;            // produce the annotated image
+  std::string kind;            // kadr-kind: "" (absent), "image", "video" or "live"
 };
 
 void EncodeFrameHeaders(const FrameMeta& meta, bus::Headers& headers);
-// kInvalidArgument naming the bad header (missing frame id, non-numeric number, ...).
+// kInvalidArgument naming the bad header (missing frame id, non-numeric number, unknown
+// kadr-kind, ...).
 Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& headers);
 // For answering a frame whose headers did not decode: its identity and reply route as far
 // as they can be read (frame id `fallback_id` when absent, reply-to kadr.results when

@@ -30,6 +30,7 @@ json BoxJson(const Box& b) {
 json DetectionJson(const Detection& d) {
   json j = {
       {"class_id", d.class_id}, {"label", d.label}, {"score", d.score}, {"box", BoxJson(d.box)}};
+  if (d.track_id) j["track_id"] = *d.track_id;
   if (d.mask) {
     const Mask& m = *d.mask;
     j["mask"] = {{"x", m.x},
@@ -119,6 +120,13 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
       const auto& b = jd.at("box");
       d.box = {b.at("x").get<float>(), b.at("y").get<float>(), b.at("width").get<float>(),
                b.at("height").get<float>()};
+      if (jd.contains("track_id") && !jd["track_id"].is_null()) {
+        const json& t = jd["track_id"];
+        if (!t.is_number_integer() || t.get<std::int64_t>() < 1) {
+          return InvalidArgumentError("detection track_id must be an integer >= 1");
+        }
+        d.track_id = t.get<std::int64_t>();
+      }
       if (jd.contains("mask")) {
         const auto& jm = jd["mask"];
         Mask m;

@@ -20,17 +20,27 @@
 // for people, not a queue). Retention (HistoryStore::Enforce) runs every
 // `enforce_every_records` stored records and every `enforce_interval`.
 //
+// Messages are routed by their kadr-kind header (docs/protocol.md): `live` (a frame of a live
+// stream; its result and annotated image) goes to the LiveHub only, never to the history;
+// `video` (a frame of a video job, assembled by the gateway) is acknowledged, counted and
+// otherwise ignored; absent or anything else is recorded in the history as above. The live
+// hub serves GET /api/v1/streams/:id/live (MJPEG), .../events (SSE) and .../frame.
+//
 // Metrics: kadr_viewer_records_total{kind="result"|"image",outcome="stored"|"malformed"|
-// "failed"}.
+// "failed"}, kadr_viewer_live_messages_total{kind="frame"|"result",outcome="accepted"|
+// "malformed"}, kadr_viewer_ignored_messages_total{kind="video"}, kadr_viewer_live_clients
+// (open live connections) and kadr_viewer_live_rejected_total (503 past max_live_clients).
 //
 // Threading: Run() (or PollOnce()) from one thread. The HTTP handlers that RegisterRoutes
-// installs run on the server's threads and only read the (thread-safe) HistoryStore.
-// stats() from any thread.
+// installs run on the server's threads and only read the (thread-safe) HistoryStore and
+// LiveHub; each open live connection holds one server thread until its client leaves or the
+// server stops. stats() from any thread.
 // Ownership: the store, subscriber and metrics registry are borrowed and must outlive the
 // service; the service must outlive any HttpServer it registered routes on (stop the server
 // first).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -38,12 +48,14 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bus/bus.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "http/server.h"
 #include "viewer/history_store.h"
+#include "viewer/live_hub.h"
 
 namespace kadr::viewer {
 
@@ -67,6 +79,16 @@ struct ViewerOptions {
   // Unix ms; the system clock when unset. Stamps updated_ms, and created_ms when a result
   // carries no capture time.
   std::function<std::int64_t()> now_ms;
+  // The live streams' latest frames and results (bounds, idle expiry).
+  LiveHubOptions live;
+  // Open live connections (MJPEG and SSE together); more get 503. Each holds a server thread.
+  std::size_t max_live_clients = 16;
+  // An idle live connection sends something this often: SSE a comment line, MJPEG the latest
+  // frame again, so that proxies keep it open and a client that left is noticed.
+  std::chrono::milliseconds live_keepalive{10000};
+  // How often a live connection waiting for the next frame checks that its client is still
+  // there (and so how long a client that left holds its thread).
+  std::chrono::milliseconds live_check_interval{1000};
 };
 
 struct ViewerStats {
@@ -76,7 +98,21 @@ struct ViewerStats {
   std::uint64_t images_stored = 0;
   std::uint64_t images_malformed = 0;
   std::uint64_t images_failed = 0;
+  std::uint64_t live_frames = 0;     // live frames taken into the hub
+  std::uint64_t live_results = 0;    // live results taken into the hub
+  std::uint64_t live_malformed = 0;  // live messages dropped as malformed
+  std::uint64_t video_ignored = 0;   // video-job messages acknowledged and ignored
+  std::uint64_t live_clients = 0;    // live connections open now
+  std::uint64_t live_rejected = 0;   // live connections refused (503)
 };
+
+// The topics (and patterns, starting with '^') the viewer's subscriber reads: the results,
+// annotated images and gateway reply topics for the history, and the live streams' results
+// and annotated images for the live view.
+std::vector<std::string> ViewerTopics();
+
+// The MJPEG part boundary of GET /api/v1/streams/:id/live.
+inline constexpr char kMjpegBoundary[] = "kadrframe";
 
 // The job id for a stream id: `stream_id` itself when IsValidJobId accepts it; otherwise its
 // allowed characters (others replaced by '_', at most 47 of them) followed by '-' and 16 hex
@@ -114,16 +150,30 @@ class ViewerService {
   //                                        the job; failed: the job's error and its status
   //   GET /api/v1/jobs/:id/image           the annotated JPEG; 404 when there is none
   // Errors are the protocol's JSON bodies: 400 for an invalid id, 404 for an unknown job.
+  // Always, the live view (docs/api.md "Live view"):
+  //   GET /api/v1/streams/:id/live         multipart/x-mixed-replace; boundary=kadrframe: each
+  //                                        part one annotated JPEG as the worker made it,
+  //                                        latest-wins; starts with the latest frame and
+  //                                        waits (200, open) for a stream with none yet
+  //   GET /api/v1/streams/:id/events       text/event-stream: "event: result" with the result
+  //                                        JSON per frame, latest-wins; ": keep-alive" lines
+  //   GET /api/v1/streams/:id/frame        the latest annotated JPEG; 404 until there is one
+  // live and events: 503 past max_live_clients. 400 for an id over 128 bytes.
   // Returns the server's Route() error (kFailedPrecondition once it has started).
   Status RegisterRoutes(http::HttpServer& server, bool job_routes);
 
   ViewerStats stats() const;
+
+  // The live hub, for tests and for callers that feed it directly.
+  LiveHub& live_hub() { return live_; }
 
  private:
   void Handle(const bus::InboundMessage& in);
   // Both return kInvalidArgument for a malformed message, other codes when the store failed.
   Status StoreResult(const bus::InboundMessage& in);
   Status StoreImage(const bus::InboundMessage& in);
+  // kInvalidArgument for a malformed live message.
+  Status PutLive(const bus::InboundMessage& in, bool image);
   // Runs `op` up to store_attempts times while it fails with kUnavailable.
   Status WithRetries(const std::function<Status()>& op) const;
   void MaybeEnforce();
@@ -133,6 +183,10 @@ class ViewerService {
   http::HttpResponse GetJob(const http::HttpRequest& req);
   http::HttpResponse GetResult(const http::HttpRequest& req);
   http::HttpResponse GetImage(const http::HttpRequest& req, bool thumbnail);
+  http::HttpResponse LiveStream(const http::HttpRequest& req, LiveKind kind);
+  http::HttpResponse LiveFrame(const http::HttpRequest& req);
+  void WriteMjpeg(const std::string& stream, http::StreamWriter& out);
+  void WriteEvents(const std::string& stream, http::StreamWriter& out);
 
   const ViewerOptions options_;
   HistoryStore& store_;
@@ -144,6 +198,16 @@ class ViewerService {
   Counter& images_stored_;
   Counter& images_malformed_;
   Counter& images_failed_;
+  Counter& live_frames_;
+  Counter& live_results_;
+  Counter& live_frames_malformed_;
+  Counter& live_results_malformed_;
+  Counter& video_ignored_;
+  Gauge& live_clients_gauge_;
+  Counter& live_rejected_;
+
+  LiveHub live_;
+  std::atomic<std::size_t> live_clients_{0};
 
   // Retention bookkeeping; touched only by the polling thread.
   std::size_t stored_since_enforce_ = 0;

@@ -31,6 +31,7 @@ void EchoIdentity(const FrameMeta& meta, bus::Headers& h) {
   if (!meta.correlation_id.empty()) h.Set(header::kCorrelationId, meta.correlation_id);
   if (!meta.model.empty()) h.Set(header::kModel, meta.model);
   if (!meta.source.empty()) h.Set(header::kSource, meta.source);
+  if (!meta.kind.empty()) h.Set(header::kKind, meta.kind);
 }
 
 FrameResult NewResult(const FrameMeta& m, FrameStatus status, Status error,
@@ -172,7 +173,8 @@ WorkerService::WorkerService(WorkerOptions options, std::shared_ptr<inference::D
       detector_(std::move(detector)),
       publisher_(publisher),
       subscriber_(subscriber),
-      processor_(options_.processing) {}
+      processor_(options_.processing),
+      trackers_(options_.tracking, options_.tracking_idle_ms, options_.max_tracked_streams) {}
 
 WorkerService::~WorkerService() {
   std::lock_guard lock(lifetime_->mu);
@@ -185,8 +187,8 @@ std::int64_t WorkerService::NowMs() const {
 }
 
 WorkerStats WorkerService::stats() const {
-  return {frames_.load(), processed_.load(), skipped_.load(),
-          failed_.load(), acked_.load(),     publish_retries_.load()};
+  return {frames_.load(), processed_.load(),       skipped_.load(), failed_.load(),
+          acked_.load(),  publish_retries_.load(), tracked_.load()};
 }
 
 void WorkerService::OutputDelivered(const std::shared_ptr<Pending>& pending) {
@@ -379,6 +381,13 @@ void WorkerService::FinishStage(Pipeline& pipeline) {
   while (std::unique_ptr<Item> item = pipeline.to_finish.Pop()) {
     if (!item->done) {
       const FrameMeta& m = item->meta;
+      if (protocol::IsTrackedKind(m.kind)) {
+        // Here, not earlier: this stage sees one stream's frames in the order they were taken.
+        Stopwatch sw;
+        trackers_.Update(m.stream_id, NowMs(), item->frame.result.detections);
+        item->frame.result.timings_ms["track"] = sw.Lap();
+        ++tracked_;
+      }
       auto finished = processor_.Finish(std::move(item->frame), m.draw);
       if (finished) {
         ++processed_;

@@ -17,6 +17,12 @@
 // and being handed to the publisher; while that many are, the poll thread does not poll
 // (back-pressure on the broker, and a bound on memory).
 //
+// Frames of kind "video" or "live" (kadr-kind) are tracked: the finish stage, which sees the
+// frames in the order they were taken, runs the stream's tracker (tracking/tracker.h, keyed by
+// kadr-stream-id) on the detections before drawing and publishing, so each detection carries
+// its track_id and the annotation shows it. Other frames are never tracked. The kind is echoed
+// on the result and the annotated image.
+//
 // Per frame, exactly one result goes to the frame's reply-to topic: "ok" with detections,
 // "skipped" when its deadline had passed before processing, or "error" (the frame also goes
 // to the dead-letter topic, with the reason in its headers). A bad frame never stops the
@@ -42,6 +48,7 @@
 #include "inference/detector.h"
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
+#include "tracking/tracker.h"
 #include "worker/frame_processor.h"
 
 namespace kadr::worker {
@@ -69,8 +76,14 @@ struct WorkerOptions {
   std::string heartbeat_topic = std::string(protocol::kWorkersTopic);
   std::chrono::milliseconds heartbeat_interval{2000};
   std::string worker_id;  // unique per worker; "<host>-<pid>-<model>" when empty
-  // Unix ms; system clock when unset. Called from the poll and the detect threads.
+  // Unix ms; system clock when unset. Called from the poll, detect and finish threads.
   std::function<std::int64_t()> now_ms;
+  // Tracking of video and live frames: the tracker's thresholds, how long a stream may go
+  // without frames before its tracks are forgotten (its ids restart), and how many streams
+  // are tracked at once (least recently seen evicted beyond that).
+  tracking::TrackerOptions tracking;
+  std::int64_t tracking_idle_ms = 60000;
+  std::size_t max_tracked_streams = 1024;
 };
 
 struct WorkerStats {
@@ -80,6 +93,7 @@ struct WorkerStats {
   std::uint64_t failed = 0;           // "error" results, sent to the dead-letter topic
   std::uint64_t acked = 0;            // frames whose outputs were all delivered
   std::uint64_t publish_retries = 0;  // messages re-published after a failed delivery
+  std::uint64_t tracked = 0;          // "ok" frames that went through a tracker
 };
 
 class WorkerService {
@@ -127,6 +141,7 @@ class WorkerService {
   bus::FramePublisher& publisher_;
   bus::FrameSubscriber& subscriber_;
   FrameProcessor processor_;
+  tracking::TrackerSet trackers_;  // used by the finish stage only
 
   // Guards against callbacks after destruction; shared with every pending callback.
   struct Lifetime {
@@ -140,7 +155,7 @@ class WorkerService {
   std::atomic<std::int64_t> outstanding_{0};  // frames not yet acked
 
   std::atomic<std::uint64_t> frames_{0}, processed_{0}, skipped_{0}, failed_{0}, acked_{0},
-      publish_retries_{0};
+      publish_retries_{0}, tracked_{0};
 };
 
 }  // namespace kadr::worker

@@ -11,24 +11,20 @@
 //   KADR_ARTIFACTS_DIR  where screenshots and kadr's log go (default tests/browser/artifacts)
 // The UI's elements are found by their data-testid attributes (web/index.html).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+
+import {
+  BrowserSession, clickForResponse, imageLoaded as imageLoadedIn,
+} from './support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dataDir = process.env.KADR_TEST_DATA || '';
 const busJpg = dataDir ? path.join(dataDir, 'media', 'bus.jpg') : '';
 const artifacts = path.resolve(process.env.KADR_ARTIFACTS_DIR || path.join(here, 'artifacts'));
-const chromiumPath = process.env.KADR_CHROMIUM || '/usr/bin/chromium';
-
-const URL_LINE = 'kadr: web UI and API on ';
-const START_TIMEOUT_MS = 60_000;
-const READY_TIMEOUT_MS = 60_000;
-const STOP_GRACE_MS = 10_000;
 
 function skipReason() {
   if (!dataDir) {
@@ -40,141 +36,22 @@ function skipReason() {
 const skip = skipReason();
 if (skip) console.log(`kadr browser test skipped: ${skip}`);
 
-let kadr = null; // the `kadr up` child process
-let kadrLog = '';
+const session = new BrowserSession({ dataDir, artifactsDir: artifacts });
 let tmpDir = '';
-let browser = null;
 let page = null;
 let baseUrl = '';
-let step = 0;
 let busJobId = '';
-const pageErrors = [];
 
-async function screenshot(name) {
-  step += 1;
-  const file = path.join(artifacts, `${String(step).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-}
-
-// Starts `kadr up` and resolves with the URL from its announcement line on stdout.
-function startKadr() {
-  const bin = process.env.KADR_BIN;
-  if (!bin) throw new Error('KADR_BIN is not set (the kadr binary to test)');
-  if (!fs.existsSync(bin)) throw new Error(`KADR_BIN=${bin} does not exist; build kadr first`);
-  const args = ['up', '--http-port', '0', '--models', 'yolox_nano',
-    '--models-dir', path.join(dataDir, 'models'), '--data-dir', path.join(tmpDir, 'data')];
-  kadrLog += `$ ${bin} ${args.join(' ')}\n`;
-  kadr = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(
-      () => reject(new Error(`no "${URL_LINE}" line from kadr up within ${START_TIMEOUT_MS} ms\n${kadrLog}`)),
-      START_TIMEOUT_MS,
-    );
-    kadr.stdout.on('data', (chunk) => {
-      kadrLog += chunk;
-      stdout += chunk;
-      const line = stdout.split('\n').find((l) => l.startsWith(URL_LINE));
-      const match = line && line.slice(URL_LINE.length).match(/^(http:\/\/\S+?)\/?\s*$/);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]);
-      }
-    });
-    kadr.stderr.on('data', (chunk) => {
-      kadrLog += chunk;
-    });
-    kadr.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    kadr.on('exit', (code, signal) => {
-      kadrLog += `[kadr exited code=${code} signal=${signal}]\n`;
-      clearTimeout(timer);
-      reject(new Error(`kadr up exited early (code=${code} signal=${signal})\n${kadrLog}`));
-    });
-  });
-}
-
-async function waitReady(url) {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      const response = await fetch(`${url}/readyz`);
-      if (response.status === 200) return;
-      last = `${response.status} ${await response.text()}`;
-    } catch (error) {
-      last = error.message;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`GET /readyz not 200 within ${READY_TIMEOUT_MS} ms (last: ${last})\n${kadrLog}`);
-}
-
-// SIGTERM, then SIGKILL when kadr has not exited after STOP_GRACE_MS.
-async function stopKadr() {
-  if (!kadr || kadr.exitCode !== null || kadr.signalCode !== null) return;
-  const exited = new Promise((resolve) => kadr.once('exit', resolve));
-  kadr.kill('SIGTERM');
-  const timer = setTimeout(() => {
-    kadrLog += `[kadr still running ${STOP_GRACE_MS} ms after SIGTERM; SIGKILL]\n`;
-    kadr.kill('SIGKILL');
-  }, STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
-}
-
-// Last resort when the runner dies without running after(): never leave kadr behind.
-process.on('exit', () => {
-  if (kadr && kadr.exitCode === null && kadr.signalCode === null) kadr.kill('SIGKILL');
-});
+const screenshot = (name) => session.screenshot(name);
 
 // The element with data-testid `id` inside the view `view` ("detect" or "history").
 const inView = (view, id) => page.locator(`[data-testid="view-${view}"] [data-testid="${id}"]`);
 
-async function imageLoaded(locator) {
-  await locator.waitFor({ state: 'visible' });
-  const handle = await locator.elementHandle();
-  await page.waitForFunction((img) => img.complete && img.naturalWidth > 0, handle, {
-    timeout: 15_000,
-  });
-  return handle.evaluate((img) => img.naturalWidth);
-}
+const imageLoaded = (locator) => imageLoadedIn(page, locator, { timeoutMs: 15_000 });
 
 describe('kadr web UI', { skip, concurrency: false }, () => {
-  before(async () => {
-    fs.mkdirSync(artifacts, { recursive: true });
-    for (const name of fs.readdirSync(artifacts)) {
-      if (/^\d\d-.+\.png$|^kadr\.log$/.test(name)) fs.rmSync(path.join(artifacts, name));
-    }
-    tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kadr-browser-'));
-    let chromium;
-    try {
-      ({ chromium } = await import('playwright-core'));
-    } catch (error) {
-      throw new Error(`playwright-core is not installed: run \`npm ci --prefix tests/browser\` ` +
-                      `(scripts/setup-debian.sh does) [${error.message}]`);
-    }
-    if (!fs.existsSync(chromiumPath)) {
-      throw new Error(`no browser at ${chromiumPath}: apt-get install chromium ` +
-                      `(scripts/setup-debian.sh does) or set KADR_CHROMIUM`);
-    }
-    baseUrl = (await startKadr()).replace(/\/$/, '');
-    await waitReady(baseUrl);
-    browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] });
-    const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(30_000);
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-  }, { timeout: START_TIMEOUT_MS + READY_TIMEOUT_MS + 30_000 });
-
-  after(async () => {
-    if (browser) await browser.close().catch(() => {});
-    await stopKadr();
-    if (kadrLog) fs.writeFileSync(path.join(artifacts, 'kadr.log'), kadrLog);
-    if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
-  }, { timeout: STOP_GRACE_MS + 10_000 });
+  session.hooks({ kadrArgs: ['--models', 'yolox_nano'], viewport: { width: 1366, height: 768 } },
+    () => ({ page, baseUrl, tmpDir } = session));
 
   test('the page loads and lists yolox_nano', async () => {
     await page.goto(`${baseUrl}/`);
@@ -193,12 +70,7 @@ describe('kadr web UI', { skip, concurrency: false }, () => {
   test('bus.jpg shows the annotated image, a bus and the timings', async () => {
     await page.getByTestId('model-select').selectOption('yolox_nano');
     await page.getByTestId('file-input').setInputFiles(busJpg);
-    const responsePromise = page.waitForResponse(
-      (r) => r.url().includes('/api/v1/detect') && r.request().method() === 'POST',
-    );
-    await page.getByTestId('submit').click();
-    const response = await responsePromise;
-    assert.equal(response.status(), 200, `POST /api/v1/detect answered ${response.status()}`);
+    await clickForResponse(page, page.getByTestId('submit'), { pathname: '/api/v1/detect', status: 200 });
 
     const width = await imageLoaded(inView('detect', 'result-image'));
     assert.ok(width > 0);
@@ -267,6 +139,6 @@ describe('kadr web UI', { skip, concurrency: false }, () => {
   });
 
   test('no script errors on the page', () => {
-    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(session.pageErrors, []);
   });
 });

@@ -7,10 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -22,6 +20,7 @@
 #include "kafka/kafka_publisher.h"
 #include "protocol/heartbeat.h"
 #include "support/child_process.h"
+#include "support/kadr_up.h"
 #include "support/test_data.h"
 
 namespace kadr {
@@ -44,15 +43,6 @@ std::string Encode(const cv::Mat& img, const std::string& ext) {
 std::string WhitePng() { return Encode(cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(255)), ".png"); }
 std::string BlackJpeg() { return Encode(cv::Mat(64, 48, CV_8UC3, cv::Scalar::all(0)), ".jpg"); }
 
-bool WaitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(100ms);
-  }
-  return true;
-}
-
 json Parse(const httplib::Result& r) {
   if (!r) return json();
   return json::parse(r->body, nullptr, false);
@@ -74,36 +64,21 @@ struct Service {
                                         const std::filesystem::path& log) {
     auto s = std::make_unique<Service>();
     s->process = std::make_unique<ChildProcess>(args, log);
-    const auto port = s->process->WaitForLog(
-        R"(kadr: web UI and (?:API|history) on http://127\.0\.0\.1:(\d+)/)", kStartTimeout);
-    if (!port) {
+    s->port = testing::WaitForHttpPort(*s->process, kStartTimeout);
+    if (s->port == 0) {
       ADD_FAILURE() << "kadr did not start; its log:\n" << s->process->Log();
       return nullptr;
     }
-    s->port = std::stoi(*port);
     if (auto b = s->process->WaitForLog(R"(kadr: embedded Kafka broker on (\S+))", 1s)) {
       s->broker = *b;
     }
     return s;
   }
 
-  httplib::Client Client() const {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(60s);
-    c.set_connection_timeout(5s);
-    return c;
-  }
+  httplib::Client Client() const { return testing::LoopbackClient(port); }
 
   // Waits until GET /readyz answers 200.
-  bool WaitReady() const {
-    auto c = Client();
-    return WaitUntil(
-        [&] {
-          auto r = c.Get("/readyz");
-          return r && r->status == 200;
-        },
-        kStartTimeout);
-  }
+  bool WaitReady() const { return testing::WaitReady(port, kStartTimeout); }
 };
 
 class HttpApiTest : public ::testing::Test {
@@ -145,12 +120,8 @@ class HttpApiTest : public ::testing::Test {
   }
   void TearDown() override {
     if (HasFailure() && up_ != nullptr) {
-      std::cerr << "---- kadr up log (tail) ----\n" << Tail(up_->process->Log()) << "\n";
+      std::cerr << "---- kadr up log (tail) ----\n" << up_->process->LogTail() << "\n";
     }
-  }
-
-  static std::string Tail(const std::string& s) {
-    return s.size() > 6000 ? s.substr(s.size() - 6000) : s;
   }
 
   // A heartbeat for a model with a "worker" that never answers, valid for a minute.
@@ -392,7 +363,7 @@ TEST_F(HttpApiTest, AsyncJobIsAcceptedAtOnceThenDoneWithResultImageAndHistory) {
       << r->body;
 
   json status;
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(testing::WaitUntil(
       [&] {
         auto s = c.Get("/api/v1/jobs/" + id);
         status = Parse(s);
@@ -414,7 +385,7 @@ TEST_F(HttpApiTest, AsyncJobIsAcceptedAtOnceThenDoneWithResultImageAndHistory) {
 
   // The viewer records it: listed in the history, with a thumbnail.
   json list;
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(testing::WaitUntil(
       [&] {
         auto l = c.Get("/api/v1/jobs?limit=100");
         list = Parse(l);
@@ -463,7 +434,7 @@ TEST_F(HttpApiTest, SecondGatewayGetsItsOwnRepliesAndReportsMissingWorkersAndDea
   auto ca = up_->Client();
 
   // It learns of tiny's worker from the announcements.
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(testing::WaitUntil(
       [&] {
         auto m = Parse(cb.Get("/api/v1/models"));
         for (const auto& x : m.value("models", json::array())) {
@@ -472,7 +443,7 @@ TEST_F(HttpApiTest, SecondGatewayGetsItsOwnRepliesAndReportsMissingWorkersAndDea
         return false;
       },
       30s))
-      << Tail(b->process->Log());
+      << b->process->LogTail();
 
   // Both gateways at once, each answered with its own job.
   std::vector<std::thread> threads;
@@ -494,9 +465,7 @@ TEST_F(HttpApiTest, SecondGatewayGetsItsOwnRepliesAndReportsMissingWorkersAndDea
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok_a.load(), 2);
-  EXPECT_EQ(ok_b.load(), 2) << failures[1] << "\n"
-                            << failures[3] << "\n"
-                            << Tail(b->process->Log());
+  EXPECT_EQ(ok_b.load(), 2) << failures[1] << "\n" << failures[3] << "\n" << b->process->LogTail();
 
   // people-hog is configured (a built-in) but no worker serves it: 503, and not ready.
   auto none = cb.Post("/api/v1/detect?model=people-hog", WhitePng(), "image/png");
@@ -509,7 +478,7 @@ TEST_F(HttpApiTest, SecondGatewayGetsItsOwnRepliesAndReportsMissingWorkersAndDea
 
   // A model whose worker announced itself but never answers.
   AnnounceGhostWorker("ghost");
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(testing::WaitUntil(
       [&] {
         auto m = cb.Get("/api/v1/models");
         return m && m->body.find("\"ghost\"") != std::string::npos;
@@ -536,7 +505,7 @@ TEST_F(HttpApiTest, SecondGatewayGetsItsOwnRepliesAndReportsMissingWorkersAndDea
   ASSERT_TRUE(still);
   EXPECT_EQ(still->status, 200);
 
-  EXPECT_EQ(b->process->Stop(30s), 0) << Tail(b->process->Log());
+  EXPECT_EQ(b->process->Stop(30s), 0) << b->process->LogTail();
 }
 
 TEST(HttpApiNoBrokerTest, GatewayWithoutABrokerAnswers503AndIsNotReady) {
@@ -577,7 +546,7 @@ TEST(HttpApiRestartTest, HistorySurvivesARestart) {
     ASSERT_EQ(r->status, 200) << r->body;
     id = Parse(r)["job_id"];
     // Recorded by the viewer before we stop.
-    ASSERT_TRUE(WaitUntil(
+    ASSERT_TRUE(testing::WaitUntil(
         [&] {
           auto l = c.Get("/api/v1/jobs");
           return l && l->body.find(id) != std::string::npos;

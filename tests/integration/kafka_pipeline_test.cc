@@ -3,9 +3,7 @@
 // published with kafka::KafkaPublisher (or kcat), results read back from kadr.results.
 //
 // Every wait is bounded; a failure names what was still missing and prints the workers' logs.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,8 +14,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -39,9 +37,9 @@
 #include "kafka/kafka_publisher.h"
 #include "kafka/kafka_subscriber.h"
 #include "protocol/frame.h"
+#include "support/child_process.h"
 #include "support/test_data.h"
-
-extern char** environ;
+#include "support/wait.h"
 
 namespace kadr {
 namespace {
@@ -66,12 +64,7 @@ std::int64_t NowMs() {
 
 // Polls `done` every 20 ms until it holds or `timeout` passes.
 bool WaitUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+  return testing::WaitUntil(done, timeout, 20ms);
 }
 
 std::vector<std::uint8_t> EncodeImage(bool white, const std::string& ext) {
@@ -86,13 +79,6 @@ std::vector<std::uint8_t> CorruptJpeg() {
   return {s.begin(), s.end()};
 }
 
-std::string ReadText(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Runs a shell command and returns its stdout and exit code.
 std::pair<int, std::string> Shell(const std::string& cmd) {
   std::string out;
@@ -105,22 +91,13 @@ std::pair<int, std::string> Shell(const std::string& cmd) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-// A `kadr worker` child process; its stdout and stderr go to `log`.
-struct WorkerProcess {
-  std::string name;
-  pid_t pid = -1;
-  std::filesystem::path log;
-  bool reaped = false;
-  int wait_status = 0;
+// A `kadr worker` child process, named for the logs; its stdout and stderr go to `log`.
+struct WorkerProcess : testing::ChildProcess {
+  WorkerProcess(std::string worker_name, const std::vector<std::string>& argv,
+                std::filesystem::path log)
+      : ChildProcess(argv, std::move(log)), name(std::move(worker_name)) {}
 
-  std::string Log() const { return ReadText(log); }
-
-  bool Running() {
-    if (reaped) return false;
-    const pid_t r = waitpid(pid, &wait_status, WNOHANG);
-    if (r == pid) reaped = true;
-    return !reaped;
-  }
+  const std::string name;
 
   // Partitions held now, from the "partitions assigned/revoked count=N" log lines (the
   // default assignors are eager: every rebalance revokes all, then assigns).
@@ -273,13 +250,9 @@ class KafkaPipelineTest : public ::testing::Test {
   void TearDown() override {
     feeder_ = {};  // joins
     for (auto& w : workers_) {
-      if (w.Running()) {
-        kill(w.pid, SIGKILL);
-        waitpid(w.pid, &w.wait_status, 0);
-        w.reaped = true;
-      }
+      w.Kill();
       if (HasFailure()) {
-        std::cerr << "---- log of worker " << w.name << " (pid " << w.pid << ") ----\n"
+        std::cerr << "---- log of worker " << w.name << " (pid " << w.pid() << ") ----\n"
                   << w.Log() << "---- end of " << w.name << " ----\n";
       }
     }
@@ -306,34 +279,10 @@ class KafkaPipelineTest : public ::testing::Test {
                                      "--brokers",
                                      broker_->bootstrap()};
     args.insert(args.end(), extra.begin(), extra.end());
-    WorkerProcess w;
-    w.name = name;
-    w.log = dir_ / (name + ".log");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, w.log.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDERR_FILENO, STDOUT_FILENO);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sigset_t none;
-    sigemptyset(&none);
-    sigset_t all;
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const int err = posix_spawn(&w.pid, argv[0], &actions, &attr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    EXPECT_EQ(err, 0) << "cannot start " << KADR_BINARY << ": " << std::strerror(err);
-    if (err != 0) w.reaped = true;
-    workers_.push_back(std::move(w));
-    return workers_.back();
+    WorkerProcess& w = workers_.emplace_back(name, args, dir_ / (name + ".log"));
+    EXPECT_EQ(w.spawn_error(), 0) << "cannot start " << KADR_BINARY << ": "
+                                  << std::strerror(w.spawn_error());
+    return w;
   }
 
   // Waits until `w` holds at least one partition of the frames topic.
@@ -438,7 +387,7 @@ class KafkaPipelineTest : public ::testing::Test {
   std::unique_ptr<kafka::EmbeddedBroker> broker_;
   std::unique_ptr<kafka::KafkaPublisher> publisher_;
   std::unique_ptr<Collector> collector_;
-  std::vector<WorkerProcess> workers_;  // reserve()d by tests that start several
+  std::deque<WorkerProcess> workers_;  // a deque: StartWorker's references stay valid
   std::jthread feeder_;
   std::atomic<int> published_{0};
   std::atomic<int> failed_deliveries_{0};
@@ -472,7 +421,6 @@ TEST_F(KafkaPipelineTest, FrameProducedByKcatIsAnsweredAndReadBackByKcat) {
 }
 
 TEST_F(KafkaPipelineTest, TwoWorkersShareTheFramesAndNoFrameIsLostWhenOneIsKilled) {
-  workers_.reserve(2);
   const std::vector<std::string> flags = {"--session-timeout-ms", "6000"};
   WorkerProcess& a = StartWorker("a", flags);
   ASSERT_TRUE(WaitAssigned(a));
@@ -493,7 +441,7 @@ TEST_F(KafkaPipelineTest, TwoWorkersShareTheFramesAndNoFrameIsLostWhenOneIsKille
   ASSERT_TRUE(WaitUntil([&] { return collector_->AnsweredPartitions().size() == 4; }, kWait))
       << "answered partitions: " << collector_->AnsweredPartitions().size();
   ASSERT_LT(published_.load(), 150) << "the kill must happen while frames flow";
-  ASSERT_EQ(kill(a.pid, SIGKILL), 0);
+  ASSERT_EQ(kill(a.pid(), SIGKILL), 0);
   ASSERT_TRUE(WaitUntil([&] { return !a.Running(); }, 10s));
 
   ExpectAllAnswered(ids);
@@ -609,17 +557,16 @@ TEST_F(KafkaPipelineTest, FramePastItsDeadlineGetsSkippedResult) {
 }
 
 TEST_F(KafkaPipelineTest, SigtermDrainsAndExitsZeroAndTheNextWorkerLosesNothing) {
-  workers_.reserve(2);
   WorkerProcess& a = StartWorker("a");
   StartCollector();
   ASSERT_TRUE(WaitAssigned(a));
   const auto ids = FeedFrames("f", 120, 25ms);
   ASSERT_TRUE(WaitUntil([&] { return collector_->Distinct() >= 20; }, kWait));
-  ASSERT_EQ(kill(a.pid, SIGTERM), 0);
+  ASSERT_EQ(kill(a.pid(), SIGTERM), 0);
   ASSERT_LT(published_.load(), 120) << "SIGTERM must arrive while frames flow";
   ASSERT_TRUE(WaitUntil([&] { return !a.Running(); }, 15s)) << "no exit within 15 s of SIGTERM";
-  ASSERT_TRUE(WIFEXITED(a.wait_status)) << "killed by signal " << WTERMSIG(a.wait_status);
-  EXPECT_EQ(WEXITSTATUS(a.wait_status), 0);
+  ASSERT_TRUE(WIFEXITED(a.wait_status())) << "killed by signal " << WTERMSIG(a.wait_status());
+  EXPECT_EQ(WEXITSTATUS(a.wait_status()), 0);
 
   // Every frame it took was answered before it exited.
   std::smatch m;

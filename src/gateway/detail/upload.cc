@@ -110,18 +110,20 @@ Result<Upload> ParseUpload(const http::HttpRequest& req, std::chrono::millisecon
   if (type == "multipart/form-data") {
     const http::MultipartFile* part = req.File("image");
     if (part == nullptr) part = req.File("file");
+    if (part == nullptr) part = req.File("video");
     if (part == nullptr) {
-      return InvalidArgumentError("multipart body has no 'image' (or 'file') part");
+      return InvalidArgumentError("multipart body has no 'image' (or 'file', 'video') part");
     }
     up.image = part->content;
     up.filename = SanitizeFileName(part->filename);
-  } else if (type.empty() || type == "application/octet-stream" || type.starts_with("image/")) {
+  } else if (type.empty() || type == "application/octet-stream" || type.starts_with("image/") ||
+             type.starts_with("video/")) {
     up.image = req.body;
     if (auto d = req.Header("Content-Disposition"))
       up.filename = SanitizeFileName(DispositionFileName(*d));
   } else {
     return UnsupportedError("unsupported Content-Type '" + type +
-                            "'; send the image as the raw body (image/*, "
+                            "'; send the image or video as the raw body (image/*, video/*, "
                             "application/octet-stream) or as multipart/form-data");
   }
   if (up.image.empty()) return InvalidArgumentError("empty image");

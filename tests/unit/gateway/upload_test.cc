@@ -25,14 +25,15 @@ http::HttpRequest Raw(std::string content_type, std::string body,
 }
 
 TEST(ParseUploadTest, RawBodyWithQueryParameters) {
-  auto up = ParseUpload(Raw("image/png; charset=binary", "PNGDATA",
-                            {{"model", " m "},
-                             {"conf", "0.25"},
-                             {"iou", "1"},
-                             {"classes", " car, ,2 ,"},
-                             {"draw", "false"},
-                             {"timeout_ms", "1500"}}),
-                        300000ms);
+  // Upload::image views the request's body: the request must outlive it.
+  const http::HttpRequest req = Raw("image/png; charset=binary", "PNGDATA",
+                                    {{"model", " m "},
+                                     {"conf", "0.25"},
+                                     {"iou", "1"},
+                                     {"classes", " car, ,2 ,"},
+                                     {"draw", "false"},
+                                     {"timeout_ms", "1500"}});
+  auto up = ParseUpload(req, 300000ms);
   ASSERT_TRUE(up.has_value()) << up.error().ToString();
   EXPECT_EQ(up->image, "PNGDATA");
   EXPECT_EQ(up->model, "m");
@@ -44,7 +45,8 @@ TEST(ParseUploadTest, RawBodyWithQueryParameters) {
 }
 
 TEST(ParseUploadTest, DefaultsWhenNothingIsGiven) {
-  auto up = ParseUpload(Raw("application/octet-stream", "x"), 300000ms);
+  const http::HttpRequest req = Raw("application/octet-stream", "x");
+  auto up = ParseUpload(req, 300000ms);
   ASSERT_TRUE(up.has_value());
   EXPECT_FALSE(up->model);
   EXPECT_FALSE(up->confidence);

@@ -96,6 +96,66 @@ TEST(ClassColorTest, HandlesNegativeAndExtremeIds) {
   }
 }
 
+TEST(TrackColorTest, IsStableAndDiffersBetweenConsecutiveTracks) {
+  for (std::int64_t id = 1; id <= 200; ++id) {
+    EXPECT_EQ(TrackColor(id), TrackColor(id)) << id;
+    EXPECT_NE(TrackColor(id), TrackColor(id + 1)) << id;
+  }
+  for (std::int64_t id :
+       {std::int64_t{0}, std::int64_t{-1}, std::numeric_limits<std::int64_t>::max(),
+        std::numeric_limits<std::int64_t>::min()}) {
+    const cv::Scalar c = TrackColor(id);
+    for (int ch = 0; ch < 3; ++ch) {
+      EXPECT_GE(c[ch], 0) << id;
+      EXPECT_LE(c[ch], 255) << id;
+    }
+  }
+}
+
+TEST(CaptionTextTest, ShowsTheTrackIdBeforeLabelAndScore) {
+  Detection d = MakeDetection(2, {0, 0, 10, 10}, "car", 0.873f);
+  EXPECT_EQ(CaptionText(d), "car 0.87");
+  d.track_id = 12;
+  EXPECT_EQ(CaptionText(d), "#12 car 0.87");
+  d.label.clear();
+  EXPECT_EQ(CaptionText(d), "#12 class 2 0.87");
+}
+
+TEST(AnnotateTest, TrackedDetectionIsDrawnInItsTrackColour) {
+  // Two objects of the same class: untracked they share the class colour; tracked, each is
+  // drawn in its own track's colour, box and caption tab alike.
+  Detection a = MakeDetection(3, {100, 150, 200, 200}, "car");
+  Detection b = MakeDetection(3, {350, 150, 200, 200}, "car");
+  a.track_id = 4;
+  b.track_id = 5;
+  ASSERT_NE(TrackColor(4), TrackColor(5));
+  ASSERT_NE(TrackColor(4), ClassColor(3));
+  EXPECT_EQ(DetectionColor(a), TrackColor(4));
+  EXPECT_EQ(DetectionColor(MakeDetection(3, {0, 0, 1, 1})), ClassColor(3));
+  cv::Mat image(480, 640, CV_8UC3, cv::Scalar::all(128));
+  const std::vector<Detection> dets = {a, b};
+  Annotate(image, dets);
+  EXPECT_EQ(image.at<cv::Vec3b>(250, 100), ToVec(TrackColor(4)));  // a's left edge
+  EXPECT_EQ(image.at<cv::Vec3b>(250, 350), ToVec(TrackColor(5)));  // b's left edge
+  EXPECT_GT(CountColour(image(cv::Rect(100, 135, 40, 14)), TrackColor(4)), 40 * 14 / 3);
+  EXPECT_EQ(CountColour(image, ClassColor(3)), 0) << "the class colour is not used";
+}
+
+TEST(AnnotateTest, TrackIdWidensTheCaption) {
+  // The caption "#123 car 0.87" is longer than "car 0.87": its tab reaches further right.
+  Detection d = MakeDetection(3, {100, 150, 400, 250}, "car");
+  cv::Mat plain(480, 640, CV_8UC3, cv::Scalar::all(128));
+  Annotate(plain, std::span(&d, 1));
+  d.track_id = 123;
+  cv::Mat tracked(480, 640, CV_8UC3, cv::Scalar::all(128));
+  Annotate(tracked, std::span(&d, 1));
+  auto tab_width = [](const cv::Mat& image, const cv::Scalar& colour) {
+    // Count tab-coloured pixels along a row through the middle of the tab.
+    return CountColour(image(cv::Rect(0, 140, image.cols, 1)), colour);
+  };
+  EXPECT_GT(tab_width(tracked, TrackColor(123)), tab_width(plain, ClassColor(3)) + 10);
+}
+
 TEST(AnnotateTest, DrawsBoxBorderInClassColourAndLeavesInteriorUnchanged) {
   cv::Mat image(480, 640, CV_8UC3, cv::Scalar::all(128));
   const Detection d = MakeDetection(3, {100, 150, 400, 250});

@@ -47,6 +47,7 @@ FrameMeta FullMeta() {
   m.options.iou = 0.6f;
   m.options.classes = {0, 2, 16};
   m.draw = false;
+  m.kind = "live";
   return m;
 }
 
@@ -76,6 +77,7 @@ TEST(FrameHeadersTest, RoundTripsEveryField) {
   EXPECT_FLOAT_EQ(*out->options.iou, 0.6f);
   EXPECT_EQ(out->options.classes, (std::vector<int>{0, 2, 16}));
   EXPECT_FALSE(out->draw);
+  EXPECT_EQ(out->kind, "live");
 }
 
 TEST(FrameHeadersTest, RoundTripsThresholdBounds) {
@@ -103,6 +105,7 @@ TEST(FrameHeadersTest, EncodesTheDocumentedHeaderNames) {
   EXPECT_EQ(h.Get("content-type"), "image/jpeg");
   EXPECT_EQ(h.Get("kadr-classes"), "0,2,16");
   EXPECT_EQ(h.Get("kadr-draw"), "0");
+  EXPECT_EQ(h.Get("kadr-kind"), "live");
   EXPECT_TRUE(h.Get("kadr-conf").has_value());
   EXPECT_TRUE(h.Get("kadr-iou").has_value());
 }
@@ -114,7 +117,7 @@ TEST(FrameHeadersTest, MinimalMetaEncodesOnlyWhatIsSet) {
   EncodeFrameHeaders(in, h);
   for (const char* absent :
        {"kadr-stream-id", "kadr-capture-ms", "kadr-deadline-ms", "kadr-model", "kadr-reply-to",
-        "kadr-correlation-id", "kadr-conf", "kadr-iou", "kadr-classes", "kadr-draw"}) {
+        "kadr-correlation-id", "kadr-conf", "kadr-iou", "kadr-classes", "kadr-draw", "kadr-kind"}) {
     EXPECT_FALSE(h.Get(absent).has_value()) << absent;
   }
 }
@@ -137,6 +140,31 @@ TEST(FrameHeadersTest, DecodesDefaultsFromOnlyAFrameId) {
   EXPECT_FALSE(m->options.iou.has_value());
   EXPECT_TRUE(m->options.classes.empty());
   EXPECT_TRUE(m->draw);
+  EXPECT_EQ(m->kind, "") << "no kadr-kind: an uploaded image";
+}
+
+TEST(FrameHeadersTest, RoundTripsEveryKind) {
+  for (const char* kind : {"", "image", "video", "live"}) {
+    SCOPED_TRACE(kind);
+    FrameMeta in = FullMeta();
+    in.kind = kind;
+    auto out = RoundTrip(in);
+    ASSERT_TRUE(out.has_value()) << out.error().ToString();
+    EXPECT_EQ(out->kind, kind);
+  }
+  EXPECT_TRUE(IsTrackedKind("video"));
+  EXPECT_TRUE(IsTrackedKind("live"));
+  EXPECT_FALSE(IsTrackedKind("image"));
+  EXPECT_FALSE(IsTrackedKind(""));
+}
+
+TEST(FrameHeadersTest, EmptyKindHeaderReadsAsAbsent) {
+  bus::Headers h;
+  h.Set("kadr-frame-id", "f1");
+  h.Set("kadr-kind", "");
+  auto m = DecodeFrameHeaders(h);
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->kind, "");
 }
 
 TEST(FrameHeadersTest, EmptyReplyToFallsBackToTheResultsTopic) {
@@ -232,6 +260,24 @@ TEST(FrameHeadersTest, BadClassesAreRejectedNamingTheHeader) {
   for (const char* bad : {"person", "1,x", "-1", "1;2", "2.5", "100001"}) {
     SCOPED_TRACE(bad);
     ExpectRejected("kadr-classes", bad);
+  }
+}
+
+TEST(FrameHeadersTest, BestEffortMetaKeepsAKnownKindAndDropsAnUnknownOne) {
+  bus::Headers h;
+  h.Set("kadr-kind", "video");
+  h.Set("kadr-seq", "not a number");
+  FrameMeta m = BestEffortFrameMeta(h, "job1", "fallback");
+  EXPECT_EQ(m.kind, "video");
+  EXPECT_EQ(m.stream_id, "job1");
+  h.Set("kadr-kind", "bogus");
+  EXPECT_EQ(BestEffortFrameMeta(h, "job1", "fallback").kind, "");
+}
+
+TEST(FrameHeadersTest, UnknownKindIsRejectedNamingTheHeader) {
+  for (const char* bad : {"Live", "stream", " video", "image,video", "1"}) {
+    SCOPED_TRACE(bad);
+    ExpectRejected("kadr-kind", bad);
   }
 }
 

@@ -48,6 +48,7 @@ void ExpectSameResult(const DetectionResult& a, const DetectionResult& b) {
     EXPECT_EQ(x.score, y.score) << i;
     EXPECT_EQ(x.box, y.box) << i;
     EXPECT_EQ(x.mask, y.mask) << i;
+    EXPECT_EQ(x.track_id, y.track_id) << i;
   }
 }
 
@@ -132,6 +133,39 @@ TEST(ResultJsonTest, UsesTheDocumentedFieldNames) {
 
   // A detection without a mask has no "mask" key at all (not null).
   EXPECT_EQ(Keys(j["detections"][1]), (std::set<std::string>{"class_id", "label", "score", "box"}));
+}
+
+TEST(ResultJsonTest, RoundTripsTrackIds) {
+  DetectionResult r = SampleResult(/*with_mask=*/true);
+  r.detections[0].track_id = 1;
+  r.detections[1].track_id = 9'000'000'000;  // beyond 32 bits
+  const json j = json::parse(ToJson(r));
+  EXPECT_EQ(j["detections"][0]["track_id"], 1);
+  EXPECT_EQ(j["detections"][1]["track_id"], 9'000'000'000);
+  auto decoded = ResultFromJson(j.dump());
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  ExpectSameResult(*decoded, r);
+}
+
+TEST(ResultJsonTest, UntrackedDetectionsHaveNoTrackId) {
+  json j = json::parse(ToJson(SampleResult(/*with_mask=*/false)));
+  EXPECT_FALSE(j["detections"][0].contains("track_id"));
+  j["detections"][0]["track_id"] = nullptr;  // null reads as absent
+  auto decoded = ResultFromJson(j.dump());
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_FALSE(decoded->detections[0].track_id.has_value());
+}
+
+TEST(ResultJsonTest, RejectsTrackIdsThatAreNotPositiveIntegers) {
+  for (const json& bad : {json(0), json(-3), json(1.5), json("7"), json(true)}) {
+    json j = json::parse(ToJson(SampleResult(/*with_mask=*/false)));
+    j["detections"][1]["track_id"] = bad;
+    auto decoded = ResultFromJson(j.dump());
+    ASSERT_FALSE(decoded.has_value()) << bad.dump();
+    EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument) << bad.dump();
+    EXPECT_NE(decoded.error().message().find("track_id"), std::string::npos)
+        << decoded.error().message();
+  }
 }
 
 TEST(ResultJsonTest, AcceptsAMissingTimingsObject) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -1026,6 +1027,128 @@ TEST_F(WorkerServiceTest, TotalTimeCountsFromTheFrameBeingTaken) {
   for (const char* k : {"decode", "preprocess", "inference", "postprocess", "draw", "encode"}) {
     EXPECT_TRUE(results[1].result.timings_ms.count(k)) << k;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tracking and kadr-kind
+
+FrameMeta KindMeta(const std::string& id, const std::string& stream, const std::string& kind,
+                   std::int64_t seq) {
+  FrameMeta m = Meta(id);
+  m.stream_id = stream;
+  m.kind = kind;
+  m.sequence = seq;
+  return m;
+}
+
+TEST_F(WorkerServiceTest, ConsecutiveVideoFramesOfAnObjectGetTheSameTrackId) {
+  // The fake model finds the same box in both frames: one object, one track.
+  Enqueue(KindMeta("v0", "job1", "video", 0), Png(80, 60));
+  Enqueue(KindMeta("v1", "job1", "video", 1), Png(80, 60));
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    ASSERT_EQ(r.status, FrameStatus::kOk) << r.frame_id;
+    ASSERT_EQ(r.result.detections.size(), 1u) << r.frame_id;
+    ASSERT_TRUE(r.result.detections[0].track_id.has_value()) << r.frame_id;
+    EXPECT_EQ(*r.result.detections[0].track_id, 1) << r.frame_id;
+    EXPECT_TRUE(r.result.timings_ms.count("track")) << r.frame_id;
+  }
+  EXPECT_EQ(service_->stats().tracked, 2u);
+  // The kind is echoed on the result and on the annotated image.
+  for (const auto& m : bus_.Topic(kResults)) EXPECT_EQ(m.headers.Get("kadr-kind"), "video");
+  const auto annotated = bus_.Topic(kAnnotated);
+  ASSERT_EQ(annotated.size(), 2u);
+  for (const auto& m : annotated) EXPECT_EQ(m.headers.Get("kadr-kind"), "video");
+}
+
+TEST_F(WorkerServiceTest, LiveStreamsAreTrackedEachOnItsOwn) {
+  // Interleaved frames of two streams whose objects are in different places. One tracker for
+  // both would give cam-b's object id 2; per stream, both are 1, frame after frame.
+  Enqueue(KindMeta("a0", "cam-a", "live", 0), Png(80, 60));
+  Enqueue(KindMeta("b0", "cam-b", "live", 0), Png(400, 300));
+  Enqueue(KindMeta("a1", "cam-a", "live", 1), Png(80, 60));
+  Enqueue(KindMeta("b1", "cam-b", "live", 1), Png(400, 300));
+  Start();
+  ASSERT_TRUE(WaitForAcks(4));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 4u);
+  for (const auto& r : results) {
+    ASSERT_EQ(r.result.detections.size(), 1u) << r.frame_id;
+    EXPECT_EQ(r.result.detections[0].track_id, std::optional<std::int64_t>(1)) << r.frame_id;
+  }
+  for (const auto& m : bus_.Topic(kResults)) EXPECT_EQ(m.headers.Get("kadr-kind"), "live");
+}
+
+TEST_F(WorkerServiceTest, ImageFramesAreNeverTracked) {
+  Enqueue(KindMeta("i0", "s1", "", 0), Png(80, 60));
+  Enqueue(KindMeta("i1", "s1", "image", 1), Png(80, 60));
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    ASSERT_EQ(r.result.detections.size(), 1u) << r.frame_id;
+    EXPECT_FALSE(r.result.detections[0].track_id.has_value()) << r.frame_id;
+    EXPECT_FALSE(r.result.timings_ms.count("track")) << r.frame_id;
+  }
+  EXPECT_EQ(service_->stats().tracked, 0u);
+  const auto msgs = bus_.Topic(kResults);
+  EXPECT_FALSE(msgs[0].headers.Get("kadr-kind").has_value()) << "absent stays absent";
+  EXPECT_EQ(msgs[1].headers.Get("kadr-kind"), "image");
+  EXPECT_EQ(bus_.Topic(kAnnotated)[1].headers.Get("kadr-kind"), "image");
+}
+
+TEST_F(WorkerServiceTest, UnknownKindGetsAnErrorResultNamingTheHeader) {
+  bus::Message m;
+  m.key = "cam1";
+  m.value = Png();
+  m.headers.Set("kadr-frame-id", "f1");
+  m.headers.Set("kadr-kind", "movie");
+  EnqueueRaw(std::move(m));
+  Start();
+  ASSERT_TRUE(WaitForAcks(1));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].status, FrameStatus::kError);
+  EXPECT_EQ(results[0].error.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(results[0].error.message().find("kadr-kind"), std::string::npos);
+  EXPECT_EQ(bus_.Size(kDlq), 1u);
+}
+
+TEST_F(WorkerServiceTest, LiveFramePastItsDeadlineIsSkippedWithoutInferenceOrTracking) {
+  options_.now_ms = [] { return std::int64_t{1'000'000}; };
+  FrameMeta late = KindMeta("late", "cam1", "live", 0);
+  late.capture_ms = 997'000;
+  late.deadline_ms = 999'000;
+  FrameMeta on_time = KindMeta("on-time", "cam1", "live", 1);
+  on_time.deadline_ms = 1'002'000;
+  Enqueue(late, Png());
+  Enqueue(on_time, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].frame_id, "late");
+  EXPECT_EQ(results[0].status, FrameStatus::kSkipped);
+  EXPECT_EQ(results[0].error.code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(results[0].capture_ms, 997'000) << "the camera measures drops by capture time";
+  EXPECT_EQ(bus_.Topic(kResults)[0].headers.Get("kadr-kind"), "live");
+  EXPECT_EQ(bus_.Topic(kResults)[0].headers.Get("kadr-status"), "skipped");
+  // Only the on-time frame reached the model and the tracker; its object starts track 1.
+  EXPECT_EQ(detector_->batch_sizes(), (std::vector<std::size_t>{1}));
+  EXPECT_EQ(results[1].status, FrameStatus::kOk);
+  ASSERT_EQ(results[1].result.detections.size(), 1u);
+  EXPECT_EQ(results[1].result.detections[0].track_id, std::optional<std::int64_t>(1));
+  EXPECT_EQ(service_->stats().tracked, 1u);
+  EXPECT_EQ(service_->stats().skipped, 1u);
 }
 
 }  // namespace

@@ -1,0 +1,370 @@
+#include "camera/camera_service.h"
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "capture/frame_source.h"
+#include "common/clock.h"
+#include "http/status_mapping.h"
+#include "protocol/frame.h"
+
+namespace kadr::camera {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kStreamsPath[] = "/api/v1/streams";
+
+std::string NewStreamId() {
+  static thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                          static_cast<std::uint64_t>(UnixMillis())};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::uint64_t v = rng();
+  std::string id = "s";
+  for (int i = 0; i < 16; ++i) {
+    id += kHex[v & 0xf];
+    v >>= 4;
+  }
+  return id;
+}
+
+http::HttpResponse ErrorResponse(const ApiError& e) {
+  json body = {{"error", {{"code", e.code}, {"message", capture::RedactUrl(e.message)}}}};
+  return http::HttpResponse::Json(body.dump(-1, ' ', false, json::error_handler_t::replace),
+                                  e.http_status);
+}
+
+ApiError FromStatus(const Status& s) {
+  return {http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code())), s.message()};
+}
+
+json OptionalNumber(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+double Round2(double v) { return std::round(v * 100.0) / 100.0; }
+
+}  // namespace
+
+Result<std::unique_ptr<CameraService>> CameraService::Create(
+    CameraOptions options, bus::FramePublisher& publisher, bus::FrameSubscriber& results,
+    MetricsRegistry& metrics, ModelCheck check, SourceFactory factory) {
+  ASSIGN_OR_RETURN(std::unique_ptr<StreamStore> store, StreamStore::Create(options.data_dir));
+  ASSIGN_OR_RETURN(std::vector<StreamSpec> specs, store->List());
+  std::unique_ptr<CameraService> service(new CameraService(std::move(options), publisher, results,
+                                                           metrics, std::move(check),
+                                                           std::move(factory), std::move(store)));
+  std::lock_guard lock(service->mu_);
+  for (const StreamSpec& spec : specs) {
+    spdlog::info("camera: restoring stream={} name=\"{}\" source={} model={}", spec.id, spec.name,
+                 capture::RedactUrl(spec.source), spec.model);
+    service->StartRunnerLocked(spec);
+  }
+  return service;
+}
+
+CameraService::CameraService(CameraOptions options, bus::FramePublisher& publisher,
+                             bus::FrameSubscriber& results, MetricsRegistry& metrics,
+                             ModelCheck check, SourceFactory factory,
+                             std::unique_ptr<StreamStore> store)
+    : options_(std::move(options)),
+      publisher_(publisher),
+      results_(results),
+      metrics_(metrics),
+      check_(std::move(check)),
+      factory_(std::move(factory)),
+      store_(std::move(store)),
+      streams_gauge_(metrics.GetGauge("kadr_camera_streams", "Live streams of this camera.")),
+      results_ignored_(metrics.GetCounter(
+          "kadr_camera_results_total",
+          "Messages read from kadr.live.results: routed to a stream, ignored (not ours), "
+          "malformed.",
+          {{"outcome", "ignored"}})),
+      results_malformed_(metrics.GetCounter(
+          "kadr_camera_results_total",
+          "Messages read from kadr.live.results: routed to a stream, ignored (not ours), "
+          "malformed.",
+          {{"outcome", "malformed"}})) {}
+
+CameraService::~CameraService() { StopAll(); }
+
+void CameraService::StartRunnerLocked(const StreamSpec& spec) {
+  auto runner =
+      std::make_unique<StreamRunner>(spec, options_.runner, factory_, publisher_, metrics_);
+  runner->Start();
+  runners_[spec.id] = std::move(runner);
+  order_.push_back(spec.id);
+  streams_gauge_.Set(static_cast<double>(runners_.size()));
+}
+
+void CameraService::StopAll() {
+  std::vector<std::unique_ptr<StreamRunner>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, r] : runners_) all.push_back(std::move(r));
+    for (auto& r : retired_) all.push_back(std::move(r));
+    runners_.clear();
+    retired_.clear();
+    order_.clear();
+  }
+  for (auto& r : all) r->RequestStop();  // all at once: each may wait in a blocking read
+  for (auto& r : all) r->Stop();
+}
+
+void CameraService::ReapRetired() {
+  std::vector<std::unique_ptr<StreamRunner>> done;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      if ((*it)->Stopped()) {
+        done.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Joined outside the lock: both threads have ended, so this does not wait.
+  for (auto& r : done) r->Stop();
+}
+
+Status CameraService::Run(const std::stop_token& stop) {
+  while (!stop.stop_requested()) {
+    PollOnce(options_.poll_timeout);
+    ReapRetired();
+  }
+  StopAll();
+  return results_.Close();
+}
+
+std::size_t CameraService::PollOnce(std::chrono::milliseconds timeout) {
+  std::vector<bus::InboundMessage> batch =
+      results_.Poll(options_.max_batch, timeout, std::chrono::milliseconds(0));
+  const std::int64_t received_ms = options_.runner.now_ms ? options_.runner.now_ms() : UnixMillis();
+  for (const bus::InboundMessage& in : batch) {
+    const std::string text(in.message.value.begin(), in.message.value.end());
+    auto result = protocol::FrameResultFromJson(text);
+    if (!result) {
+      results_malformed_.Increment();
+      spdlog::warn("camera: result ignored topic={} offset={} error=\"{}\"", in.token.topic,
+                   in.token.offset, result.error().ToString());
+      results_.Ack(in.token);
+      continue;
+    }
+    std::string stream = result->stream_id;
+    if (stream.empty()) {
+      stream = in.message.headers.Get(protocol::header::kStreamId).value_or(in.message.key);
+    }
+    {
+      std::lock_guard lock(mu_);
+      auto it = runners_.find(stream);
+      if (it != runners_.end()) {
+        it->second->OnResult(*result, received_ms);
+      } else {
+        results_ignored_.Increment();
+      }
+    }
+    results_.Ack(in.token);
+  }
+  return batch.size();
+}
+
+ApiError CameraService::ProbeError(const Status& s, const capture::SourceLocation& location) const {
+  const std::string message = capture::RedactUrl(s.message());
+  switch (location.kind) {
+    case capture::SourceKind::kDevice:
+      if (s.code() == StatusCode::kNotFound) return {400, "no_such_device", message};
+      return {502, "source_unreachable", message};
+    case capture::SourceKind::kFile:
+      if (s.code() == StatusCode::kNotFound) return {400, "no_such_file", message};
+      if (s.code() == StatusCode::kUnsupported) return {415, "not_a_video", message};
+      if (s.code() == StatusCode::kInvalidArgument) return {400, "invalid_argument", message};
+      return {http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code())), message};
+    case capture::SourceKind::kRtsp:
+    case capture::SourceKind::kHttp:
+      if (s.code() == StatusCode::kInternal) return {500, "internal", message};
+      return {502, "source_unreachable", message};
+  }
+  return FromStatus(s);
+}
+
+Result<std::string> CameraService::AddStream(std::string_view body, ApiError* error) {
+  auto fail = [&](const ApiError& e) -> Status {
+    if (error != nullptr) *error = e;
+    return Status(e.http_status == 404 ? StatusCode::kNotFound : StatusCode::kInvalidArgument,
+                  e.message);
+  };
+  auto request = ParseStreamRequest(body, options_.default_model);
+  if (!request) return fail(FromStatus(request.error()));
+  StreamSpec& spec = request->spec;
+  if (check_) {
+    if (Status s = check_(spec.model); !s.ok()) return fail(FromStatus(s));
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (runners_.size() >= options_.max_streams) {
+      return fail({429, "resource_exhausted",
+                   "this camera already runs " + std::to_string(runners_.size()) +
+                       " streams (--max-streams)"});
+    }
+  }
+  const auto location = capture::ParseSource(spec.source);
+  if (!location) return fail(FromStatus(location.error()));
+  if (request->probe) {
+    capture::SourceOptions so;
+    so.open_timeout = options_.probe_timeout;
+    so.read_timeout = options_.probe_timeout;
+    auto source = factory_(spec, so);
+    Status opened = source ? (*source)->Open() : source.error();
+    if (source) (*source)->Close();
+    if (!opened.ok()) {
+      spdlog::info("camera: stream rejected source={} error=\"{}\"", location->redacted,
+                   capture::RedactUrl(opened.ToString()));
+      return fail(ProbeError(opened, *location));
+    }
+  }
+  spec.id = NewStreamId();
+  spec.created_ms = options_.runner.now_ms ? options_.runner.now_ms() : UnixMillis();
+  if (Status s = store_->Put(spec); !s.ok()) return fail(FromStatus(s));
+  std::lock_guard lock(mu_);
+  StartRunnerLocked(spec);
+  spdlog::info("camera: stream added stream={} name=\"{}\" source={} model={} mode={} fps={}",
+               spec.id, spec.name, location->redacted, spec.model, StreamModeName(spec.mode),
+               spec.fps ? std::to_string(*spec.fps) : "source");
+  return StreamToJsonLocked(*runners_.at(spec.id));
+}
+
+Status CameraService::RemoveStream(const std::string& id) {
+  std::unique_ptr<StreamRunner> runner;
+  {
+    std::lock_guard lock(mu_);
+    auto it = runners_.find(id);
+    if (it == runners_.end()) return NotFoundError("unknown stream '" + id + "'");
+    runner = std::move(it->second);
+    runners_.erase(it);
+    order_.erase(std::remove(order_.begin(), order_.end(), id), order_.end());
+    streams_gauge_.Set(static_cast<double>(runners_.size()));
+  }
+  Status deleted = store_->Delete(id);
+  // Stopping may wait for a blocking read: the runner finishes in the background and Run()
+  // (or StopAll) joins it.
+  runner->RequestStop();
+  {
+    std::lock_guard lock(mu_);
+    retired_.push_back(std::move(runner));
+  }
+  spdlog::info("camera: stream removed stream={}", id);
+  if (!deleted.ok() && deleted.code() != StatusCode::kNotFound) return deleted;
+  return Status::Ok();
+}
+
+std::string CameraService::StreamToJsonLocked(const StreamRunner& runner) const {
+  const StreamSpec& spec = runner.spec();
+  const StreamSnapshot snap = runner.Snapshot();
+  const StreamStats& st = snap.stats;
+  const std::string self = std::string(kStreamsPath) + "/" + spec.id;
+  json j = SpecToPublicJson(spec);
+  j["state"] = StreamStateName(snap.state);
+  json stats = {
+      {"frames_captured", st.frames_captured},
+      {"frames_published", st.frames_published},
+      {"frames_done", st.frames_done},
+      {"dropped_frames", st.dropped()},
+      {"dropped",
+       {{"backpressure", st.dropped_backpressure},
+        {"deadline", st.dropped_deadline},
+        {"error", st.dropped_error}}},
+      {"in_flight", st.in_flight},
+      {"input_fps", Round2(st.input_fps)},
+      {"output_fps", Round2(st.output_fps)},
+      {"reconnects", st.reconnects},
+      {"last_gap_ms", st.last_gap_ms ? json(*st.last_gap_ms) : json(nullptr)},
+      {"last_error", nullptr},
+      {"latency_ms",
+       {{"p50", OptionalNumber(st.latency_p50_ms)}, {"p95", OptionalNumber(st.latency_p95_ms)}}},
+      {"last_result_ms", st.last_result_ms ? json(*st.last_result_ms) : json(nullptr)}};
+  if (st.last_error) {
+    stats["last_error"] = {{"code", StatusCodeName(st.last_error->code())},
+                           {"message", capture::RedactUrl(st.last_error->message())},
+                           {"at_ms", st.last_error_ms}};
+  }
+  j["stats"] = std::move(stats);
+  j["links"] = {{"self", self},
+                {"live", self + "/live"},
+                {"events", self + "/events"},
+                {"frame", self + "/frame"}};
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string CameraService::ListStreamsJson() const {
+  std::lock_guard lock(mu_);
+  std::string out = R"({"streams":[)";
+  bool first = true;
+  for (const std::string& id : order_) {
+    auto it = runners_.find(id);
+    if (it == runners_.end()) continue;
+    if (!first) out += ',';
+    first = false;
+    out += StreamToJsonLocked(*it->second);
+  }
+  out += "]}";
+  return out;
+}
+
+std::optional<std::string> CameraService::StreamJson(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = runners_.find(id);
+  if (it == runners_.end()) return std::nullopt;
+  return StreamToJsonLocked(*it->second);
+}
+
+std::optional<StreamSnapshot> CameraService::Snapshot(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = runners_.find(id);
+  if (it == runners_.end()) return std::nullopt;
+  return it->second->Snapshot();
+}
+
+std::vector<std::string> CameraService::StreamIds() const {
+  std::lock_guard lock(mu_);
+  return order_;
+}
+
+Status CameraService::RegisterRoutes(http::HttpServer& server) {
+  RETURN_IF_ERROR(server.Route("POST", kStreamsPath, [this](const http::HttpRequest& req) {
+    ApiError error;
+    auto created = AddStream(req.body, &error);
+    if (!created) return ErrorResponse(error);
+    http::HttpResponse r = http::HttpResponse::Json(std::move(*created), 201);
+    const json j = json::parse(r.body, nullptr, false);
+    if (j.is_object()) r.headers.emplace("Location", j["links"]["self"].get<std::string>());
+    return r;
+  }));
+  RETURN_IF_ERROR(server.Route("GET", kStreamsPath, [this](const http::HttpRequest&) {
+    return http::HttpResponse::Json(ListStreamsJson());
+  }));
+  const std::string one = std::string(kStreamsPath) + "/:id";
+  RETURN_IF_ERROR(server.Route("GET", one, [this](const http::HttpRequest& req) {
+    const std::string& id = req.path_params.at("id");
+    auto body = StreamJson(id);
+    if (!body) return ErrorResponse({404, "unknown_stream", "unknown stream '" + id + "'"});
+    return http::HttpResponse::Json(std::move(*body));
+  }));
+  RETURN_IF_ERROR(server.Route("DELETE", one, [this](const http::HttpRequest& req) {
+    const std::string& id = req.path_params.at("id");
+    Status s = RemoveStream(id);
+    if (s.code() == StatusCode::kNotFound) {
+      return ErrorResponse({404, "unknown_stream", "unknown stream '" + id + "'"});
+    }
+    if (!s.ok()) return ErrorResponse(FromStatus(s));
+    http::HttpResponse r;
+    r.status = 204;
+    r.content_type = "";
+    return r;
+  }));
+  return Status::Ok();
+}
+
+}  // namespace kadr::camera

@@ -1,0 +1,282 @@
+#include "capture/opencv_frame_source.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <opencv2/videoio.hpp>
+
+#include "common/clock.h"
+
+namespace kadr::capture {
+namespace {
+
+std::string HostPort(const std::string& host, int port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+         std::to_string(port);
+}
+
+// Waits for a non-blocking connect on `fd` up to `deadline`; 0 or an errno value.
+int FinishConnect(int fd, SteadyClock::time_point deadline) {
+  while (true) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+    if (left.count() <= 0) return ETIMEDOUT;
+    pollfd p{fd, POLLOUT, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return ETIMEDOUT;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+    return err;
+  }
+}
+
+class OpenCvFrameSource final : public FrameSource {
+ public:
+  OpenCvFrameSource(SourceLocation location, const SourceOptions& options)
+      : location_(std::move(location)), options_(options) {
+    info_.kind = location_.kind;
+    info_.live = location_.kind != SourceKind::kFile;
+  }
+  ~OpenCvFrameSource() override { Close(); }
+
+  Status Open() override {
+    try {
+      return OpenImpl();
+    } catch (const std::exception& e) {
+      Close();
+      return InternalError("opening " + location_.redacted + ": " + RedactUrl(e.what()));
+    }
+  }
+
+  Result<Frame> Read() override {
+    if (!capture_.isOpened()) {
+      return FailedPreconditionError(location_.redacted + " is not open");
+    }
+    Frame frame;
+    if (!pending_.empty()) {
+      frame.image = std::move(pending_);
+      pending_ = cv::Mat();
+      return frame;
+    }
+    try {
+      if (capture_.read(frame.image) && !frame.image.empty()) return Normalised(std::move(frame));
+      if (location_.kind != SourceKind::kFile) {
+        return UnavailableError("lost " + location_.redacted +
+                                ": no frame (connection closed, device gone, or nothing within " +
+                                std::to_string(options_.read_timeout.count()) + " ms)");
+      }
+      if (!options_.loop) {
+        frame.end_of_stream = true;
+        return frame;
+      }
+      // Loop: seek back; some containers cannot seek, so reopen when that does not work.
+      if (capture_.set(cv::CAP_PROP_POS_FRAMES, 0) && capture_.read(frame.image) &&
+          !frame.image.empty()) {
+        return Normalised(std::move(frame));
+      }
+      capture_.release();
+      if (Status s = OpenCapture(); !s.ok()) return s;
+      if (capture_.read(frame.image) && !frame.image.empty()) return Normalised(std::move(frame));
+      return UnavailableError("file " + location_.redacted +
+                              " ended and could not be read again from its start");
+    } catch (const std::exception& e) {
+      return InternalError("reading " + location_.redacted + ": " + RedactUrl(e.what()));
+    }
+  }
+
+  void Close() override {
+    try {
+      capture_.release();
+    } catch (const std::exception&) {
+      // Nothing useful to do: the capture is gone either way.
+    }
+    pending_ = cv::Mat();
+  }
+
+  SourceInfo info() const override { return info_; }
+
+ private:
+  Status OpenImpl() {
+    Close();
+    const auto started = SteadyClock::now();
+    switch (location_.kind) {
+      case SourceKind::kDevice: {
+        struct stat st {};
+        if (::stat(location_.uri.c_str(), &st) != 0) {
+          return NotFoundError("no such device " + location_.uri);
+        }
+        if (Status s = OpenCapture(); !s.ok()) return s;
+        break;
+      }
+      case SourceKind::kFile: {
+        struct stat st {};
+        if (::stat(location_.uri.c_str(), &st) != 0) {
+          return NotFoundError("no such file " + location_.uri);
+        }
+        if (S_ISDIR(st.st_mode)) {
+          return InvalidArgumentError(location_.uri + " is a directory, not a video file");
+        }
+        if (::access(location_.uri.c_str(), R_OK) != 0) {
+          return InvalidArgumentError("cannot read " + location_.uri + ": " + std::strerror(errno));
+        }
+        if (Status s = OpenCapture(); !s.ok()) return s;
+        break;
+      }
+      case SourceKind::kRtsp:
+      case SourceKind::kHttp: {
+        if (Status s = ProbeTcp(location_.host, location_.port, options_.open_timeout); !s.ok()) {
+          return Status(s.code(), location_.redacted + ": " + s.message());
+        }
+        if (Status s = OpenCapture(); !s.ok()) {
+          const double ms = MillisSince(started);
+          if (ms >= static_cast<double>(options_.open_timeout.count())) {
+            return DeadlineExceededError(
+                location_.redacted + ": connected to " + HostPort(location_.host, location_.port) +
+                " but no video within " + std::to_string(options_.open_timeout.count()) + " ms");
+          }
+          return s;
+        }
+        break;
+      }
+    }
+    cv::Mat first;
+    if (!capture_.read(first) || first.empty()) {
+      capture_.release();
+      if (location_.kind == SourceKind::kFile) {
+        return UnsupportedError("not a video: " + location_.uri + " has no decodable frame");
+      }
+      // OpenCV's open timeout interrupts FFmpeg's stream probe and still reports success.
+      if (MillisSince(started) >= static_cast<double>(options_.open_timeout.count()) * 0.95) {
+        return DeadlineExceededError(
+            location_.redacted + ": connected to " + HostPort(location_.host, location_.port) +
+            " but no video within " + std::to_string(options_.open_timeout.count()) + " ms");
+      }
+      return UnavailableError(location_.redacted + ": opened, but no frame came");
+    }
+    Frame f{std::move(first), false};
+    pending_ = Normalised(std::move(f)).image;
+    info_.width = pending_.cols;
+    info_.height = pending_.rows;
+    const double fps = capture_.get(cv::CAP_PROP_FPS);
+    info_.fps = std::isfinite(fps) && fps > 0 && fps <= 1000 ? fps : 0;
+    return Status::Ok();
+  }
+
+  // Opens capture_ for the location; the error says what could not be opened.
+  Status OpenCapture() {
+    bool ok = false;
+    if (location_.kind == SourceKind::kDevice) {
+      ok = capture_.open(location_.uri, cv::CAP_V4L2);
+      if (!ok) {
+        return UnavailableError("cannot open device " + location_.uri +
+                                " (busy, no permission, or not a video capture device)");
+      }
+      return Status::Ok();
+    }
+    const std::vector<int> params = {
+        cv::CAP_PROP_OPEN_TIMEOUT_MSEC, static_cast<int>(options_.open_timeout.count()),
+        cv::CAP_PROP_READ_TIMEOUT_MSEC, static_cast<int>(options_.read_timeout.count())};
+    ok = capture_.open(location_.uri, cv::CAP_FFMPEG, params);
+    if (ok) return Status::Ok();
+    if (location_.kind == SourceKind::kFile) {
+      return UnsupportedError("not a video: " + location_.uri +
+                              " (FFmpeg cannot read it as a video)");
+    }
+    return UnavailableError(location_.redacted + ": connected to " +
+                            HostPort(location_.host, location_.port) +
+                            " but the stream could not be opened (wrong path, authentication "
+                            "required, or not a video stream)");
+  }
+
+  // Frames are 8-bit BGR whatever the backend produced (grey V4L2 cameras, 4-channel MJPEG).
+  static Frame Normalised(Frame f) {
+    if (f.image.empty() || f.image.type() == CV_8UC3) return f;
+    cv::Mat out;
+    if (f.image.depth() != CV_8U) {
+      f.image.convertTo(out, CV_8U);
+      f.image = out;
+    }
+    if (f.image.channels() == 1) {
+      cv::Mat bgr;
+      cv::merge(std::vector<cv::Mat>{f.image, f.image, f.image}, bgr);
+      f.image = bgr;
+    } else if (f.image.channels() == 4) {
+      std::vector<cv::Mat> planes;
+      cv::split(f.image, planes);
+      planes.resize(3);
+      cv::merge(planes, f.image);
+    }
+    return f;
+  }
+
+  const SourceLocation location_;
+  const SourceOptions options_;
+  cv::VideoCapture capture_;
+  cv::Mat pending_;  // the first frame, read by Open()
+  SourceInfo info_;
+};
+
+}  // namespace
+
+Status ProbeTcp(const std::string& host, int port, std::chrono::milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    return UnavailableError("cannot resolve host '" + host + "': " + ::gai_strerror(rc));
+  }
+  int last_error = ECONNREFUSED;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd =
+        ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      last_error = errno;
+      continue;
+    }
+    int err = 0;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      err = errno == EINPROGRESS ? FinishConnect(fd, deadline) : errno;
+    }
+    ::close(fd);
+    if (err == 0) {
+      ::freeaddrinfo(found);
+      return Status::Ok();
+    }
+    last_error = err;
+    if (err == ETIMEDOUT) break;
+  }
+  ::freeaddrinfo(found);
+  if (last_error == ETIMEDOUT) {
+    return DeadlineExceededError("no answer from " + HostPort(host, port) + " within " +
+                                 std::to_string(timeout.count()) + " ms");
+  }
+  return UnavailableError("cannot connect to " + HostPort(host, port) + ": " +
+                          std::strerror(last_error));
+}
+
+Result<std::unique_ptr<FrameSource>> MakeOpenCvFrameSource(std::string_view source,
+                                                           const SourceOptions& options) {
+  ASSIGN_OR_RETURN(SourceLocation location, ParseSource(source));
+  return std::unique_ptr<FrameSource>(
+      std::make_unique<OpenCvFrameSource>(std::move(location), options));
+}
+
+}  // namespace kadr::capture

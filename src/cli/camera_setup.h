@@ -1,0 +1,46 @@
+// The camera service's wiring, shared by `kadr camera` and `kadr up`: its flags and the
+// construction of a CameraService over Kafka (results consumer group kadr.camera.<id>).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "camera/camera_service.h"
+#include "common/metrics.h"
+#include "kafka/kafka_options.h"
+#include "kafka/kafka_publisher.h"
+#include "kafka/kafka_subscriber.h"
+
+namespace kadr::cli {
+
+struct CameraFlags {
+  std::string camera_id;         // --camera-id, KADR_CAMERA_ID (default: host-port)
+  std::size_t max_streams = 64;  // --max-streams
+  int probe_timeout_ms = 5000;   // --probe-timeout-ms
+  int open_timeout_ms = 5000;    // --open-timeout-ms
+  int stall_timeout_ms = 5000;   // --stall-timeout-ms
+};
+
+void AddCameraFlags(CLI::App& sub, CameraFlags& flags);
+
+// "kadr.camera.<camera_id>".
+std::string CameraGroup(const std::string& camera_id);
+
+// The service and the consumer it reads results with; destroy the service first.
+struct CameraStack {
+  std::unique_ptr<kafka::KafkaSubscriber> subscriber;
+  std::unique_ptr<camera::CameraService> service;
+};
+
+// Ensures kadr.live.results / kadr.live.annotated exist (warns when the broker is not ready),
+// subscribes group kadr.camera.<camera_id> to kadr.live.results, and creates the service on
+// `data_dir` (restoring its streams). The publisher and metrics must outlive the result.
+Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::string& camera_id,
+                                      const std::string& data_dir, const std::string& default_model,
+                                      const kafka::KafkaOptions& kafka_options,
+                                      kafka::KafkaPublisher& publisher, MetricsRegistry& metrics,
+                                      camera::ModelCheck check, int partitions);
+
+}  // namespace kadr::cli

@@ -1,0 +1,148 @@
+#include "capture/opencv_frame_source.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <opencv2/core.hpp>
+#include <opencv2/videoio.hpp>
+
+#include "support/test_data.h"
+
+namespace kadr::capture {
+namespace {
+
+// A port on 127.0.0.1 that nothing listens on: bound, then closed.
+int ClosedPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A short MJPEG AVI whose frames have distinct brightness (10, 20, ...).
+std::filesystem::path WriteVideo(const std::filesystem::path& dir, int frames) {
+  const auto path = dir / "clip.avi";
+  cv::VideoWriter w(path.string(), cv::CAP_FFMPEG, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'),
+                    10.0, cv::Size(64, 48));
+  EXPECT_TRUE(w.isOpened());
+  for (int i = 0; i < frames; ++i) {
+    w.write(cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(10.0 * (i + 1))));
+  }
+  w.release();
+  return path;
+}
+
+std::unique_ptr<FrameSource> Make(const std::string& source, SourceOptions o = {}) {
+  auto s = MakeOpenCvFrameSource(source, o);
+  EXPECT_TRUE(s.has_value()) << s.error().ToString();
+  return s.has_value() ? std::move(*s) : nullptr;
+}
+
+TEST(OpenCvFrameSourceTest, MissingDeviceIsNotFound) {
+  auto s = Make("/dev/video99");
+  const Status st = s->Open();
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  EXPECT_EQ(st.message(), "no such device /dev/video99");
+}
+
+TEST(OpenCvFrameSourceTest, MissingFileIsNotFound) {
+  const auto dir = testing::MakeTempDir();
+  auto s = Make((dir / "nope.mp4").string());
+  const Status st = s->Open();
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  EXPECT_NE(st.message().find("no such file"), std::string::npos) << st.message();
+}
+
+TEST(OpenCvFrameSourceTest, TextFileIsNotAVideo) {
+  const auto dir = testing::MakeTempDir();
+  const auto path = dir / "notes.txt";
+  std::ofstream(path) << "these are not the frames you are looking for\n";
+  auto s = Make(path.string());
+  const Status st = s->Open();
+  EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.ToString();
+  EXPECT_NE(st.message().find("not a video"), std::string::npos) << st.message();
+}
+
+TEST(OpenCvFrameSourceTest, FileEndsWithoutLoop) {
+  const auto dir = testing::MakeTempDir();
+  auto s = Make("file://" + WriteVideo(dir, 5).string());
+  ASSERT_TRUE(s->Open().ok());
+  EXPECT_EQ(s->info().width, 64);
+  EXPECT_EQ(s->info().height, 48);
+  EXPECT_NEAR(s->info().fps, 10.0, 0.01);
+  EXPECT_FALSE(s->info().live);
+  int frames = 0;
+  while (true) {
+    auto f = s->Read();
+    ASSERT_TRUE(f.has_value()) << f.error().ToString();
+    if (f->end_of_stream) break;
+    ASSERT_EQ(f->image.type(), CV_8UC3);
+    ++frames;
+    ASSERT_LE(frames, 5);
+  }
+  EXPECT_EQ(frames, 5);
+}
+
+TEST(OpenCvFrameSourceTest, LoopedFileStartsAgainAtTheEnd) {
+  const auto dir = testing::MakeTempDir();
+  SourceOptions o;
+  o.loop = true;
+  auto s = Make(WriteVideo(dir, 5).string(), o);
+  ASSERT_TRUE(s->Open().ok());
+  std::vector<double> brightness;
+  for (int i = 0; i < 12; ++i) {
+    auto f = s->Read();
+    ASSERT_TRUE(f.has_value()) << f.error().ToString();
+    ASSERT_FALSE(f->end_of_stream);
+    brightness.push_back(cv::mean(f->image)[0]);
+  }
+  // Frames 0..4, then 0..4 again, then 0, 1: the 6th frame is the first one again.
+  EXPECT_NEAR(brightness[5], brightness[0], 3.0);
+  EXPECT_NEAR(brightness[10], brightness[0], 3.0);
+  EXPECT_GT(brightness[4], brightness[0] + 20);
+}
+
+TEST(OpenCvFrameSourceTest, UnreachableRtspFailsWithHostPortAndReason) {
+  const int port = ClosedPort();
+  SourceOptions o;
+  o.open_timeout = std::chrono::milliseconds(2000);
+  auto s = Make("rtsp://admin:hunter2@127.0.0.1:" + std::to_string(port) + "/cam", o);
+  const Status st = s->Open();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("refused"), std::string::npos) << st.message();
+  EXPECT_EQ(st.message().find("hunter2"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("rtsp://***@127.0.0.1"), std::string::npos) << st.message();
+}
+
+TEST(OpenCvFrameSourceTest, UnknownHostIsReported) {
+  auto s = Make("rtsp://no-such-host.invalid/cam");
+  const Status st = s->Open();
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.ToString();
+  EXPECT_NE(st.message().find("cannot resolve host 'no-such-host.invalid'"), std::string::npos)
+      << st.message();
+}
+
+TEST(OpenCvFrameSourceTest, ReadBeforeOpenIsAnError) {
+  auto s = Make("/tmp/whatever.mp4");
+  auto f = s->Read();
+  ASSERT_FALSE(f.has_value());
+  EXPECT_EQ(f.error().code(), StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace kadr::capture

@@ -1,0 +1,452 @@
+// Video jobs through the gateway with the in-memory bus and a fake worker (fast and
+// deterministic); the real pipeline is tests/integration/video_job_test.cc.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "bus/fake_bus.h"
+#include "gateway/gateway_service.h"
+#include "http/server.h"
+#include "protocol/frame.h"
+#include "protocol/heartbeat.h"
+#include "support/test_data.h"
+#include "video/video.h"
+
+namespace kadr::gateway {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr char kReplyTopic[] = "kadr.replies.video";
+constexpr char kModel[] = "m";
+
+std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string Str(const std::vector<std::uint8_t>& v) { return {v.begin(), v.end()}; }
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+// An MP4 of `frames` frames, each with a bright square moving right.
+std::string MakeVideo(const fs::path& dir, int frames, double fps = 10.0) {
+  const fs::path path = dir / "in.mp4";
+  auto writer = video::Mp4Writer::Open(path.string(), fps, {96, 64});
+  EXPECT_TRUE(writer.has_value());
+  for (int i = 0; i < frames; ++i) {
+    cv::Mat m(64, 96, CV_8UC3, cv::Scalar(40, 80, 120));
+    cv::rectangle(m, cv::Rect(2 * i % 80, 20, 16, 16), cv::Scalar(255, 255, 255), cv::FILLED);
+    EXPECT_TRUE(writer->Write(m).ok());
+  }
+  EXPECT_TRUE(writer->Close().ok());
+  return Str(kadr::testing::ReadFileBytes(path));
+}
+
+// Answers video frames like a worker: annotated image (a grey picture) then the result, with
+// a track id; `error_every` makes every n-th frame an error; `silent` answers nothing.
+class FakeWorker {
+ public:
+  explicit FakeWorker(bus::FakeBus& bus) : bus_(bus) {
+    thread_ = std::jthread([this](const std::stop_token& stop) { Loop(stop); });
+  }
+  std::atomic<int> error_every{0};
+  std::atomic<bool> silent{false};
+  std::atomic<bool> hold{false};
+  std::atomic<int> frames{0};
+
+ private:
+  void Loop(const std::stop_token& stop) {
+    bus::FakeSubscriber sub(bus_, protocol::FramesTopic(kModel));
+    bus::FakePublisher pub(bus_);
+    cv::Mat grey(64, 96, CV_8UC3, cv::Scalar(128, 128, 128));
+    std::vector<std::uint8_t> annotated;
+    cv::imencode(".jpg", grey, annotated);
+    while (!stop.stop_requested()) {
+      for (const auto& in : sub.Poll(4, 5ms, 0ms)) {
+        while (hold.load() && !stop.stop_requested()) std::this_thread::sleep_for(1ms);
+        const int n = ++frames;
+        auto m = protocol::DecodeFrameHeaders(in.message.headers);
+        if (!m || silent.load()) continue;
+        protocol::FrameResult r;
+        r.frame_id = m->frame_id;
+        r.stream_id = m->stream_id;
+        r.sequence = m->sequence;
+        r.correlation_id = m->correlation_id;
+        const int every = error_every.load();
+        if (every > 0 && n % every == 0) {
+          r.status = protocol::FrameStatus::kError;
+          r.error = InternalError("inference failed");
+        } else {
+          protocol::Detection d;
+          d.class_id = 1;
+          d.label = "car";
+          d.score = 0.9f;
+          d.box = {static_cast<float>(m->sequence), 20, 16, 16};
+          d.track_id = 1;
+          r.result.detections = {d};
+          r.result.image_width = 96;
+          r.result.image_height = 64;
+          r.annotated_topic = m->annotated_to;
+          bus::Message image{m->annotated_to, m->stream_id, annotated, {}};
+          image.headers.Set(protocol::header::kCorrelationId, m->correlation_id);
+          image.headers.Set(protocol::header::kKind, m->kind);
+          image.headers.Set(protocol::header::kContentType, "image/jpeg");
+          (void)pub.Publish(std::move(image), nullptr);
+        }
+        bus::Message result{m->reply_to, m->stream_id, Bytes(protocol::FrameResultToJson(r)), {}};
+        result.headers.Set(protocol::header::kCorrelationId, m->correlation_id);
+        result.headers.Set(protocol::header::kKind, m->kind);
+        result.headers.Set(protocol::header::kContentType, "application/json");
+        (void)pub.Publish(std::move(result), nullptr);
+      }
+    }
+  }
+  bus::FakeBus& bus_;
+  std::jthread thread_;
+};
+
+class VideoJobsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = kadr::testing::MakeTempDir(); }
+
+  GatewayOptions Options() {
+    GatewayOptions o;
+    o.reply_topic = kReplyTopic;
+    o.broker_check_interval = 5ms;
+    o.poll_timeout = 2ms;
+    o.video_dir = (dir_ / "videos").string();
+    o.video_window = 4;
+    o.max_video_jobs = 1;
+    return o;
+  }
+
+  void Start(GatewayOptions options) {
+    worker_ = std::make_unique<FakeWorker>(bus_);
+    ConfiguredModel m;
+    m.name = kModel;
+    m.labels = {"person", "car"};
+    service_ = std::make_unique<GatewayService>(
+        std::move(options), publisher_, replies_, workers_, std::vector<ConfiguredModel>{m},
+        [] { return Status::Ok(); }, metrics_);
+    http::HttpServerOptions ho;
+    ho.port = 0;
+    ho.threads = 4;
+    server_ = std::move(http::HttpServer::Create(ho)).value();
+    ASSERT_TRUE(service_->RegisterRoutes(*server_).ok());
+    ASSERT_TRUE(server_->Start().ok());
+    run_ = std::jthread([this](const std::stop_token& stop) { (void)service_->Run(stop); });
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+    client_->set_read_timeout(20s);
+    protocol::WorkerHeartbeat hb;
+    hb.worker_id = "w1";
+    hb.model = kModel;
+    hb.ts_ms = UnixMillisNow();
+    hb.state = "running";
+    bus_.Append({std::string(protocol::kWorkersTopic),
+                 "w1",
+                 Bytes(protocol::WorkerHeartbeatToJson(hb)),
+                 {}});
+    ASSERT_TRUE(WaitFor([&] { return !workers_.acked().empty(); }));
+  }
+
+  static std::int64_t UnixMillisNow() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  void TearDown() override {
+    if (server_) server_->Stop();
+    run_ = {};
+    worker_.reset();
+  }
+
+  json GetJson(const std::string& path) {
+    auto r = client_->Get(path);
+    EXPECT_TRUE(r);
+    return r ? json::parse(r->body, nullptr, false) : json();
+  }
+
+  json WaitForState(const std::string& id, const std::string& state) {
+    json job;
+    EXPECT_TRUE(WaitFor([&] {
+      job = GetJson("/api/v1/jobs/" + id);
+      return job.value("state", "") == state;
+    })) << job.dump();
+    return job;
+  }
+
+  fs::path dir_;
+  bus::FakeBus bus_;
+  bus::FakePublisher publisher_{bus_};
+  bus::FakeSubscriber replies_{bus_, kReplyTopic};
+  bus::FakeSubscriber workers_{bus_, std::string(protocol::kWorkersTopic)};
+  MetricsRegistry metrics_;
+  std::unique_ptr<FakeWorker> worker_;
+  std::unique_ptr<GatewayService> service_;
+  std::unique_ptr<http::HttpServer> server_;
+  std::jthread run_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(VideoJobsTest, VideoJobProducesAnMp4WithEveryFrameAndPerFrameResults) {
+  Start(Options());
+  const std::string mp4 = MakeVideo(dir_, 23, 12.0);
+  auto r = client_->Post("/api/v1/jobs?model=m", mp4, "video/mp4");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const json accepted = json::parse(r->body);
+  const std::string id = accepted["id"];
+  EXPECT_EQ(r->get_header_value("Location"), "/api/v1/jobs/" + id);
+  EXPECT_EQ(accepted["kind"], "video");
+  EXPECT_EQ(accepted["video"]["frames"], 23);
+  EXPECT_DOUBLE_EQ(accepted["video"]["fps"].get<double>(), 12.0);
+  EXPECT_EQ(accepted["links"]["video"], "/api/v1/jobs/" + id + "/video");
+
+  const json done = WaitForState(id, "done");
+  EXPECT_EQ(done["progress"]["frames_done"], 23);
+  EXPECT_EQ(done["progress"]["frames_total"], 23);
+  EXPECT_EQ(done["progress"]["frames_failed"], 0);
+  EXPECT_EQ(done["progress"]["eta_ms"], 0);
+
+  // The frames went out as the contract says.
+  const auto frames = bus_.Topic(protocol::FramesTopic(kModel));
+  ASSERT_EQ(frames.size(), 23u);
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const auto& f = frames[i];
+    EXPECT_EQ(f.key, id);
+    EXPECT_EQ(f.headers.Get(protocol::header::kKind), "video");
+    EXPECT_EQ(f.headers.Get(protocol::header::kSequence), std::to_string(i));
+    EXPECT_EQ(f.headers.Get(protocol::header::kCorrelationId), id + ":" + std::to_string(i));
+    EXPECT_EQ(f.headers.Get(protocol::header::kReplyTo), kReplyTopic);
+    EXPECT_EQ(f.headers.Get(protocol::header::kAnnotatedTo), kReplyTopic);
+  }
+
+  auto video = client_->Get("/api/v1/jobs/" + id + "/video");
+  ASSERT_TRUE(video);
+  ASSERT_EQ(video->status, 200);
+  EXPECT_EQ(video->get_header_value("Content-Type"), "video/mp4");
+  const fs::path out = dir_ / "out.mp4";
+  {
+    std::ofstream f(out, std::ios::binary);
+    f << video->body;
+  }
+  auto reader = video::VideoFileReader::Open(out.string());
+  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
+  EXPECT_DOUBLE_EQ(reader->fps(), 12.0);
+  EXPECT_EQ(reader->frame_count(), 23);
+  cv::Mat frame;
+  ASSERT_TRUE(*reader->Read(frame));
+  // The annotated picture (flat grey), not the source (blue-ish with a white square).
+  const cv::Scalar mean = cv::mean(frame);
+  EXPECT_NEAR(mean[0], 128, 12);
+  EXPECT_NEAR(mean[2], 128, 12);
+
+  // Byte ranges, as players ask for them.
+  auto head = client_->Get("/api/v1/jobs/" + id + "/video", {{"Range", "bytes=0-9"}});
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 206);
+  EXPECT_EQ(head->body, video->body.substr(0, 10));
+  EXPECT_EQ(head->get_header_value("Content-Range"),
+            "bytes 0-9/" + std::to_string(video->body.size()));
+  auto tail = client_->Get("/api/v1/jobs/" + id + "/video", {{"Range", "bytes=-5"}});
+  ASSERT_TRUE(tail);
+  EXPECT_EQ(tail->status, 206);
+  EXPECT_EQ(tail->body, video->body.substr(video->body.size() - 5));
+  auto outside = client_->Get("/api/v1/jobs/" + id + "/video",
+                              {{"Range", "bytes=" + std::to_string(video->body.size()) + "-"}});
+  ASSERT_TRUE(outside);
+  EXPECT_EQ(outside->status, 416);
+
+  const json result = GetJson("/api/v1/jobs/" + id + "/result");
+  ASSERT_EQ(result["frames"].size(), 23u) << result.dump();
+  EXPECT_EQ(result["job_id"], id);
+  for (int i = 0; i < 23; ++i) {
+    const json& f = result["frames"][i];
+    EXPECT_EQ(f["index"], i);
+    EXPECT_EQ(f["status"], "ok");
+    EXPECT_EQ(f["detections"][0]["track_id"], 1);
+    EXPECT_EQ(f["detections"][0]["box"]["x"], i);
+  }
+  auto lines = client_->Get("/api/v1/jobs/" + id + "/result?format=jsonl");
+  ASSERT_TRUE(lines);
+  EXPECT_EQ(lines->get_header_value("Content-Type"), "application/x-ndjson");
+  EXPECT_EQ(std::count(lines->body.begin(), lines->body.end(), '\n'), 23);
+
+  // The upload is gone; the outputs stay.
+  const fs::path videos = dir_ / "videos";
+  EXPECT_FALSE(fs::exists(videos / (id + ".src")));
+  EXPECT_TRUE(fs::exists(videos / (id + ".mp4")));
+  EXPECT_TRUE(fs::exists(videos / (id + ".json")));
+  EXPECT_NE(metrics_.RenderPrometheus().find(
+                "kadr_gateway_video_frames_total{model=\"m\",outcome=\"ok\"} 23"),
+            std::string::npos);
+}
+
+TEST_F(VideoJobsTest, FramesWhoseResultIsAnErrorAreWrittenUnannotatedAndCounted) {
+  Start(Options());
+  worker_->error_every = 5;
+  const std::string mp4 = MakeVideo(dir_, 12);
+  auto r = client_->Post("/api/v1/jobs", mp4, "application/octet-stream");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const std::string id = json::parse(r->body)["id"];
+  const json done = WaitForState(id, "done");
+  EXPECT_EQ(done["progress"]["frames_done"], 12);
+  EXPECT_EQ(done["progress"]["frames_failed"], 2);  // frames 5 and 10 of the worker
+  const json result = GetJson("/api/v1/jobs/" + id + "/result");
+  ASSERT_EQ(result["frames"].size(), 12u);
+  EXPECT_EQ(result["frames"][4]["status"], "error");
+  EXPECT_EQ(result["frames"][4]["error"]["message"], "inference failed");
+  EXPECT_TRUE(result["frames"][4]["detections"].empty());
+}
+
+TEST_F(VideoJobsTest, AFrameWithoutReplyFailsTheJobAtItsDeadline) {
+  Start(Options());
+  worker_->silent = true;
+  const std::string mp4 = MakeVideo(dir_, 8);
+  auto r = client_->Post("/api/v1/jobs?timeout_ms=300", mp4, "video/mp4");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const std::string id = json::parse(r->body)["id"];
+  const json failed = WaitForState(id, "failed");
+  EXPECT_EQ(failed["error"]["code"], "deadline_exceeded");
+  EXPECT_NE(failed["error"]["message"].get<std::string>().find("no result for frame 0"),
+            std::string::npos);
+  auto video = client_->Get("/api/v1/jobs/" + id + "/video");
+  ASSERT_TRUE(video);
+  EXPECT_EQ(video->status, 409);
+  EXPECT_FALSE(fs::exists(dir_ / "videos" / (id + ".src")));
+  EXPECT_FALSE(fs::exists(dir_ / "videos" / (id + ".part.mp4")));
+}
+
+TEST_F(VideoJobsTest, CancelStopsARunningJobAndQueuedJobsRunAfterIt) {
+  Start(Options());
+  worker_->hold = true;  // the first job stays running
+  const std::string mp4 = MakeVideo(dir_, 10);
+  auto first = client_->Post("/api/v1/jobs", mp4, "video/mp4");
+  auto second = client_->Post("/api/v1/jobs", mp4, "video/mp4");
+  ASSERT_TRUE(first && second);
+  ASSERT_EQ(first->status, 202);
+  ASSERT_EQ(second->status, 202);
+  const std::string a = json::parse(first->body)["id"];
+  const std::string b = json::parse(second->body)["id"];
+  WaitForState(a, "running");
+  EXPECT_EQ(GetJson("/api/v1/jobs/" + b)["state"], "queued");  // one at a time
+  auto cancelled = client_->Delete("/api/v1/jobs/" + a);
+  ASSERT_TRUE(cancelled);
+  ASSERT_EQ(cancelled->status, 200) << cancelled->body;
+  EXPECT_EQ(json::parse(cancelled->body)["state"], "cancelled");
+  worker_->hold = false;
+  WaitForState(b, "done");
+  EXPECT_EQ(GetJson("/api/v1/jobs/" + a)["state"], "cancelled");
+  // Stopped publishing: the window (4) at most went out for the cancelled job.
+  int published_a = 0;
+  for (const auto& f : bus_.Topic(protocol::FramesTopic(kModel))) published_a += f.key == a;
+  EXPECT_LE(published_a, 5);
+  auto again = client_->Delete("/api/v1/jobs/" + a);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 409);
+  auto result = client_->Get("/api/v1/jobs/" + a + "/result");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 499);
+  auto unknown = client_->Delete("/api/v1/jobs/j000000000000000000000000");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+}
+
+TEST_F(VideoJobsTest, BadUploadsGetPreciseErrors) {
+  Start(Options());
+  auto text = client_->Post("/api/v1/jobs", "just some text, no video", "application/octet-stream");
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->status, 415);
+  EXPECT_NE(text->body.find("neither an image"), std::string::npos) << text->body;
+
+  const std::string mp4 = MakeVideo(dir_, 10);
+  auto header_only = client_->Post("/api/v1/jobs", mp4.substr(0, 40), "video/mp4");
+  ASSERT_TRUE(header_only);
+  EXPECT_EQ(header_only->status, 400) << header_only->body;
+  EXPECT_NE(header_only->body.find("truncated"), std::string::npos) << header_only->body;
+
+  auto sync = client_->Post("/api/v1/detect", mp4, "video/mp4");
+  ASSERT_TRUE(sync);
+  EXPECT_EQ(sync->status, 415);
+  EXPECT_NE(sync->body.find("/api/v1/jobs"), std::string::npos);
+
+  auto unknown_model = client_->Post("/api/v1/jobs?model=nope", mp4, "video/mp4");
+  ASSERT_TRUE(unknown_model);
+  EXPECT_EQ(unknown_model->status, 404);
+  // Nothing was left behind.
+  for (const auto& e : fs::directory_iterator(dir_ / "videos")) {
+    ADD_FAILURE() << "left behind: " << e.path();
+  }
+}
+
+TEST_F(VideoJobsTest, OversizedVideoIs413) {
+  GatewayOptions o = Options();
+  o.max_video_bytes = 1000;
+  Start(o);
+  auto r = client_->Post("/api/v1/jobs", MakeVideo(dir_, 10), "video/mp4");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413) << r->body;
+}
+
+TEST_F(VideoJobsTest, WithoutAVideoFolderVideosAreRefused) {
+  GatewayOptions o = Options();
+  o.video_dir.clear();
+  Start(o);
+  auto r = client_->Post("/api/v1/jobs", MakeVideo(dir_, 3), "video/mp4");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  EXPECT_NE(r->body.find("does not take videos"), std::string::npos) << r->body;
+}
+
+TEST_F(VideoJobsTest, FinishedJobIsReadableAfterARestart) {
+  std::string id;
+  {
+    Start(Options());
+    auto r = client_->Post("/api/v1/jobs", MakeVideo(dir_, 5), "video/mp4");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 202);
+    id = json::parse(r->body)["id"];
+    WaitForState(id, "done");
+    TearDown();
+    client_.reset();
+    server_.reset();
+    service_.reset();
+  }
+  // A leftover upload from a crash is removed at start.
+  std::ofstream(dir_ / "videos" / "jdeadbeef.src") << "x";
+  Start(Options());
+  EXPECT_FALSE(fs::exists(dir_ / "videos" / "jdeadbeef.src"));
+  const json job = GetJson("/api/v1/jobs/" + id);
+  EXPECT_EQ(job["state"], "done");
+  EXPECT_EQ(job["kind"], "video");
+  auto video = client_->Get("/api/v1/jobs/" + id + "/video");
+  ASSERT_TRUE(video);
+  EXPECT_EQ(video->status, 200);
+  EXPECT_EQ(GetJson("/api/v1/jobs/" + id + "/result")["frames"].size(), 5u);
+}
+
+}  // namespace
+}  // namespace kadr::gateway
