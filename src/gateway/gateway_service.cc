@@ -137,6 +137,7 @@ class GatewayService::Impl {
       vo.max_kept = options_.max_videos_kept;
       vo.frame_timeout = options_.video_frame_timeout;
       vo.now_ms = options_.now_ms;
+      vo.history = history_;
       video_ = std::make_unique<detail::VideoJobs>(std::move(vo), publisher_, metrics_);
     }
   }

@@ -470,6 +470,7 @@ void VideoJobs::Finish(Job& job, Status outcome) {
     }
   }
   std::string body;
+  viewer::JobRecord record;
   double seconds = 0;
   std::int64_t frames = 0;
   {
@@ -490,9 +491,15 @@ void VideoJobs::Finish(Job& job, Status outcome) {
     }
     frames = job.frames_done;
     body = JobJsonLocked(job);
+    if (options_.history != nullptr) record = RecordLocked(job);
   }
   if (Status s = WriteWhole(FileOf(options_.dir, id, ".json"), body); !s.ok()) {
     spdlog::warn("video job record not saved job={} error=\"{}\"", id, s.ToString());
+  }
+  if (options_.history != nullptr) {
+    if (Status s = options_.history->PutJob(record); !s.ok()) {
+      spdlog::warn("video job not recorded in the history job={} error=\"{}\"", id, s.ToString());
+    }
   }
   const std::string outcome_name = outcome.ok()
                                        ? "done"
@@ -588,7 +595,7 @@ std::shared_ptr<VideoJobs::Job> VideoJobs::Find(const std::string& id) {
   return it == jobs_.end() ? nullptr : it->second;
 }
 
-std::string VideoJobs::JobJsonLocked(const Job& job) const {
+viewer::JobRecord VideoJobs::RecordLocked(const Job& job) const {
   viewer::JobRecord record;
   record.id = job.id;
   record.kind = "video";
@@ -600,7 +607,11 @@ std::string VideoJobs::JobJsonLocked(const Job& job) const {
   record.frames_done = job.frames_done;
   record.source_name = job.request.filename;
   record.error = job.error;
-  json j = json::parse(viewer::JobToJson(record), nullptr, false);
+  return record;
+}
+
+std::string VideoJobs::JobJsonLocked(const Job& job) const {
+  json j = json::parse(viewer::JobToJson(RecordLocked(job)), nullptr, false);
   if (!j.is_object()) j = json::object();
   double fps = 0;
   json eta = nullptr;

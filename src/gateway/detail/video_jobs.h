@@ -44,6 +44,7 @@
 #include "common/status.h"
 #include "http/server.h"
 #include "protocol/detection.h"
+#include "viewer/history_store.h"
 
 namespace kadr::gateway::detail {
 
@@ -66,6 +67,10 @@ struct VideoJobsOptions {
   int jpeg_quality = 90;
   // Unix milliseconds for job times; the system clock when unset.
   std::function<std::int64_t()> now_ms;
+  // Optional: every finished job (done, failed, cancelled) is recorded here too, so that the
+  // history list (the viewer's GET /api/v1/jobs) shows video jobs. Borrowed; must outlive
+  // the VideoJobs.
+  viewer::HistoryStore* history = nullptr;
 };
 
 // What the upload asked for, already validated by the gateway.
@@ -124,6 +129,8 @@ class VideoJobs {
   void Finish(Job& job, Status outcome);
   std::shared_ptr<Job> Find(const std::string& id);
   void Retain();
+  // The job as the history (and the job JSON) records it; job.mu held.
+  viewer::JobRecord RecordLocked(const Job& job) const;
   std::string JobJsonLocked(const Job& job) const;
   std::int64_t NowMs() const;
 

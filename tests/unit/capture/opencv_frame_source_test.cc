@@ -2,16 +2,20 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <opencv2/core.hpp>
 #include <opencv2/videoio.hpp>
 
+#include "support/child_process.h"
 #include "support/test_data.h"
 
 namespace kadr::capture {
@@ -112,6 +116,53 @@ TEST(OpenCvFrameSourceTest, LoopedFileStartsAgainAtTheEnd) {
   EXPECT_NEAR(brightness[5], brightness[0], 3.0);
   EXPECT_NEAR(brightness[10], brightness[0], 3.0);
   EXPECT_GT(brightness[4], brightness[0] + 20);
+}
+
+// An HTTP MJPEG camera (multipart/x-mixed-replace JPEGs; tests/support/mjpeg_server.py
+// serving frames made by ffmpeg): the source opens as a live one and delivers decoded frames
+// of the served size.
+TEST(OpenCvFrameSourceTest, HttpMjpegSourceDeliversLiveFrames) {
+  for (const char* tool : {"/usr/bin/ffmpeg", "/usr/bin/python3"}) {
+    if (!std::filesystem::exists(tool)) {
+      GTEST_SKIP() << tool << " not installed (scripts/setup-debian.sh installs it)";
+    }
+  }
+  const auto dir = testing::MakeTempDir();
+  const auto frames = dir / "frames";
+  std::filesystem::create_directories(frames);
+  testing::ChildProcess make(
+      {"/usr/bin/ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
+       "-frames:v", "10", (frames / "f%02d.jpg").string()},
+      dir / "ffmpeg.log");
+  ASSERT_TRUE(make.started());
+  for (int i = 0; i < 300 && make.Running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(make.Running());
+  ASSERT_TRUE(WIFEXITED(make.wait_status()) && WEXITSTATUS(make.wait_status()) == 0)
+      << make.LogTail();
+  const int port = ClosedPort();
+  testing::ChildProcess server(
+      {"/usr/bin/python3", KADR_SOURCE_DIR "/tests/support/mjpeg_server.py", std::to_string(port),
+       frames.string(), "10"},
+      dir / "server.log");
+  ASSERT_TRUE(server.started());
+  ASSERT_TRUE(server.WaitForLog("ready", std::chrono::seconds(10))) << server.LogTail();
+  SourceOptions o;
+  o.open_timeout = std::chrono::milliseconds(3000);
+  o.read_timeout = std::chrono::milliseconds(3000);
+  auto s = Make("http://127.0.0.1:" + std::to_string(port) + "/cam.mjpg", o);
+  const Status opened = s->Open();
+  ASSERT_TRUE(opened.ok()) << opened.ToString() << "\n" << server.LogTail();
+  EXPECT_TRUE(s->info().live);
+  for (int i = 0; i < 3; ++i) {
+    auto f = s->Read();
+    ASSERT_TRUE(f.has_value()) << f.error().ToString();
+    ASSERT_FALSE(f->end_of_stream);
+    EXPECT_EQ(f->image.cols, 320);
+    EXPECT_EQ(f->image.rows, 240);
+    EXPECT_EQ(f->image.type(), CV_8UC3);
+  }
 }
 
 TEST(OpenCvFrameSourceTest, UnreachableRtspFailsWithHostPortAndReason) {

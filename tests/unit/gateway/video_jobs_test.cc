@@ -25,6 +25,7 @@
 #include "protocol/heartbeat.h"
 #include "support/test_data.h"
 #include "video/video.h"
+#include "viewer/history_store.h"
 
 namespace kadr::gateway {
 namespace {
@@ -147,7 +148,7 @@ class VideoJobsTest : public ::testing::Test {
     m.labels = {"person", "car"};
     service_ = std::make_unique<GatewayService>(
         std::move(options), publisher_, replies_, workers_, std::vector<ConfiguredModel>{m},
-        [] { return Status::Ok(); }, metrics_);
+        [] { return Status::Ok(); }, metrics_, history_.get());
     http::HttpServerOptions ho;
     ho.port = 0;
     ho.threads = 4;
@@ -202,6 +203,7 @@ class VideoJobsTest : public ::testing::Test {
   bus::FakeSubscriber replies_{bus_, kReplyTopic};
   bus::FakeSubscriber workers_{bus_, std::string(protocol::kWorkersTopic)};
   MetricsRegistry metrics_;
+  std::unique_ptr<viewer::HistoryStore> history_;  // optional; set before Start()
   std::unique_ptr<FakeWorker> worker_;
   std::unique_ptr<GatewayService> service_;
   std::unique_ptr<http::HttpServer> server_;
@@ -446,6 +448,32 @@ TEST_F(VideoJobsTest, FinishedJobIsReadableAfterARestart) {
   ASSERT_TRUE(video);
   EXPECT_EQ(video->status, 200);
   EXPECT_EQ(GetJson("/api/v1/jobs/" + id + "/result")["frames"].size(), 5u);
+}
+
+// The history list (the viewer's GET /api/v1/jobs, e.g. the web UI's History page) shows
+// finished video jobs: the gateway records them in the history it was given.
+TEST_F(VideoJobsTest, FinishedJobsAreRecordedInTheHistory) {
+  viewer::HistoryOptions ho;
+  ho.dir = dir_ / "history";
+  history_ = std::move(viewer::HistoryStore::Create(ho)).value();
+  Start(Options());
+  auto r =
+      client_->Post("/api/v1/jobs?model=" + std::string(kModel), MakeVideo(dir_, 5), "video/mp4");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202);
+  const std::string id = json::parse(r->body)["id"];
+  WaitForState(id, "done");
+  auto record = history_->GetJob(id);
+  ASSERT_TRUE(record.has_value()) << record.error().ToString();
+  EXPECT_EQ(record->kind, "video");
+  EXPECT_EQ(record->state, "done");
+  EXPECT_EQ(record->model, kModel);
+  EXPECT_EQ(record->frames_total, 5);
+  EXPECT_EQ(record->frames_done, 5);
+  auto list = history_->ListJobs(10, 0);
+  ASSERT_TRUE(list.has_value());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].id, id);
 }
 
 }  // namespace
