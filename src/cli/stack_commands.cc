@@ -214,26 +214,6 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     auto h = viewer::HistoryStore::Create(ho);
     if (!Check(h, "history store")) return 2;
     history = std::move(*h);
-    // The live topics may not exist yet (the camera creates them too): a subscription that
-    // matches no topic delays the group's first join by ~20 s. Not fatal.
-    for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
-      if (Status s =
-              (*publisher)
-                  ->EnsureTopic(std::string(topic), args.partitions, std::chrono::seconds(5));
-          !s.ok()) {
-        spdlog::warn("viewer: topic {} not ready yet: {}", topic, s.ToString());
-      }
-    }
-    kafka::SubscriberOptions so;
-    so.group_id = "kadr.viewer";
-    so.topics = viewer::ViewerTopics();  // history topics and the live streams'
-    so.metadata_refresh_ms = 2000;
-    auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
-    if (!Check(s, "viewer consumer")) return 2;
-    viewer_subscriber = std::move(*s);
-    viewer::ViewerOptions vo;
-    vo.max_live_clients = args.max_live_clients;
-    viewer = std::make_unique<viewer::ViewerService>(vo, *history, *viewer_subscriber, metrics);
   }
 
   // Gateway: the REST API; answers come back on its own reply topic.
@@ -276,6 +256,31 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
         go, **publisher, *replies, *announcements, configured,
         [check] { return check->CheckBroker(std::chrono::seconds(1)); }, metrics, history.get());
     spdlog::info("gateway instance={} reply_topic={}", instance, go.reply_topic);
+  }
+
+  // The viewer subscribes once its topics exist: the gateway has created its reply topic
+  // above, the live topics are created here (the camera creates them too). A pattern that
+  // matches no topic yet (^kadr\.replies\..*, the live topics) delays the group's first
+  // join by ~20 s on librdkafka 2.0.2, and with it the history. Not fatal.
+  if (history) {
+    for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
+      if (Status s =
+              (*publisher)
+                  ->EnsureTopic(std::string(topic), args.partitions, std::chrono::seconds(5));
+          !s.ok()) {
+        spdlog::warn("viewer: topic {} not ready yet: {}", topic, s.ToString());
+      }
+    }
+    kafka::SubscriberOptions so;
+    so.group_id = "kadr.viewer";
+    so.topics = viewer::ViewerTopics();  // history topics and the live streams'
+    so.metadata_refresh_ms = 2000;
+    auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
+    if (!Check(s, "viewer consumer")) return 2;
+    viewer_subscriber = std::move(*s);
+    viewer::ViewerOptions vo;
+    vo.max_live_clients = args.max_live_clients;
+    viewer = std::make_unique<viewer::ViewerService>(vo, *history, *viewer_subscriber, metrics);
   }
 
   // Camera (up only): live streams, their API on the shared port, results on kadr.live.results.
