@@ -5,8 +5,6 @@
 // show, and streams that come back after a restart of `kadr up`.
 //
 // Model: the built-in `null` (no detections), so the test measures the camera, not a network.
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -23,6 +21,7 @@
 
 #include "support/child_process.h"
 #include "support/kadr_up.h"
+#include "support/ports.h"
 
 namespace kadr {
 namespace {
@@ -33,18 +32,6 @@ using testing::ChildProcess;
 
 constexpr char kPython[] = "/usr/bin/python3";
 constexpr char kSecret[] = "hunter2secret";
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 bool HaveRtspServer() {
   return std::system(
@@ -128,7 +115,7 @@ class CameraStreamTest : public ::testing::Test {
 
 TEST_F(CameraStreamTest, RtspStreamRecoversFromAServerRestartAndSurvivesAKadrRestart) {
   if (!HaveRtspServer()) GTEST_SKIP() << "GStreamer's RTSP server (python3-gi) is not installed";
-  rtsp_port_ = FreePort();
+  rtsp_port_ = testing::UnusedLoopbackPort();
   ASSERT_NO_FATAL_FAILURE(StartRtsp());
   ASSERT_NO_FATAL_FAILURE(StartUp(1));
   auto c = Client();
@@ -200,7 +187,7 @@ TEST_F(CameraStreamTest, BadSourcesGetPreciseErrorsAndLeaveTheServiceAlone) {
   auto c = Client();
   const auto text = dir_ / "notes.txt";
   std::ofstream(text) << "not a video\n";
-  const int closed = FreePort();
+  const int closed = testing::UnusedLoopbackPort();
   struct Case {
     json body;
     int status;

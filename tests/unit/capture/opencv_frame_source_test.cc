@@ -1,7 +1,5 @@
 #include "capture/opencv_frame_source.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,24 +14,11 @@
 #include <opencv2/videoio.hpp>
 
 #include "support/child_process.h"
+#include "support/ports.h"
 #include "support/test_data.h"
 
 namespace kadr::capture {
 namespace {
-
-// A port on 127.0.0.1 that nothing listens on: bound, then closed.
-int ClosedPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // A short MJPEG AVI whose frames have distinct brightness (10, 20, ...).
 std::filesystem::path WriteVideo(const std::filesystem::path& dir, int frames) {
@@ -141,7 +126,7 @@ TEST(OpenCvFrameSourceTest, HttpMjpegSourceDeliversLiveFrames) {
   ASSERT_FALSE(make.Running());
   ASSERT_TRUE(WIFEXITED(make.wait_status()) && WEXITSTATUS(make.wait_status()) == 0)
       << make.LogTail();
-  const int port = ClosedPort();
+  const int port = testing::UnusedLoopbackPort();
   testing::ChildProcess server(
       {"/usr/bin/python3", KADR_SOURCE_DIR "/tests/support/mjpeg_server.py", std::to_string(port),
        frames.string(), "10"},
@@ -166,7 +151,7 @@ TEST(OpenCvFrameSourceTest, HttpMjpegSourceDeliversLiveFrames) {
 }
 
 TEST(OpenCvFrameSourceTest, UnreachableRtspFailsWithHostPortAndReason) {
-  const int port = ClosedPort();
+  const int port = testing::UnusedLoopbackPort();
   SourceOptions o;
   o.open_timeout = std::chrono::milliseconds(2000);
   auto s = Make("rtsp://admin:hunter2@127.0.0.1:" + std::to_string(port) + "/cam", o);
