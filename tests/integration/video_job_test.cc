@@ -230,6 +230,12 @@ TEST_F(VideoJobTest, NotAVideoIs415AndATruncatedMp4Is400) {
   ASSERT_TRUE(truncated);
   EXPECT_EQ(truncated->status, 400) << truncated->body;
   EXPECT_NE(truncated->body.find("truncated"), std::string::npos) << truncated->body;
+
+  // Nothing else is disturbed: the next upload is served as usual.
+  auto image = c.Post("/api/v1/detect?model=yolox_nano", ReadAll(testing::MediaPath("bus.jpg")),
+                      "image/jpeg");
+  ASSERT_TRUE(image);
+  EXPECT_EQ(image->status, 200) << image->body;
 }
 
 TEST_F(VideoJobTest, CancelStopsARunningJobAndImagesStillWork) {
