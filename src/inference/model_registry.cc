@@ -109,6 +109,12 @@ Status ParseModelSpecJson(std::string_view text, const fs::path& base_dir, Model
 
 Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptions& options) {
   std::unique_ptr<ModelRegistry> reg(new ModelRegistry());
+  reg->device_ = ResolveDevice(options.device);
+  if (reg->device_.fallback) {
+    spdlog::warn("{}", DescribeDevice(reg->device_));
+  } else {
+    spdlog::info("{}", DescribeDevice(reg->device_));
+  }
   if (options.builtins) {
     reg->Add(HogPeopleSpec());
     reg->Add(HaarFaceSpec(options.haar_dir));
@@ -159,8 +165,20 @@ Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptio
     ASSIGN_OR_RETURN(std::string text, ReadText(options.config_file));
     json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     const std::string where = "config " + options.config_file.string();
-    if (j.is_discarded() || !j.is_object() || !j.contains("models") || !j["models"].is_array()) {
-      return InvalidArgumentError(where + ": expected {\"models\": [ ... ]}");
+    // {"models": [...], "settings": {...}}: both optional; the settings are the command
+    // line's (src/cli/config_settings.h).
+    if (j.is_discarded() || !j.is_object()) {
+      return InvalidArgumentError(where + R"(: expected {"models": [ ... ], "settings": { ... }})");
+    }
+    for (const auto& [key, value] : j.items()) {
+      if (key != "models" && key != "settings") {
+        return InvalidArgumentError(where + ": unknown key '" + key +
+                                    "' (expected \"models\" and \"settings\")");
+      }
+    }
+    if (!j.contains("models")) j["models"] = json::array();
+    if (!j["models"].is_array()) {
+      return InvalidArgumentError(where + R"(: "models" must be a list of model entries)");
     }
     const fs::path base = options.config_file.parent_path();
     std::set<std::string> seen;
@@ -232,7 +250,9 @@ Result<std::shared_ptr<Detector>> ModelRegistry::Get(std::string_view name) {
   }
   const ModelSpec& spec = entry->spec;
   auto created =
-      IsBuiltinFamily(spec.family) ? CreateBuiltinDetector(spec) : CreateOpenCvDnnDetector(spec);
+      IsBuiltinFamily(spec.family)
+          ? CreateBuiltinDetector(spec)
+          : CreateOpenCvDnnDetector(spec, OpenCvDnnOptions{.warm_up = true, .cuda = device_.cuda});
   std::lock_guard lock(mu_);
   if (!created) {
     entry->state = LoadState::kFailed;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "inference/detector.h"
+#include "inference/device.h"
 
 namespace kadr::inference {
 
@@ -28,6 +29,7 @@ struct RegistryOptions {
   std::vector<std::filesystem::path> models_dirs;  // scanned for *.onnx (missing dirs ignored)
   bool builtins = true;                            // register people-hog and faces-haar
   std::filesystem::path haar_dir = "/usr/share/opencv4/haarcascades";
+  Device device = Device::kAuto;  // ONNX models: resolved once by Create(), which logs it
 };
 
 enum class LoadState { kNotLoaded, kReady, kFailed };
@@ -62,6 +64,9 @@ class ModelRegistry {
   // Loads every model (for listings and eager start-up).
   void LoadAll();
 
+  // Where the ONNX models run (the built-in detectors always run on the CPU).
+  const DeviceChoice& device() const { return device_; }
+
  private:
   struct Entry {
     ModelSpec spec;
@@ -73,6 +78,8 @@ class ModelRegistry {
 
   ModelRegistry() = default;
   void Add(ModelSpec spec);
+
+  DeviceChoice device_;
 
   mutable std::mutex mu_;  // guards entries_ map and each Entry's state/error/detector
   std::map<std::string, std::unique_ptr<Entry>, std::less<>> entries_;

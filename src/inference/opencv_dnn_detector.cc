@@ -441,7 +441,7 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   }
   ModelInfo info;
   info.name = spec.name;
-  info.backend = "opencv-dnn/cpu";
+  info.backend = options.cuda ? "opencv-dnn/cuda" : "opencv-dnn/cpu";
   info.input_height = spec.input_height.value_or(static_cast<int>(in_dims[2]));
   info.input_width = spec.input_width.value_or(static_cast<int>(in_dims[3]));
   if (info.input_width <= 0 || info.input_height <= 0) {
@@ -456,8 +456,9 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   cv::dnn::Net net;
   try {
     net = cv::dnn::readNetFromONNX(normalized->bytes.data(), normalized->bytes.size());
-    net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-    net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+    net.setPreferableBackend(options.cuda ? cv::dnn::DNN_BACKEND_CUDA
+                                          : cv::dnn::DNN_BACKEND_OPENCV);
+    net.setPreferableTarget(options.cuda ? cv::dnn::DNN_TARGET_CUDA : cv::dnn::DNN_TARGET_CPU);
   } catch (const cv::Exception& e) {
     return UnsupportedError("OpenCV DNN cannot load it: " + FirstLine(e.what()) +
                             ". Supported: fp32/fp16 ONNX of the families " +

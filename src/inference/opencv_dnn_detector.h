@@ -20,6 +20,7 @@ namespace kadr::inference {
 
 struct OpenCvDnnOptions {
   bool warm_up = true;  // run one forward pass at load (also validates the output layout)
+  bool cuda = false;    // OpenCV's CUDA backend (FP32); the caller checked it is available
 };
 
 class OpenCvDnnDetector;
