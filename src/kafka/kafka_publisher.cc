@@ -16,8 +16,10 @@ namespace kadr::kafka {
 namespace {
 
 // The topic's state in a fresh metadata answer; requesting it lets the broker auto-create it.
-Status TopicInMetadata(rd_kafka_t* rk, const std::string& topic,
-                       std::chrono::milliseconds timeout) {
+// The partition count of `topic`; kUnavailable when the broker does not answer or does not
+// have the topic (a broker that auto-creates topics creates it on this request).
+Result<int> TopicInMetadata(rd_kafka_t* rk, const std::string& topic,
+                            std::chrono::milliseconds timeout) {
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
   if (rkt == nullptr) return InvalidArgumentError("bad topic name '" + topic + "'");
   const rd_kafka_metadata_t* md = nullptr;
@@ -27,12 +29,12 @@ Status TopicInMetadata(rd_kafka_t* rk, const std::string& topic,
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return UnavailableError("metadata for topic " + topic + ": " + rd_kafka_err2str(err));
   }
-  Status result = UnavailableError("topic " + topic + " does not exist");
+  Result<int> result = UnavailableError("topic " + topic + " does not exist");
   for (int i = 0; i < md->topic_cnt; ++i) {
     const rd_kafka_metadata_topic_t& t = md->topics[i];
     if (topic != t.topic) continue;
     if (t.err == RD_KAFKA_RESP_ERR_NO_ERROR && t.partition_cnt > 0) {
-      result = Status::Ok();
+      result = t.partition_cnt;
     } else {
       result = UnavailableError("topic " + topic + ": " + rd_kafka_err2str(t.err));
     }
@@ -107,9 +109,8 @@ void KafkaPublisher::WarmTopic(const std::string& topic) {
     std::lock_guard lock(impl_->topics_mu);
     if (!impl_->known_topics.insert(topic).second) return;
   }
-  if (Status s = TopicInMetadata(impl_->rk.get(), topic, std::chrono::milliseconds(1000));
-      !s.ok()) {
-    spdlog::debug("metadata for new topic not ready: {}", s.ToString());
+  if (auto s = TopicInMetadata(impl_->rk.get(), topic, std::chrono::milliseconds(1000)); !s) {
+    spdlog::debug("metadata for new topic not ready: {}", s.error().ToString());
   }
 }
 
@@ -182,16 +183,32 @@ Status KafkaPublisher::CheckBroker(std::chrono::milliseconds timeout) {
 
 Status KafkaPublisher::EnsureTopic(const std::string& topic, int partitions,
                                    std::chrono::milliseconds timeout) {
+  TopicSettings settings;
+  settings.partitions = partitions;
+  auto created = EnsureTopic(topic, settings, timeout);
+  return created ? Status::Ok() : created.error();
+}
+
+Result<int> KafkaPublisher::EnsureTopic(const std::string& topic, const TopicSettings& settings,
+                                        std::chrono::milliseconds timeout) {
   rd_kafka_t* rk = impl_->rk.get();
   // First ask for the topic: brokers that auto-create topics (the embedded one, Kafka's
   // default) create it now, in one round trip. The embedded broker has no CreateTopics.
-  if (TopicInMetadata(rk, topic, std::min(timeout, std::chrono::milliseconds(2000))).ok()) {
-    return Status::Ok();
+  if (auto existing =
+          TopicInMetadata(rk, topic, std::min(timeout, std::chrono::milliseconds(2000)))) {
+    return *existing;
   }
   char errstr[512] = {};
-  rd_kafka_NewTopic_t* nt =
-      rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, errstr, sizeof(errstr));
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(
+      topic.c_str(), settings.partitions, settings.replication_factor, errstr, sizeof(errstr));
   if (nt == nullptr) return InvalidArgumentError("topic " + topic + ": " + errstr);
+  for (const auto& [name, value] : settings.configs) {
+    if (rd_kafka_NewTopic_set_config(nt, name.c_str(), value.c_str()) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_NewTopic_destroy(nt);
+      return InvalidArgumentError("topic " + topic + ": bad config " + name + "=" + value);
+    }
+  }
   rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);
   rd_kafka_AdminOptions_t* opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
   (void)rd_kafka_AdminOptions_set_request_timeout(opts, static_cast<int>(timeout.count()), errstr,
@@ -199,13 +216,18 @@ Status KafkaPublisher::EnsureTopic(const std::string& topic, int partitions,
   rd_kafka_CreateTopics(rk, &nt, 1, opts, queue);
   rd_kafka_event_t* ev = rd_kafka_queue_poll(queue, static_cast<int>(timeout.count()));
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+  std::string detail;
   if (ev != nullptr) {
     err = rd_kafka_event_error(ev);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       size_t n = 0;
       const rd_kafka_topic_result_t** results =
           rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-      if (n == 1) err = rd_kafka_topic_result_error(results[0]);
+      if (n == 1) {
+        err = rd_kafka_topic_result_error(results[0]);
+        const char* msg = rd_kafka_topic_result_error_string(results[0]);
+        if (msg != nullptr) detail = msg;
+      }
     }
     rd_kafka_event_destroy(ev);
   }
@@ -213,10 +235,11 @@ Status KafkaPublisher::EnsureTopic(const std::string& topic, int partitions,
   rd_kafka_NewTopic_destroy(nt);
   rd_kafka_queue_destroy(queue);
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-    spdlog::info("topic ready topic={} partitions={}", topic, partitions);
-    return Status::Ok();
+    spdlog::info("topic ready topic={} partitions={}", topic, settings.partitions);
+    return settings.partitions;
   }
-  return UnavailableError("topic " + topic + " could not be created: " + rd_kafka_err2str(err));
+  return UnavailableError("topic " + topic + " could not be created: " + rd_kafka_err2str(err) +
+                          (detail.empty() ? "" : " (" + detail + ")"));
 }
 
 }  // namespace kadr::kafka

@@ -6,6 +6,7 @@
 // Thread-safe. Destruction flushes for up to 10 s, then drops what is left (and logs it).
 #pragma once
 
+#include <map>
 #include <memory>
 
 #include "bus/bus.h"
@@ -31,6 +32,17 @@ class KafkaPublisher final : public bus::FramePublisher {
   // embedded broker). Errors: kInvalidArgument (bad name), kUnavailable (no answer or the
   // topic still does not exist).
   Status EnsureTopic(const std::string& topic, int partitions, std::chrono::milliseconds timeout);
+
+  struct TopicSettings {
+    int partitions = 1;
+    int replication_factor = -1;                 // -1: the broker's default
+    std::map<std::string, std::string> configs;  // max.message.bytes, retention.ms, ...
+  };
+  // The same with replication and topic configs (applied only when the topic is created
+  // here; an existing topic keeps its own). Returns the topic's partition count: the existing
+  // topic's, or settings.partitions when created.
+  Result<int> EnsureTopic(const std::string& topic, const TopicSettings& settings,
+                          std::chrono::milliseconds timeout);
 
   struct Impl;
 
