@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "cli/config_settings.h"
 
 namespace kadr::cli {
 namespace {
@@ -29,6 +30,7 @@ inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options) {
   inference::RegistryOptions r;
   r.config_file = options.config_file;
   r.models_dirs = options.models_dirs;
+  r.device = options.device;
   return r;
 }
 
@@ -52,7 +54,8 @@ int Run(int argc, char** argv) {
 
   GlobalOptions global;
   std::string models_dirs;
-  app.add_option("--config", global.config_file, "model registry config file (JSON)")
+  app.add_option("--config", global.config_file,
+                 "config file (JSON): {\"settings\": {...}, \"models\": [...]}")
       ->envname("KADR_CONFIG")
       ->check(CLI::ExistingFile);
   app.add_option("--models-dir", models_dirs,
@@ -64,17 +67,32 @@ int Run(int argc, char** argv) {
   app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error")
       ->envname("KADR_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  std::string device = "auto";
+  app.add_option("--device", device,
+                 "inference device: auto (CUDA when available), cpu, cuda (falls back to CPU)")
+      ->envname("KADR_DEVICE")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
 
   const std::vector<Command> commands = {
       AddDetectCommand(app, global), AddModelsCommand(app, global), AddBrokerCommand(app, global),
       AddWorkerCommand(app, global), AddUpCommand(app, global),     AddGatewayCommand(app, global),
-      AddViewerCommand(app, global), AddCameraCommand(app, global)};
+      AddViewerCommand(app, global), AddCameraCommand(app, global), AddTopicsCommand(app, global),
+      AddHealthCommand(app, global)};
+  // The config file's settings become environment defaults, so flags > environment > file.
+  if (const auto config = FindConfigFile(argc, argv); !config.empty()) {
+    if (Status s = ApplyConfigSettings(config, app); !s.ok()) {
+      fmt::print(stderr, "error: {}\n", s.message());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
+  global.device = *inference::ParseDevice(device);  // checked by IsMember above
   global.models_dirs =
       models_dirs.empty() ? std::vector<std::filesystem::path>{"models"} : SplitPaths(models_dirs);
   spdlog::set_default_logger(spdlog::stderr_color_mt("kadr"));

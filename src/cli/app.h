@@ -11,13 +11,14 @@
 
 namespace kadr::cli {
 
-// Options every subcommand shares. Precedence: config file, then KADR_* environment
-// variables, then flags.
+// Options every subcommand shares. Precedence: flags, then KADR_* environment variables, then
+// the config file's "settings" (config_settings.h), then the defaults.
 struct GlobalOptions {
   std::filesystem::path config_file;               // --config, KADR_CONFIG
   std::vector<std::filesystem::path> models_dirs;  // --models-dir, KADR_MODELS_DIR (':'-separated)
   int threads = 0;                                 // --threads, KADR_THREADS; 0 = all cores
   std::string log_level = "info";                  // --log-level, KADR_LOG_LEVEL
+  inference::Device device = inference::Device::kAuto;  // --device, KADR_DEVICE
 };
 
 inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options);

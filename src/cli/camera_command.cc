@@ -41,8 +41,7 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
                                       camera::ModelCheck check, int partitions) {
   for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
     // Not fatal: the first result creates the topic (auto-creation) once the broker is back.
-    if (Status s = publisher.EnsureTopic(std::string(topic), partitions, std::chrono::seconds(5));
-        !s.ok()) {
+    if (Status s = EnsureKadrTopic(publisher, topic, partitions); !s.ok()) {
       spdlog::warn("camera: topic {} not ready yet: {}", topic, s.ToString());
     }
   }

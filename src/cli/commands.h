@@ -23,5 +23,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global);
 Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global);
 Command AddViewerCommand(CLI::App& app, const GlobalOptions& global);
 Command AddCameraCommand(CLI::App& app, const GlobalOptions& global);
+Command AddTopicsCommand(CLI::App& app, const GlobalOptions& global);
+Command AddHealthCommand(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace kadr::cli

@@ -1,5 +1,7 @@
 #include "cli/kafka_flags.h"
 
+#include "protocol/topics.h"
+
 namespace kadr::cli {
 
 void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required) {
@@ -12,10 +14,12 @@ void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required) {
       ->delimiter(';');
   app.add_option("--fetch-wait-ms", flags.fetch_wait_max_ms,
                  "consumer fetch.wait.max.ms (small: the embedded broker waits this long)")
+      ->envname("KADR_FETCH_WAIT_MS")
       ->check(CLI::Range(1, 5000))
       ->capture_default_str();
   app.add_option("--session-timeout-ms", flags.session_timeout_ms,
                  "consumer group session.timeout.ms: a dead member's partitions move after this")
+      ->envname("KADR_SESSION_TIMEOUT_MS")
       ->check(CLI::Range(1000, 300000))
       ->capture_default_str();
 }
@@ -41,6 +45,14 @@ std::string DescribeKafka(const kafka::KafkaOptions& options) {
     s += " " + k + "=" + (kafka::IsSecretProperty(k) ? "***" : v);
   }
   return s;
+}
+
+Status EnsureKadrTopic(kafka::KafkaPublisher& publisher, std::string_view topic, int partitions) {
+  kafka::KafkaPublisher::TopicSettings settings;
+  settings.partitions = partitions;
+  settings.configs = protocol::TopicConfigs(topic);
+  auto created = publisher.EnsureTopic(std::string(topic), settings, std::chrono::seconds(5));
+  return created ? Status::Ok() : created.error();
 }
 
 }  // namespace kadr::cli

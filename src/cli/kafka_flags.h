@@ -8,6 +8,7 @@
 
 #include "common/status.h"
 #include "kafka/kafka_options.h"
+#include "kafka/kafka_publisher.h"
 
 namespace kadr::cli {
 
@@ -22,5 +23,9 @@ void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required);
 Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags);
 // "bootstrap=... security.protocol=SASL_SSL sasl.password=***" for the start-up log.
 std::string DescribeKafka(const kafka::KafkaOptions& options);
+
+// Makes sure a kadr topic exists, created with the settings docs/protocol.md requires of it
+// (protocol::TopicConfigs); waits up to 5 s.
+Status EnsureKadrTopic(kafka::KafkaPublisher& publisher, std::string_view topic, int partitions);
 
 }  // namespace kadr::cli

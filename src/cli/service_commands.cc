@@ -5,11 +5,14 @@
 #include <mutex>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "cli/kafka_flags.h"
 #include "cli/shutdown.h"
+#include "common/metrics.h"
+#include "http/server.h"
 #include "kafka/embedded_broker.h"
 #include "kafka/kafka_publisher.h"
 #include "kafka/kafka_subscriber.h"
@@ -60,7 +63,49 @@ struct WorkerArgs {
   int linger_ms = 0;
   int drain_ms = 10000;
   bool no_draw = false;
+  std::string host = "127.0.0.1";
+  int http_port = -1;  // -1: no HTTP
 };
+
+// The worker's own /healthz and /metrics (for container health checks and Prometheus; the
+// gateways also see every worker through its announcements on kadr.workers).
+Result<std::unique_ptr<http::HttpServer>> StartWorkerHttp(const WorkerArgs& args,
+                                                          const worker::WorkerService& service,
+                                                          MetricsRegistry& metrics) {
+  http::HttpServerOptions ho;
+  ho.host = args.host;
+  ho.port = args.http_port;
+  ho.threads = 2;
+  ho.max_body_bytes = 1024;  // GET only
+  ASSIGN_OR_RETURN(auto server, http::HttpServer::Create(ho));
+  const worker::WorkerService* svc = &service;
+  const std::string model = args.model;
+  RETURN_IF_ERROR(server->Route("GET", "/healthz", [svc, model](const http::HttpRequest&) {
+    const worker::WorkerStats st = svc->stats();
+    nlohmann::json j = {{"status", "ok"},      {"role", "worker"},          {"model", model},
+                        {"frames", st.frames}, {"processed", st.processed}, {"skipped", st.skipped},
+                        {"failed", st.failed}};
+    return http::HttpResponse::Json(j.dump());
+  }));
+  MetricsRegistry* m = &metrics;
+  RETURN_IF_ERROR(server->Route("GET", "/metrics", [svc, m, model](const http::HttpRequest&) {
+    const worker::WorkerStats st = svc->stats();
+    const std::pair<const char*, std::uint64_t> outcomes[] = {
+        {"taken", st.frames},  {"ok", st.processed}, {"skipped", st.skipped},
+        {"failed", st.failed}, {"acked", st.acked},  {"republished", st.publish_retries}};
+    for (const auto& [outcome, value] : outcomes) {
+      m->GetGauge("kadr_worker_frames", "Frames of this worker by outcome, since it started.",
+                  {{"model", model}, {"outcome", outcome}})
+          .Set(static_cast<double>(value));
+    }
+    http::HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = m->RenderPrometheus();
+    return r;
+  }));
+  RETURN_IF_ERROR(server->Start());
+  return server;
+}
 
 int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
   ShutdownSignal shutdown;
@@ -93,7 +138,21 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
   wo.drain_timeout = std::chrono::milliseconds(args.drain_ms);
   wo.processing.draw = !args.no_draw;
   worker::WorkerService service(wo, *detector, **publisher, **subscriber);
+  MetricsRegistry metrics;
+  std::unique_ptr<http::HttpServer> server;
+  if (args.http_port >= 0) {
+    auto started = StartWorkerHttp(args, service, metrics);
+    if (!started) {
+      fmt::print(stderr, "error: worker http: {}\n", started.error().ToString());
+      return 2;
+    }
+    server = std::move(*started);
+    fmt::print("kadr worker: health and metrics on http://{}:{}/healthz\n", args.host,
+               server->port());
+    std::fflush(stdout);
+  }
   Status s = service.Run(shutdown.token());
+  if (server) server->Stop();
   if (!s.ok()) {
     spdlog::warn("worker stopped with error=\"{}\"", s.message());
     return 1;
@@ -108,15 +167,20 @@ Command AddBrokerCommand(CLI::App& app, const GlobalOptions&) {
   CLI::App* sub = app.add_subcommand(
       "broker", "run the embedded Kafka-protocol broker (in memory; for development and tests)");
   sub->add_option("--port", args->port, "bootstrap port on 127.0.0.1 (0: ephemeral)")
+      ->envname("KADR_BROKER_PORT")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   sub->add_option("--partitions", args->partitions, "partitions per topic created here")
+      ->envname("KADR_PARTITIONS")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   sub->add_option("--brokers", args->brokers, "number of mock brokers")
+      ->envname("KADR_BROKER_COUNT")
       ->check(CLI::Range(1, 16))
       ->capture_default_str();
-  sub->add_option("--model", args->models, "pre-create the frames topic of these models");
+  sub->add_option("--model", args->models, "pre-create the frames topic of these models")
+      ->envname("KADR_MODELS")
+      ->delimiter(',');
   return {sub, [args] { return RunBroker(*args); }};
 }
 
@@ -126,17 +190,29 @@ Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--model,-m", args->model, "model name (see `kadr models`)")
       ->required()
       ->envname("KADR_MODEL");
-  sub->add_option("--group", args->group, "consumer group (default kadr.worker.<model>)");
+  sub->add_option("--group", args->group, "consumer group (default kadr.worker.<model>)")
+      ->envname("KADR_GROUP");
   sub->add_option("--batch", args->max_batch, "frames per micro-batch")
+      ->envname("KADR_BATCH")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   sub->add_option("--linger-ms", args->linger_ms, "wait for a batch to fill, ms")
+      ->envname("KADR_LINGER_MS")
       ->check(CLI::Range(0, 1000))
       ->capture_default_str();
   sub->add_option("--drain-ms", args->drain_ms, "on SIGTERM: bound for finishing in-flight work")
+      ->envname("KADR_DRAIN_MS")
       ->check(CLI::Range(0, 600000))
       ->capture_default_str();
-  sub->add_flag("--no-draw", args->no_draw, "publish results only, no annotated images");
+  sub->add_flag("--no-draw", args->no_draw, "publish results only, no annotated images")
+      ->envname("KADR_NO_DRAW");
+  sub->add_option("--host", args->host, "HTTP bind address for --http-port (0.0.0.0: all)")
+      ->envname("KADR_HOST")
+      ->capture_default_str();
+  sub->add_option("--http-port", args->http_port,
+                  "serve /healthz and /metrics on this port (0: a free one; default: no HTTP)")
+      ->envname("KADR_HTTP_PORT")
+      ->check(CLI::Range(0, 65535));
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
   return {sub, [args, &global] { return RunWorker(*args, global); }};
 }

@@ -234,7 +234,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
                                        : std::string();
     // Not fatal: without a broker the gateway still serves /healthz and answers 503, and
     // the topic is created by the first reply (auto-creation) once the broker is back.
-    if (Status s = (*publisher)->EnsureTopic(go.reply_topic, 1, std::chrono::seconds(5)); !s.ok()) {
+    if (Status s = EnsureKadrTopic(**publisher, go.reply_topic, 1); !s.ok()) {
       spdlog::warn("reply topic not ready yet: {}", s.ToString());
     }
     kafka::SubscriberOptions rs;
@@ -264,10 +264,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   // join by ~20 s on librdkafka 2.0.2, and with it the history. Not fatal.
   if (history) {
     for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
-      if (Status s =
-              (*publisher)
-                  ->EnsureTopic(std::string(topic), args.partitions, std::chrono::seconds(5));
-          !s.ok()) {
+      if (Status s = EnsureKadrTopic(**publisher, topic, args.partitions); !s.ok()) {
         spdlog::warn("viewer: topic {} not ready yet: {}", topic, s.ToString());
       }
     }
@@ -473,6 +470,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
   sub->add_option("--partitions", args->partitions, "embedded broker: partitions per topic")
+      ->envname("KADR_PARTITIONS")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/false);
