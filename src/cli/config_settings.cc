@@ -11,7 +11,7 @@
 namespace kadr::cli {
 namespace {
 
-using json = nlohmann::json;
+using nlohmann::json;
 
 std::string EnvNameOf(std::string_view key) {
   std::string env = "KADR_";
@@ -40,8 +40,11 @@ Result<std::string> ValueText(const json& v, const std::string& key) {
   }
   if (v.is_object()) {
     for (const auto& [k, item] : v.items()) {
-      ASSIGN_OR_RETURN(std::string s, Scalar(item, key + "." + k));
-      out += (out.empty() ? "" : ";") + k + "=" + s;
+      std::string name = key;
+      name.append(".").append(k);
+      ASSIGN_OR_RETURN(std::string s, Scalar(item, name));
+      if (!out.empty()) out += ';';
+      out.append(k).append("=").append(s);
     }
     return out;
   }

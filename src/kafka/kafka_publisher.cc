@@ -206,7 +206,9 @@ Result<int> KafkaPublisher::EnsureTopic(const std::string& topic, const TopicSet
     if (rd_kafka_NewTopic_set_config(nt, name.c_str(), value.c_str()) !=
         RD_KAFKA_RESP_ERR_NO_ERROR) {
       rd_kafka_NewTopic_destroy(nt);
-      return InvalidArgumentError("topic " + topic + ": bad config " + name + "=" + value);
+      std::string message = "topic " + topic + ": bad config ";
+      message.append(name).append("=").append(value);
+      return InvalidArgumentError(std::move(message));
     }
   }
   rd_kafka_queue_t* queue = rd_kafka_queue_new(rk);

@@ -37,6 +37,7 @@ std::map<std::string, std::string> TopicConfigs(std::string_view topic) {
 
 std::vector<TopicSpec> TopicPlan(const std::vector<std::string>& models, int partitions) {
   std::vector<std::string> names;
+  names.reserve(models.size() + 6);
   for (const auto& m : models) names.push_back(FramesTopic(m));
   for (const std::string_view t : {kResultsTopic, kAnnotatedTopic, kLiveResultsTopic,
                                    kLiveAnnotatedTopic, kDeadLetterTopic, kWorkersTopic}) {
