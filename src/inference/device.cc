@@ -1,6 +1,7 @@
 #include "inference/device.h"
 
 #include <algorithm>
+#include <regex>
 #include <utility>
 #include <vector>
 
@@ -31,12 +32,32 @@ std::string_view DeviceName(Device device) {
 
 namespace {
 
+// OpenCV's build summary has "NVIDIA CUDA: YES (...)" when it was built with CUDA.
+bool BuiltWithCuda() {
+  static const std::regex kCuda(R"(NVIDIA CUDA:\s+YES)");
+  return std::regex_search(cv::getBuildInformation(), kCuda);
+}
+
+// Some OpenCV versions leave CUDA out of the list when no device is present, and older ones
+// threw without a driver: asked only once a device is known to be there, and guarded.
 bool HasCudaDnnBackend() {
-  const std::vector<std::pair<cv::dnn::Backend, cv::dnn::Target>> available =
-      cv::dnn::getAvailableBackends();
-  return std::any_of(available.begin(), available.end(), [](const auto& b) {
-    return b.first == cv::dnn::DNN_BACKEND_CUDA && b.second == cv::dnn::DNN_TARGET_CUDA;
-  });
+  try {
+    const std::vector<std::pair<cv::dnn::Backend, cv::dnn::Target>> available =
+        cv::dnn::getAvailableBackends();
+    return std::any_of(available.begin(), available.end(), [](const auto& b) {
+      return b.first == cv::dnn::DNN_BACKEND_CUDA && b.second == cv::dnn::DNN_TARGET_CUDA;
+    });
+  } catch (const cv::Exception&) {
+    return false;
+  }
+}
+
+int CudaDevices() {
+  try {
+    return cv::cuda::getCudaEnabledDeviceCount();
+  } catch (const cv::Exception&) {
+    return -1;
+  }
 }
 
 }  // namespace
@@ -45,19 +66,21 @@ DeviceChoice ResolveDevice(Device requested) {
   DeviceChoice choice;
   choice.requested = requested;
   if (requested == Device::kCpu) return choice;
-  if (!HasCudaDnnBackend()) {
-    choice.reason = "this OpenCV (" + std::string(CV_VERSION) +
-                    ") was built without the CUDA DNN backend (use the GPU image)";
+  const std::string version = CV_VERSION;
+  if (!BuiltWithCuda()) {
+    choice.reason = "this OpenCV (" + version +
+                    ") was built without CUDA, so without the CUDA DNN backend " +
+                    "(use the GPU image)";
+  } else if (const int devices = CudaDevices(); devices < 0) {
+    // -1: the CUDA driver is missing or too old for this build.
+    choice.reason = "the CUDA driver is not installed or too old for this build";
+  } else if (devices == 0) {
+    choice.reason = "no CUDA device is visible (docker run --gpus, NVIDIA_VISIBLE_DEVICES)";
+  } else if (!HasCudaDnnBackend()) {
+    choice.reason = "this OpenCV (" + version + ") has CUDA but not the CUDA DNN backend " +
+                    "(built without cuDNN or OPENCV_DNN_CUDA)";
   } else {
-    // -1: the CUDA driver is missing or too old; 0: no device visible to this process.
-    const int devices = cv::cuda::getCudaEnabledDeviceCount();
-    if (devices < 0) {
-      choice.reason = "the CUDA driver is not installed or too old for this build";
-    } else if (devices == 0) {
-      choice.reason = "no CUDA device is visible (docker run --gpus, NVIDIA_VISIBLE_DEVICES)";
-    } else {
-      choice.cuda = true;
-    }
+    choice.cuda = true;
   }
   choice.fallback = !choice.cuda && requested == Device::kCuda;
   return choice;
@@ -65,8 +88,8 @@ DeviceChoice ResolveDevice(Device requested) {
 
 std::string DescribeDevice(const DeviceChoice& choice) {
   if (choice.cuda) {
-    return "inference device: cuda (OpenCV DNN CUDA backend, " +
-           std::to_string(cv::cuda::getCudaEnabledDeviceCount()) + " device(s))";
+    return "inference device: cuda (OpenCV DNN CUDA backend, " + std::to_string(CudaDevices()) +
+           " device(s))";
   }
   if (choice.requested == Device::kCpu) return "inference device: cpu (requested)";
   if (choice.requested == Device::kAuto)

@@ -253,6 +253,13 @@ Result<std::shared_ptr<Detector>> ModelRegistry::Get(std::string_view name) {
       IsBuiltinFamily(spec.family)
           ? CreateBuiltinDetector(spec)
           : CreateOpenCvDnnDetector(spec, OpenCvDnnOptions{.warm_up = true, .cuda = device_.cuda});
+  if (!created && device_.cuda && !IsBuiltinFamily(spec.family)) {
+    // The warm-up pass runs on the device: a CUDA error (cuDNN missing, out of memory, a layer
+    // the backend cannot run) shows here, and the CPU still serves the model.
+    spdlog::warn("model {} failed on CUDA ({}); loading it on the CPU", spec.name,
+                 created.error().message());
+    created = CreateOpenCvDnnDetector(spec, OpenCvDnnOptions{.warm_up = true, .cuda = false});
+  }
   std::lock_guard lock(mu_);
   if (!created) {
     entry->state = LoadState::kFailed;
