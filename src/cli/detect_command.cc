@@ -341,21 +341,31 @@ Command AddDetectCommand(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<DetectArgs>();
   CLI::App* sub =
       app.add_subcommand("detect", "run a model on image or video files and annotate them");
-  sub->add_option("--model,-m", args->model, "model name (see `kadr models`)")->required();
+  sub->add_option("--model,-m", args->model, "model name (see `kadr models`)")
+      ->envname("KADR_MODEL")
+      ->required();
   sub->add_option("--conf", args->confidence, "confidence threshold, 0..1 (model default if unset)")
+      ->envname("KADR_CONF")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--iou", args->iou, "NMS IoU threshold, 0..1 (model default if unset)")
+      ->envname("KADR_IOU")
       ->check(CLI::Range(0.0, 1.0));
   sub->add_option("--classes", args->classes,
-                  "keep only these classes: names or ids, comma-separated");
+                  "keep only these classes: names or ids, comma-separated")
+      ->envname("KADR_CLASSES");
   sub->add_option("--out,-o", args->out_dir, "folder for annotated images and videos")
+      ->envname("KADR_OUT")
       ->capture_default_str();
   sub->add_option("--output", args->output,
-                  "annotated MP4 of a single video (default: <out>/<stem>.<model>.mp4)");
+                  "annotated MP4 of a single video (default: <out>/<stem>.<model>.mp4)")
+      ->envname("KADR_OUTPUT");
   sub->add_flag("--json", args->json,
-                "print one JSON object per image, per video frame and per video on stdout");
-  sub->add_flag("--no-progress", args->no_progress, "no progress bar on stderr for videos");
-  sub->add_flag("--no-draw", args->no_draw, "detections only: no annotated images");
+                "print one JSON object per image, per video frame and per video on stdout")
+      ->envname("KADR_JSON");
+  sub->add_flag("--no-progress", args->no_progress, "no progress bar on stderr for videos")
+      ->envname("KADR_NO_PROGRESS");
+  sub->add_flag("--no-draw", args->no_draw, "detections only: no annotated images")
+      ->envname("KADR_NO_DRAW");
   sub->add_option("images", args->images,
                   "image files (JPEG, PNG, BMP, WebP, TIFF) and video files (MP4, MOV, MKV, AVI)")
       ->required();

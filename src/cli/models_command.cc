@@ -67,7 +67,7 @@ int RunModels(bool json, const GlobalOptions& global) {
 Command AddModelsCommand(CLI::App& app, const GlobalOptions& global) {
   auto json = std::make_shared<bool>(false);
   CLI::App* sub = app.add_subcommand("models", "list the available models and load each one");
-  sub->add_flag("--json", *json, "print JSON instead of a table");
+  sub->add_flag("--json", *json, "print JSON instead of a table")->envname("KADR_JSON");
   return {sub, [json, &global] { return RunModels(*json, global); }};
 }
 
