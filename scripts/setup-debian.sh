@@ -1,29 +1,61 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package kadr needs to build, run and test, and the browser tests'
-# npm packages (tests/browser).
+# Installs the Debian 12 packages kadr needs, in two groups:
+#
+#   scripts/setup-debian.sh           everything: build, run and test (linters, chromium, ffmpeg,
+#                                     GStreamer, GoogleTest, benchmark, docker-compose, nginx,
+#                                     node + the npm packages of tests/*/package-lock.json)
+#   scripts/setup-debian.sh --build   only what building `kadr` needs (compiler, CMake, Ninja,
+#                                     pkg-config, the -dev libraries); no npm. The CPU image's
+#                                     builder stage (deploy/docker/Dockerfile) runs exactly this.
+#
 # Idempotent and non-interactive; uses sudo only when not already root.
 set -euo pipefail
 
-packages=(
-  build-essential cmake ninja-build pkg-config git ca-certificates
-  libopencv-dev opencv-data
+usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
+mode=all
+case "${1:-}" in
+  "") ;;
+  --build) mode=build ;;
+  --all) mode=all ;;
+  -h | --help) usage; exit 0 ;;
+  *) echo "setup: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+esac
+
+# Building kadr (CMakeLists.txt's find_package / pkg_check_modules).
+build_packages=(
+  build-essential cmake ninja-build pkg-config
+  libopencv-dev
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev
   libturbojpeg0-dev libexif-dev
   libonnx-dev libprotobuf-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev libcpp-httplib-dev
-  librdkafka-dev kcat
+  librdkafka-dev
   libsqlite3-dev
+)
+# Running and testing it here: the built-in Haar face detector's data, test frameworks, linters,
+# the browser and streaming tests' tools, and the deploy checks (tests/deploy: `docker-compose
+# config` on deploy/compose, `nginx -t` on its reverse-proxy config).
+test_packages=(
+  git ca-certificates
+  opencv-data
+  kcat
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format clang-tidy
   chromium
   ffmpeg
   python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+  docker-compose nginx-light
 )
-# The browser tests (tests/browser) run on node + npm. Debian's nodejs/npm only when no node is
-# installed: a NodeSource nodejs already provides npm and conflicts with Debian's npm package.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  packages+=(nodejs npm)
+
+packages=("${build_packages[@]}")
+if [[ $mode == all ]]; then
+  packages+=("${test_packages[@]}")
+  # The node tests (tests/browser, tests/deploy) run on node + npm. Debian's nodejs/npm only when
+  # no node is installed: a NodeSource nodejs already provides npm and conflicts with Debian's npm.
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+  fi
 fi
 
 missing=()
@@ -32,7 +64,7 @@ for p in "${packages[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
-  echo "setup: all ${#packages[@]} packages already installed"
+  echo "setup: all ${#packages[@]} packages ($mode) already installed"
 else
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
@@ -40,17 +72,32 @@ else
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The deploy tests run nginx as a plain process on free ports: a machine with systemd should
+  # not keep the packaged nginx service on port 80 because this script installed it.
+  if [[ " ${missing[*]} " == *" nginx-light "* ]] && [[ -d /run/systemd/system ]]; then
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  fi
 fi
 
-# The browser tests' npm packages (playwright-core, pinned in tests/browser/package-lock.json),
-# installed again only when the lock file changed since the last `npm ci`.
-browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
-stamp="$browser_dir/node_modules/.kadr-lock.sha256"
-lock_sum="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
-  echo "setup: tests/browser node_modules up to date"
-else
-  echo "setup: npm ci in tests/browser"
-  npm ci --prefix "$browser_dir" --no-audit --no-fund
-  echo "$lock_sum" >"$stamp"
+if [[ $mode == build ]]; then
+  exit 0
 fi
+
+# The node tests' npm packages (pinned in each tests/<dir>/package-lock.json), installed again
+# only when that lock file changed since its last `npm ci`.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+shopt -s nullglob
+for lock in "$root"/tests/*/package-lock.json; do
+  dir="$(dirname "$lock")"
+  name="${dir#"$root"/}"
+  stamp="$dir/node_modules/.kadr-lock.sha256"
+  lock_sum="$(sha256sum "$lock" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$lock_sum" ]]; then
+    echo "setup: $name node_modules up to date"
+  else
+    echo "setup: npm ci in $name"
+    npm ci --prefix "$dir" --no-audit --no-fund
+    mkdir -p "$dir/node_modules"  # npm makes none for a lock without dependencies
+    echo "$lock_sum" >"$stamp"
+  fi
+done
