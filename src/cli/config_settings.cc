@@ -29,12 +29,16 @@ Result<std::string> Scalar(const json& v, const std::string& key) {
                               " or (kafka_properties) an object, not " + v.type_name());
 }
 
-Result<std::string> ValueText(const json& v, const std::string& key) {
+Result<std::string> ValueText(const json& v, const std::string& key, char delimiter) {
   std::string out;
   if (v.is_array()) {
+    if (delimiter == '\0') {
+      return InvalidArgumentError("setting '" + key + "' takes one value, not a list");
+    }
     for (const auto& item : v) {
       ASSIGN_OR_RETURN(std::string s, Scalar(item, key));
-      out += (out.empty() ? "" : ",") + s;
+      if (!out.empty()) out += delimiter;
+      out += s;
     }
     return out;
   }
@@ -54,7 +58,7 @@ Result<std::string> ValueText(const json& v, const std::string& key) {
 }  // namespace
 
 Result<std::vector<ConfigSetting>> ParseConfigSettings(const std::string& text,
-                                                       const std::set<std::string>& known_envs) {
+                                                       const KnownSettings& known) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return InvalidArgumentError(R"(not a JSON object like {"settings": {...}, "models": [...]})");
@@ -66,23 +70,29 @@ Result<std::vector<ConfigSetting>> ParseConfigSettings(const std::string& text,
   for (const auto& [key, value] : settings.items()) {
     ConfigSetting s;
     s.env = EnvNameOf(key);
-    if (known_envs.count(s.env) == 0) {
+    const auto option = known.find(s.env);
+    if (option == known.end()) {
       return InvalidArgumentError("unknown setting '" + key + "' (no option reads " + s.env +
                                   "; the settings are listed in docs/operations.md)");
     }
-    ASSIGN_OR_RETURN(s.value, ValueText(value, key));
+    ASSIGN_OR_RETURN(s.value, ValueText(value, key, option->second));
     out.push_back(std::move(s));
   }
   return out;
 }
 
-std::set<std::string> KnownEnvNames(const CLI::App& app) {
-  std::set<std::string> names;
+KnownSettings KnownEnvNames(const CLI::App& app) {
+  KnownSettings names;
   for (const CLI::Option* opt : app.get_options()) {
-    if (!opt->get_envname().empty()) names.insert(opt->get_envname());
+    if (opt->get_envname().empty()) continue;
+    char& delimiter = names[opt->get_envname()];
+    if (delimiter == '\0') delimiter = opt->get_delimiter();
   }
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    names.merge(KnownEnvNames(*sub));
+    for (const auto& [env, delimiter] : KnownEnvNames(*sub)) {
+      char& d = names[env];
+      if (d == '\0') d = delimiter;
+    }
   }
   return names;
 }

@@ -8,13 +8,14 @@
 // Precedence: flags, then KADR_* environment variables, then the file, then the defaults.
 // The file's values are applied as environment defaults before the command line is parsed
 // (a variable already set wins), so CLI11 validates them exactly as it validates flags and
-// variables. Values: strings, numbers and booleans as written; a list joins with ','; an
-// object (kafka_properties) becomes "k=v;k=v". A key no option knows is an error, so a typo
-// does not go unnoticed.
+// variables. Values: strings, numbers and booleans as written; a list joins with the option's
+// own delimiter (',' for models, ';' for kafka_properties) and is refused for a setting that
+// takes one value; an object (kafka_properties) becomes "k=v;k=v". A key no option knows is
+// an error, so a typo does not go unnoticed.
 #pragma once
 
 #include <filesystem>
-#include <set>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -29,14 +30,18 @@ struct ConfigSetting {
   std::string value;  // "8080"
 };
 
+// Environment name -> the delimiter its option splits a value on ('\0': one value).
+using KnownSettings = std::map<std::string, char>;
+
 // The settings of config file text, checked against the known environment names.
 // kInvalidArgument for malformed JSON, a non-object "settings", an unknown key, or a value
-// that is null or a nested list/object where it makes no sense. No "settings": empty.
+// that is null, a list for a one-value setting, or nested where it makes no sense.
+// No "settings": empty.
 Result<std::vector<ConfigSetting>> ParseConfigSettings(const std::string& text,
-                                                       const std::set<std::string>& known_envs);
+                                                       const KnownSettings& known);
 
 // Every environment name of `app`'s options and its subcommands' options.
-std::set<std::string> KnownEnvNames(const CLI::App& app);
+KnownSettings KnownEnvNames(const CLI::App& app);
 
 // The config file named on the command line (`--config F`, `--config=F`) or by KADR_CONFIG;
 // empty when neither names one.

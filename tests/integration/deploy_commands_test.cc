@@ -116,6 +116,7 @@ TEST_F(DeployCommandsTest, BadConfigFilesExitTwoWithTheReason) {
       {R"({"settings": {"brokers": null}})", "setting 'brokers' must be"},
       {R"({"settings": ["brokers"]})", "\"settings\" must be an object"},
       {"not json", "not a JSON object"},
+      {R"({"settings": {"models_dir": ["a", "b"]}})", "'models_dir' takes one value, not a list"},
   };
   for (const auto& c : cases) {
     const fs::path config = WriteFile(dir_ / "bad.json", c.text);
@@ -161,11 +162,18 @@ TEST_F(DeployCommandsTest, TopicsFailsClearlyWhenTheBrokerNeverAnswers) {
 TEST_F(DeployCommandsTest, WorkerServesHealthAndMetricsAndTheHealthCommandChecksThem) {
   Broker broker(dir_);
   ASSERT_FALSE(broker.bootstrap.empty()) << broker.process.LogTail();
-  testing::ChildProcess worker({KADR_BINARY, "--models-dir", models_.string(), "worker", "--model",
-                                "tiny", "--brokers", broker.bootstrap, "--http-port", "0"},
-                               dir_ / "worker.log");
+  // A list setting joins with its option's delimiter (';' for Kafka properties).
+  const fs::path config = WriteFile(dir_ / "kadr.json", R"({"settings": {
+      "kafka_properties": ["client.id=kadr-deploy-test", "socket.keepalive.enable=true"]}})");
+  testing::ChildProcess worker(
+      {KADR_BINARY, "--config", config.string(), "--models-dir", models_.string(), "worker",
+       "--model", "tiny", "--brokers", broker.bootstrap, "--http-port", "0"},
+      dir_ / "worker.log");
   const auto url = worker.WaitForLog(R"((http://\S+/healthz))", std::chrono::seconds(30));
   ASSERT_TRUE(url.has_value()) << worker.LogTail();
+  EXPECT_NE(worker.Log().find("client.id=kadr-deploy-test socket.keepalive.enable=true"),
+            std::string::npos)
+      << worker.LogTail();
 
   auto r = RunKadr("", "health --url " + *url);
   EXPECT_EQ(r.exit_code, 0) << r.out;
