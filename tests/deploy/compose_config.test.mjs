@@ -1,0 +1,182 @@
+// deploy/compose: Debian's `docker-compose config` accepts the compose file alone and with the
+// GPU override, and what it resolves is what compose_processes.test.mjs runs (same commands,
+// variables and health checks); the kadr services' KADR_* variables and kadr.json's settings
+// are ones the binary reads; Kafka is KRaft with room for 16 MiB frames; scaling, health
+// checks, restart policies and the GPU reservation are in the form docker-compose 1.29 needs.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { before, describe, test } from 'node:test';
+
+import {
+  allEnvNames, composeDir, composeFile, composeGpuFile, envNamesOf, environmentMap, isKadrImage,
+  knownEnvNames, loadYaml, readComposeServices, requireKadrBin,
+} from './support.mjs';
+
+const MIB = 1024 * 1024;
+
+// docker-compose with no .env and a bare environment, so every ${VAR:-default} takes its
+// default (what the other checks assume).
+function dockerCompose(files, args) {
+  const emptyEnv = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kadr-compose-')), 'empty.env');
+  fs.writeFileSync(emptyEnv, '');
+  const r = spawnSync('docker-compose',
+    [...files.flatMap((f) => ['-f', f]), '--project-directory', composeDir, '--env-file', emptyEnv, ...args],
+    { encoding: 'utf8', env: { PATH: process.env.PATH, HOME: os.tmpdir() } });
+  if (r.error) {
+    throw new Error(`docker-compose cannot run (${r.error.message}): apt-get install docker-compose ` +
+                    '(scripts/setup-debian.sh does)');
+  }
+  return r;
+}
+
+describe('deploy/compose', () => {
+  let services;
+  let known;
+
+  before(async () => {
+    services = await readComposeServices();
+    known = knownEnvNames(requireKadrBin());
+  });
+
+  test('docker-compose config -q accepts docker-compose.yml', () => {
+    const r = dockerCompose([composeFile], ['config', '-q']);
+    assert.equal(r.status, 0, `docker-compose config failed:\n${r.stderr}`);
+  });
+
+  test('docker-compose config -q accepts it with the GPU override', () => {
+    const r = dockerCompose([composeFile, composeGpuFile], ['config', '-q']);
+    assert.equal(r.status, 0, `docker-compose config (gpu) failed:\n${r.stderr}`);
+  });
+
+  test('docker-compose resolves the same commands, variables and health checks that the process test runs', async () => {
+    const r = dockerCompose([composeFile], ['config']);
+    assert.equal(r.status, 0, r.stderr);
+    const yaml = await loadYaml();
+    const resolved = yaml.load(r.stdout).services;
+    assert.deepEqual(Object.keys(resolved).sort(), Object.keys(services).sort());
+    for (const [name, ours] of Object.entries(services)) {
+      const theirs = resolved[name];
+      assert.deepEqual(theirs.command ?? null, ours.command ?? null, `${name}: command`);
+      assert.deepEqual(environmentMap(theirs.environment), ours.environment, `${name}: environment`);
+      assert.deepEqual(theirs.healthcheck?.test ?? null, ours.healthcheck?.test ?? null, `${name}: healthcheck`);
+      assert.equal(theirs.image, ours.image, `${name}: image`);
+    }
+  });
+
+  test('the kadr services: one per role, health check `kadr health`, restart policies, start after the topics job', () => {
+    const kadr = Object.entries(services).filter(([, s]) => isKadrImage(s.image));
+    const commands = kadr.map(([, s]) => s.command?.[0]);
+    for (const role of ['topics', 'gateway', 'viewer', 'camera', 'worker']) {
+      assert.ok(commands.includes(role), `no service runs \`kadr ${role}\``);
+    }
+    for (const [name, s] of kadr) {
+      if (s.command[0] === 'topics') {
+        assert.equal(s.restart, 'on-failure', `${name}: a one-shot job restarts on failure only`);
+        assert.equal(s.depends_on?.kafka?.condition, 'service_healthy', `${name}: waits for a healthy Kafka`);
+        continue;
+      }
+      assert.equal(s.restart, 'unless-stopped', `${name}: restart`);
+      assert.deepEqual(s.healthcheck?.test, ['CMD', 'kadr', 'health'], `${name}: health check`);
+      assert.ok(s.environment.KADR_HTTP_PORT, `${name}: KADR_HTTP_PORT (what \`kadr health\` asks)`);
+      assert.equal(s.depends_on?.topics?.condition, 'service_completed_successfully', `${name}: after topics`);
+      assert.equal(s.environment.KADR_BROKERS, 'kafka:9092', `${name}: brokers`);
+    }
+  });
+
+  test('workers scale with --scale: no container_name, no host ports, a model each', () => {
+    const workers = Object.entries(services).filter(([, s]) => isKadrImage(s.image) && s.command?.[0] === 'worker');
+    assert.ok(workers.length >= 1);
+    for (const [name, s] of workers) {
+      assert.equal(s.container_name, undefined, `${name}: container_name prevents --scale`);
+      assert.equal(s.ports, undefined, `${name}: host ports collide when scaled`);
+      assert.ok(s.environment.KADR_MODEL, `${name}: KADR_MODEL`);
+      assert.equal(s.environment.KADR_HTTP_PORT, '8083', `${name}: health and metrics on 8083`);
+      assert.ok((s.volumes ?? []).some((v) => /:\/models:ro$/.test(v)), `${name}: models read-only at /models`);
+    }
+  });
+
+  test('every kadr service\'s KADR_* variables are ones its command reads; kadr.json\'s settings are known', () => {
+    let checked = 0;
+    for (const [name, s] of Object.entries(services)) {
+      if (!isKadrImage(s.image)) continue;
+      const command = s.command?.[0] ?? 'up';
+      const readable = envNamesOf(known, command);
+      assert.ok(readable, `${name} runs \`kadr ${command}\`, which the binary does not have`);
+      for (const env of Object.keys(s.environment)) {
+        assert.match(env, /^KADR_/, `${name}: ${env} is not a kadr variable`);
+        assert.ok(readable.has(env), `${name}: \`kadr ${command}\` does not read ${env}`);
+        checked++;
+      }
+    }
+    assert.ok(checked > 10, `only ${checked} variables checked`);
+    const all = allEnvNames(known);
+    const settings = JSON.parse(fs.readFileSync(path.join(composeDir, 'kadr.json'), 'utf8')).settings;
+    for (const key of Object.keys(settings)) {
+      assert.ok(all.has(`KADR_${key.toUpperCase()}`), `kadr.json setting "${key}": no kadr command reads KADR_${key.toUpperCase()}`);
+    }
+  });
+
+  test('Kafka: KRaft (no ZooKeeper), 16 MiB frames fit on every topic, health check with kafka-broker-api-versions.sh', () => {
+    const kafka = services.kafka;
+    assert.ok(kafka, 'no kafka service');
+    assert.ok(!Object.keys(services).some((n) => /zookeeper/i.test(n)), 'a ZooKeeper service');
+    const env = kafka.environment;
+    assert.ok(!Object.keys(env).some((k) => /ZOOKEEPER/.test(k)), 'ZooKeeper settings');
+    assert.deepEqual(env.KAFKA_PROCESS_ROLES.split(',').sort(), ['broker', 'controller']);
+    assert.ok(env.KAFKA_NODE_ID && env.KAFKA_CONTROLLER_QUORUM_VOTERS && env.CLUSTER_ID);
+    const messageMax = Number(env.KAFKA_MESSAGE_MAX_BYTES);
+    assert.ok(messageMax >= 17 * MIB, `message.max.bytes ${messageMax} < 17 MiB`);
+    assert.ok(Number(env.KAFKA_REPLICA_FETCH_MAX_BYTES) >= messageMax, 'replica.fetch.max.bytes < message.max.bytes');
+    assert.ok(Number(env.KAFKA_SOCKET_REQUEST_MAX_BYTES ?? 104857600) >= messageMax, 'socket.request.max.bytes');
+    assert.match(env.KAFKA_ADVERTISED_LISTENERS, /\/\/kafka:9092\b/, 'kadr services reach kafka:9092');
+    assert.match(kafka.healthcheck.test.join(' '), /kafka-broker-api-versions\.sh --bootstrap-server localhost:9092/);
+    assert.ok((kafka.volumes ?? []).some((v) => v.endsWith(':' + env.KAFKA_LOG_DIRS)), 'data volume on log.dirs');
+  });
+
+  test('the proxy is the one public origin; nothing else publishes a host port', () => {
+    const published = Object.entries(services).filter(([, s]) => s.ports?.length);
+    assert.deepEqual(published.map(([n]) => n), ['proxy']);
+    assert.deepEqual(services.proxy.ports, ['8080:8080']);
+    for (const [name, addr] of [['gateway', 'GATEWAY_ADDR'], ['viewer', 'VIEWER_ADDR'], ['camera', 'CAMERA_ADDR']]) {
+      assert.equal(services.proxy.environment[addr], `${name}:${services[name].environment.KADR_HTTP_PORT}`, addr);
+    }
+  });
+
+  test('the proxy template: live view unbuffered with a long read timeout, uploads up to the video limit', () => {
+    // The viewer also sends `X-Accel-Buffering: no`, so the process test cannot tell whether
+    // the template turns buffering off; other proxies in front need it said here.
+    const template = fs.readFileSync(path.join(composeDir, 'proxy', 'kadr.conf.template'), 'utf8');
+    const live = template.match(/location ~ \^\/api\/v1\/streams\/\[\^\/\]\+\/\(live\|events\|frame\)\$ \{([^}]*)\}/);
+    assert.ok(live, 'no location for /api/v1/streams/{id}/live|events|frame');
+    assert.match(live[1], /^\s*proxy_buffering off;/m);
+    const timeout = live[1].match(/proxy_read_timeout (\d+)(s|m|h);/);
+    assert.ok(timeout, 'no proxy_read_timeout on the live view');
+    const seconds = Number(timeout[1]) * { s: 1, m: 60, h: 3600 }[timeout[2]];
+    assert.ok(seconds >= 600, `live view read timeout ${seconds} s: an idle stream sends a keep-alive every 10 s, but a client waits longer for a connecting one`);
+    const body = template.match(/client_max_body_size (\d+)m;/);
+    const settings = JSON.parse(fs.readFileSync(path.join(composeDir, 'kadr.json'), 'utf8')).settings;
+    assert.ok(body && Number(body[1]) >= settings.max_video_mb, `client_max_body_size below max_video_mb ${settings.max_video_mb}`);
+  });
+
+  test('the GPU override: CUDA image, KADR_DEVICE=cuda, an nvidia device reservation docker-compose 1.29 can start', async () => {
+    const gpu = await readComposeServices(composeGpuFile);
+    assert.ok(Object.keys(gpu).length >= 1);
+    for (const [name, s] of Object.entries(gpu)) {
+      assert.ok(services[name], `${name} overrides a service the base file does not have`);
+      assert.equal(services[name].command?.[0], 'worker', `${name}: only workers get a GPU`);
+      assert.ok(isKadrImage(s.image) && s.image !== services[name].image, `${name}: CUDA image`);
+      assert.equal(s.environment.KADR_DEVICE, 'cuda');
+      assert.ok(envNamesOf(known, 'worker').has('KADR_DEVICE'), '`kadr worker` does not read KADR_DEVICE');
+      const devices = s.deploy?.resources?.reservations?.devices;
+      assert.ok(Array.isArray(devices) && devices.length === 1, `${name}: one device reservation`);
+      const [d] = devices;
+      assert.equal(d.driver, 'nvidia');
+      assert.ok(d.capabilities.includes('gpu'));
+      // compose 1.29's Project.get_device_requests: an int or "all", checked only at `up`.
+      assert.ok(Number.isInteger(d.count) || d.count === 'all', `${name}: count ${JSON.stringify(d.count)} must be an integer or "all"`);
+    }
+  });
+});
