@@ -172,8 +172,11 @@ Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptio
     }
     for (const auto& [key, value] : j.items()) {
       if (key != "models" && key != "settings") {
-        return InvalidArgumentError(where + ": unknown key '" + key +
-                                    "' (expected \"models\" and \"settings\")");
+        std::string message = where;
+        message.append(": unknown key '")
+            .append(key)
+            .append(R"(' (expected "models", "settings"))");
+        return InvalidArgumentError(std::move(message));
       }
     }
     if (!j.contains("models")) j["models"] = json::array();

@@ -117,6 +117,7 @@ TEST_F(DeployCommandsTest, BadConfigFilesExitTwoWithTheReason) {
       {R"({"settings": ["brokers"]})", "\"settings\" must be an object"},
       {"not json", "not a JSON object"},
       {R"({"settings": {"models_dir": ["a", "b"]}})", "'models_dir' takes one value, not a list"},
+      {R"({"modles": []})", "unknown key 'modles'"},
   };
   for (const auto& c : cases) {
     const fs::path config = WriteFile(dir_ / "bad.json", c.text);
