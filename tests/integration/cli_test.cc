@@ -1,8 +1,4 @@
 // The `kadr` binary as a user runs it: exit codes, stdout JSON, annotated files on disk.
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -11,29 +7,16 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "support/shell.h"
 #include "support/test_data.h"
 
 namespace kadr {
 namespace {
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;  // stdout only
-};
-
 // Runs kadr with `args`; stdout is captured, and stderr too when `with_stderr`.
-CommandResult RunKadr(const std::string& args, bool with_stderr = false) {
-  const std::string cmd = std::string(KADR_BINARY) + " --log-level error " + args +
-                          (with_stderr ? " 2>&1" : " 2>/dev/null");
-  CommandResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+testing::ShellResult RunKadr(const std::string& args, bool with_stderr = false) {
+  return testing::Shell(std::string(KADR_BINARY) + " --log-level error " + args +
+                        (with_stderr ? " 2>&1" : " 2>/dev/null"));
 }
 
 std::vector<nlohmann::json> JsonLines(const std::string& text) {

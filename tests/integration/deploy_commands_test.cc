@@ -1,10 +1,7 @@
 // What the containers run, as plain processes: the config file's settings and their
 // precedence, `kadr topics` against a real Kafka-protocol broker, a worker's own /healthz and
 // /metrics, and `kadr health`, the containers' health check (deploy/).
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,6 +12,7 @@
 
 #include "support/child_process.h"
 #include "support/ports.h"
+#include "support/shell.h"
 #include "support/test_data.h"
 
 namespace kadr {
@@ -22,23 +20,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr
-};
-
 // Runs `env kadr args` through the shell (stdout and stderr together).
-CommandResult RunKadr(const std::string& env, const std::string& args) {
-  const std::string cmd = env + " " + std::string(KADR_BINARY) + " " + args + " 2>&1";
-  CommandResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+testing::ShellResult RunKadr(const std::string& env, const std::string& args) {
+  return testing::Shell(env + " " + std::string(KADR_BINARY) + " " + args + " 2>&1");
 }
 
 fs::path WriteFile(const fs::path& path, const std::string& text) {

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -38,6 +37,7 @@
 #include "kafka/kafka_subscriber.h"
 #include "protocol/frame.h"
 #include "support/child_process.h"
+#include "support/shell.h"
 #include "support/test_data.h"
 #include "support/wait.h"
 
@@ -77,18 +77,6 @@ std::vector<std::uint8_t> EncodeImage(bool white, const std::string& ext) {
 std::vector<std::uint8_t> CorruptJpeg() {
   const std::string s = "\xFF\xD8\xFF\xE0 definitely not a jpeg";
   return {s.begin(), s.end()};
-}
-
-// Runs a shell command and returns its stdout and exit code.
-std::pair<int, std::string> Shell(const std::string& cmd) {
-  std::string out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return {-1, out};
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 // A `kadr worker` child process, named for the logs; its stdout and stderr go to `log`.
@@ -345,9 +333,10 @@ class KafkaPipelineTest : public ::testing::Test {
   std::string Whereabouts(const std::string& frame_id) const {
     const std::string consume = "timeout 30 kcat -q -C -e -b " + broker_->bootstrap() +
                                 " -X fetch.wait.max.ms=10 -o beginning ";
-    const auto frames = Shell(consume + "-t " + FramesTopic() + " -f '%p/%o %h\\n'").second;
+    const auto frames = testing::Shell(consume + "-t " + FramesTopic() + " -f '%p/%o %h\\n'").out;
     const auto results =
-        Shell(consume + "-t " + std::string(protocol::kResultsTopic) + " -f '%p/%o %s\\n'").second;
+        testing::Shell(consume + "-t " + std::string(protocol::kResultsTopic) + " -f '%p/%o %s\\n'")
+            .out;
     std::string out = "frame " + frame_id + " among the " +
                       std::to_string(std::count(frames.begin(), frames.end(), '\n')) +
                       " frames in " + FramesTopic() + ":";
@@ -400,15 +389,15 @@ TEST_F(KafkaPipelineTest, FrameProducedByKcatIsAnsweredAndReadBackByKcat) {
   ASSERT_TRUE(cv::imwrite(image.string(), cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(255))));
   const std::string b = broker_->bootstrap();
   const auto [produced, produce_out] =
-      Shell("timeout 30 kcat -q -P -b " + b + " -t " + FramesTopic() +
-            " -k cam-kcat -H kadr-frame-id=kcat-frame-1 -H kadr-seq=7 "
-            "-H content-type=image/jpeg " +
-            image.string() + " 2>&1");
+      testing::Shell("timeout 30 kcat -q -P -b " + b + " -t " + FramesTopic() +
+                     " -k cam-kcat -H kadr-frame-id=kcat-frame-1 -H kadr-seq=7 "
+                     "-H content-type=image/jpeg " +
+                     image.string() + " 2>&1");
   ASSERT_EQ(produced, 0) << produce_out;
 
-  const auto [consumed, json_text] =
-      Shell("timeout 60 kcat -q -C -b " + b + " -t " + std::string(protocol::kResultsTopic) +
-            " -X fetch.wait.max.ms=10 -o beginning -c 1 -f '%s'");
+  const auto [consumed, json_text] = testing::Shell(
+      "timeout 60 kcat -q -C -b " + b + " -t " + std::string(protocol::kResultsTopic) +
+      " -X fetch.wait.max.ms=10 -o beginning -c 1 -f '%s'");
   ASSERT_EQ(consumed, 0) << "no result read by kcat within 60 s: " << json_text;
   const auto j = nlohmann::json::parse(json_text, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << json_text;
