@@ -65,6 +65,7 @@ struct WorkerArgs {
   bool no_draw = false;
   std::string host = "127.0.0.1";
   int http_port = -1;  // -1: no HTTP
+  int unhealthy_after_ms = 60000;
 };
 
 // The worker's own /healthz and /metrics (for container health checks and Prometheus; the
@@ -80,13 +81,24 @@ Result<std::unique_ptr<http::HttpServer>> StartWorkerHttp(const WorkerArgs& args
   ASSIGN_OR_RETURN(auto server, http::HttpServer::Create(ho));
   const worker::WorkerService* svc = &service;
   const std::string model = args.model;
-  RETURN_IF_ERROR(server->Route("GET", "/healthz", [svc, model](const http::HttpRequest&) {
-    const worker::WorkerStats st = svc->stats();
-    nlohmann::json j = {{"status", "ok"},      {"role", "worker"},          {"model", model},
-                        {"frames", st.frames}, {"processed", st.processed}, {"skipped", st.skipped},
-                        {"failed", st.failed}};
-    return http::HttpResponse::Json(j.dump());
-  }));
+  const std::int64_t unhealthy_after = args.unhealthy_after_ms;
+  RETURN_IF_ERROR(
+      server->Route("GET", "/healthz", [svc, model, unhealthy_after](const http::HttpRequest&) {
+        const worker::WorkerStats st = svc->stats();
+        // Frames held and none finished for that long: the model or a stage hangs. 503 fails the
+        // container's health check, so the orchestrator restarts the worker and its frames are
+        // redelivered (at least once) to a live one.
+        const bool stalled = st.stalled_ms > unhealthy_after;
+        nlohmann::json j = {{"status", stalled ? "stalled" : "ok"},
+                            {"role", "worker"},
+                            {"model", model},
+                            {"stalled_ms", st.stalled_ms},
+                            {"frames", st.frames},
+                            {"processed", st.processed},
+                            {"skipped", st.skipped},
+                            {"failed", st.failed}};
+        return http::HttpResponse::Json(j.dump(), stalled ? 503 : 200);
+      }));
   MetricsRegistry* m = &metrics;
   RETURN_IF_ERROR(server->Route("GET", "/metrics", [svc, m, model](const http::HttpRequest&) {
     const worker::WorkerStats st = svc->stats();
@@ -98,6 +110,10 @@ Result<std::unique_ptr<http::HttpServer>> StartWorkerHttp(const WorkerArgs& args
                   {{"model", model}, {"outcome", outcome}})
           .Set(static_cast<double>(value));
     }
+    m->GetGauge("kadr_worker_stalled_seconds",
+                "How long the worker has held frames without finishing any (0: none held).",
+                {{"model", model}})
+        .Set(static_cast<double>(st.stalled_ms) / 1000.0);
     http::HttpResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     r.body = m->RenderPrometheus();
@@ -213,6 +229,11 @@ Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global) {
                   "serve /healthz and /metrics on this port (0: a free one; default: no HTTP)")
       ->envname("KADR_HTTP_PORT")
       ->check(CLI::Range(0, 65535));
+  sub->add_option("--unhealthy-after-ms", args->unhealthy_after_ms,
+                  "/healthz answers 503 when frames are held this long with none finished")
+      ->envname("KADR_UNHEALTHY_AFTER_MS")
+      ->check(CLI::Range(1000, 3600000))
+      ->capture_default_str();
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
   return {sub, [args, &global] { return RunWorker(*args, global); }};
 }

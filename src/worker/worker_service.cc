@@ -186,10 +186,26 @@ std::int64_t WorkerService::NowMs() const {
   return UnixMillis();
 }
 
-WorkerStats WorkerService::stats() const {
-  return {frames_.load(), processed_.load(),       skipped_.load(), failed_.load(),
-          acked_.load(),  publish_retries_.load(), tracked_.load()};
+namespace {
+
+std::int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
+
+}  // namespace
+
+WorkerStats WorkerService::stats() const {
+  WorkerStats st{frames_.load(), processed_.load(),       skipped_.load(), failed_.load(),
+                 acked_.load(),  publish_retries_.load(), tracked_.load()};
+  const std::uint64_t finished = st.processed + st.skipped + st.failed;
+  if (st.frames > finished)
+    st.stalled_ms = std::max<std::int64_t>(0, SteadyMs() - last_progress_ms_);
+  return st;
+}
+
+void WorkerService::Progress() { last_progress_ms_ = SteadyMs(); }
 
 void WorkerService::OutputDelivered(const std::shared_ptr<Pending>& pending) {
   if (pending->remaining.fetch_sub(1) == 1) {
@@ -242,6 +258,7 @@ void WorkerService::RetryFailed() {
 
 void WorkerService::Reject(Item& item, const Status& error) {
   ++failed_;
+  Progress();
   const FrameResult r = NewResult(item.meta, FrameStatus::kError, error, detector_->info().name);
   item.outputs = {DeadLetter(item.in.message, error, options_.dead_letter_topic),
                   ResultMessage(item.meta, r)};
@@ -251,6 +268,7 @@ void WorkerService::Reject(Item& item, const Status& error) {
 
 void WorkerService::Skip(Item& item, std::int64_t now) {
   ++skipped_;
+  Progress();
   const std::int64_t late = now - *item.meta.deadline_ms;
   spdlog::debug("frame skipped, deadline passed frame={} late_ms={}", item.meta.frame_id, late);
   const FrameResult r = NewResult(
@@ -277,6 +295,8 @@ void WorkerService::Admit(std::vector<bus::InboundMessage>& batch, Pipeline& pip
   const std::int64_t now = NowMs();
   const auto taken = SteadyClock::now();
   pipeline.Enter(batch.size());
+  // Taken while none was held: the stall clock starts now, not at the last frame finished.
+  if (frames_ == processed_ + skipped_ + failed_) Progress();
   for (std::size_t i = 0; i < batch.size(); ++i) {
     bus::InboundMessage& in = batch[i];
     ++frames_;
@@ -391,6 +411,7 @@ void WorkerService::FinishStage(Pipeline& pipeline) {
       auto finished = processor_.Finish(std::move(item->frame), m.draw);
       if (finished) {
         ++processed_;
+        Progress();
         FrameResult r = NewResult(m, FrameStatus::kOk, {}, detector_->info().name);
         r.result = std::move(finished->result);
         if (!finished->annotated_jpeg.empty()) {

@@ -94,6 +94,9 @@ struct WorkerStats {
   std::uint64_t acked = 0;            // frames whose outputs were all delivered
   std::uint64_t publish_retries = 0;  // messages re-published after a failed delivery
   std::uint64_t tracked = 0;          // "ok" frames that went through a tracker
+  // How long the worker has held frames without finishing any (0 when it holds none): a
+  // model or stage that hangs shows here while the poll loop and announcements go on.
+  std::int64_t stalled_ms = 0;
 };
 
 class WorkerService {
@@ -156,6 +159,9 @@ class WorkerService {
 
   std::atomic<std::uint64_t> frames_{0}, processed_{0}, skipped_{0}, failed_{0}, acked_{0},
       publish_retries_{0}, tracked_{0};
+  // Steady-clock ms of the last frame finished, or taken while none was held (stats().stalled_ms).
+  std::atomic<std::int64_t> last_progress_ms_{0};
+  void Progress();
 };
 
 }  // namespace kadr::worker

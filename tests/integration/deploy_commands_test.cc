@@ -168,10 +168,14 @@ TEST_F(DeployCommandsTest, WorkerServesHealthAndMetricsAndTheHealthCommandChecks
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
   EXPECT_NE(health->body.find(R"("model":"tiny")"), std::string::npos) << health->body;
+  EXPECT_NE(health->body.find(R"("stalled_ms":0)"), std::string::npos) << health->body;
+  EXPECT_NE(health->body.find(R"("status":"ok")"), std::string::npos) << health->body;
   const auto metrics = client.Get("/metrics");
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find(R"(kadr_worker_frames{model="tiny",outcome="ok"} 0)"),
             std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find(R"(kadr_worker_stalled_seconds{model="tiny"} 0)"), std::string::npos)
       << metrics->body;
 
   // SIGTERM: the worker exits 0 and the health check then fails, naming the URL.

@@ -880,6 +880,24 @@ TEST_F(WorkerServiceTest, AFrameFailingInAnyStageDoesNotStopOrReorderTheOthers) 
   EXPECT_EQ(service_->stats().processed, 6u);
 }
 
+TEST_F(WorkerServiceTest, StatsSayHowLongFramesWereHeldWithoutAnyFinishing) {
+  BlockModel();
+  Start();
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(service_->stats().stalled_ms, 0) << "an idle worker holds nothing: not stalled";
+  Enqueue(Meta("f1"), Png());
+  ASSERT_TRUE(WaitFor([&] { return model_.arrived() == 1; }));
+  std::this_thread::sleep_for(300ms);
+  // The clock started when f1 was taken (not at start-up), and runs while the model hangs.
+  const std::int64_t stalled = service_->stats().stalled_ms;
+  EXPECT_GE(stalled, 300);
+  EXPECT_LT(stalled, 10000);
+  model_.Open();
+  ASSERT_TRUE(WaitForAcks(1));
+  EXPECT_EQ(service_->stats().stalled_ms, 0);
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+}
+
 TEST_F(WorkerServiceTest, DrawingAndPublishingOverlapTheNextFramesDetection) {
   options_.max_batch = 4;  // both frames in one poll; the model takes one at a time
   auto calls = std::make_shared<std::atomic<int>>(0);
