@@ -256,6 +256,10 @@ if ! pairs="$("$root/deploy/docker/list-runtime-packages.sh" "$bin")"; then
   fail "the libraries above cannot come from Debian packages: the runtime image cannot install them"
 fi
 while IFS=$'\t' read -r pkg lib; do
+  # A sanitizer build (the asan preset) links GCC's sanitizer runtimes; the image's Release
+  # build does not, so they are not the runtime stage's business.
+  [[ $lib == libasan.so* || $lib == libubsan.so* || $lib == liblsan.so* || $lib == libtsan.so* ]] &&
+    continue
   [[ -n $pkg ]] && needed["$pkg"]="$lib"
 done <<<"$pairs"
 
