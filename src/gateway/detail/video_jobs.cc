@@ -610,7 +610,9 @@ viewer::JobRecord VideoJobs::RecordLocked(const Job& job) const {
   return record;
 }
 
-std::string VideoJobs::JobJsonLocked(const Job& job) const {
+std::string VideoJobs::JobJsonLocked(const Job& job) const { return Dump(JobObjectLocked(job)); }
+
+json VideoJobs::JobObjectLocked(const Job& job) const {
   json j = json::parse(viewer::JobToJson(RecordLocked(job)), nullptr, false);
   if (!j.is_object()) j = json::object();
   double fps = 0;
@@ -635,7 +637,7 @@ std::string VideoJobs::JobJsonLocked(const Job& job) const {
   const std::string self = viewer::JobPath(job.id);
   j["links"]["video"] = self + "/video";
   j["links"]["result"] = self + "/result";
-  return Dump(j);
+  return j;
 }
 
 namespace {
@@ -666,17 +668,23 @@ std::optional<HttpResponse> VideoJobs::GetJob(const std::string& id) {
   return std::nullopt;
 }
 
-std::optional<HttpResponse> VideoJobs::GetResult(const std::string& id, bool json_lines) {
-  json record;
+std::optional<std::variant<json, HttpResponse>> VideoJobs::FinishedJob(
+    const std::string& id, const std::function<HttpResponse(const Job&)>& unfinished) {
   if (auto job = Find(id)) {
     std::lock_guard lock(job->mu);
-    if (!job->finished) return HttpResponse::Json(JobJsonLocked(*job), 202);
-    record = json::parse(JobJsonLocked(*job), nullptr, false);
-  } else if (auto stored = StoredJob(options_.dir, id)) {
-    record = std::move(*stored);
-  } else {
-    return std::nullopt;
+    if (!job->finished) return unfinished(*job);
+    return JobObjectLocked(*job);
   }
+  if (auto stored = StoredJob(options_.dir, id)) return std::move(*stored);
+  return std::nullopt;
+}
+
+std::optional<HttpResponse> VideoJobs::GetResult(const std::string& id, bool json_lines) {
+  auto found = FinishedJob(
+      id, [this](const Job& job) { return HttpResponse::Json(JobJsonLocked(job), 202); });
+  if (!found) return std::nullopt;
+  if (auto* answer = std::get_if<HttpResponse>(&*found)) return std::move(*answer);
+  const json& record = std::get<json>(*found);
   const std::string state = record.value("state", "");
   if (state == "cancelled") return ErrorResponse(CancelledError("job '" + id + "' was cancelled"));
   if (state != "done") return ErrorResponse(ErrorOfStored(record));
@@ -761,20 +769,14 @@ Result<std::optional<std::pair<std::size_t, std::size_t>>> ParseRange(std::strin
 
 std::optional<HttpResponse> VideoJobs::GetVideo(const std::string& id,
                                                 const std::optional<std::string>& range) {
-  json record;
-  if (auto job = Find(id)) {
-    std::lock_guard lock(job->mu);
-    if (!job->finished) {
-      return ErrorResponse(FailedPreconditionError(
-          "job '" + id + "' is " + job->state + " (" + std::to_string(job->frames_done) + " of " +
-          std::to_string(job->frames_total) + " frames); its video is ready when it is done"));
-    }
-    record = json::parse(JobJsonLocked(*job), nullptr, false);
-  } else if (auto stored = StoredJob(options_.dir, id)) {
-    record = std::move(*stored);
-  } else {
-    return std::nullopt;
-  }
+  auto found = FinishedJob(id, [&id](const Job& job) {
+    return ErrorResponse(FailedPreconditionError(
+        "job '" + id + "' is " + job.state + " (" + std::to_string(job.frames_done) + " of " +
+        std::to_string(job.frames_total) + " frames); its video is ready when it is done"));
+  });
+  if (!found) return std::nullopt;
+  if (auto* answer = std::get_if<HttpResponse>(&*found)) return std::move(*answer);
+  const json& record = std::get<json>(*found);
   const std::string state = record.value("state", "");
   if (state != "done") {
     return ErrorResponse(FailedPreconditionError(

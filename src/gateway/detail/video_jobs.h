@@ -38,6 +38,9 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <variant>
+
+#include <nlohmann/json.hpp>
 
 #include "bus/bus.h"
 #include "common/metrics.h"
@@ -132,6 +135,12 @@ class VideoJobs {
   // The job as the history (and the job JSON) records it; job.mu held.
   viewer::JobRecord RecordLocked(const Job& job) const;
   std::string JobJsonLocked(const Job& job) const;
+  // The job JSON, as an object (JobJsonLocked dumps it).
+  nlohmann::json JobObjectLocked(const Job& job) const;
+  // For the routes that need a finished job, in memory or stored: its job JSON object, or
+  // `unfinished(job)` (job.mu held) while it is queued or running; nullopt for an unknown id.
+  std::optional<std::variant<nlohmann::json, http::HttpResponse>> FinishedJob(
+      const std::string& id, const std::function<http::HttpResponse(const Job&)>& unfinished);
   std::int64_t NowMs() const;
 
   const VideoJobsOptions options_;
