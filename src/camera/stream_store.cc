@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include "common/sqlite_status.h"
+
 namespace kadr::camera {
 namespace {
 
@@ -28,18 +30,7 @@ PRAGMA user_version = 1;
 Status SqliteError(sqlite3* db, int rc, std::string_view what) {
   std::string m = "streams database: " + std::string(what) + ": ";
   m += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-      return UnavailableError(std::move(m));
-    default:
-      return InternalError(std::move(m));
-  }
+  return {SqliteStatusCode(rc), std::move(m)};
 }
 
 struct Stmt {

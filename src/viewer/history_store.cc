@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "common/clock.h"
+#include "common/sqlite_status.h"
 
 namespace kadr::viewer {
 namespace {
@@ -64,30 +65,13 @@ constexpr char kJobColumns[] =
     "id, kind, model, state, created_ms, updated_ms, frames_total, frames_done, source_name, "
     "error_code, error_message, result_json, has_image";
 
-// Busy, locked, I/O and disk-full failures are conditions of the environment that may pass;
-// everything else (corruption, constraint, misuse) is not expected to.
-StatusCode CodeForSqlite(int rc) {
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-      return StatusCode::kUnavailable;
-    default:
-      return StatusCode::kInternal;
-  }
-}
-
 Status SqliteError(sqlite3* db, int rc, std::string_view what) {
   std::string m(what);
   m += ": ";
   // errmsg describes the connection's latest failure; errstr only the code.
   m += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   m += " (sqlite code " + std::to_string(rc) + ")";
-  return {CodeForSqlite(rc), std::move(m)};
+  return {SqliteStatusCode(rc), std::move(m)};
 }
 
 Status ErrnoError(std::string_view what, const fs::path& path, int err) {
