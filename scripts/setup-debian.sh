@@ -5,7 +5,8 @@
 #                                     GStreamer, GoogleTest, benchmark, docker-compose, nginx,
 #                                     node + the npm packages of tests/*/package-lock.json)
 #   scripts/setup-debian.sh --build   only what building `kadr` needs (compiler, CMake, Ninja,
-#                                     pkg-config, the -dev libraries); no npm. The CPU image's
+#                                     pkg-config, the -dev libraries, ONNX Runtime through
+#                                     scripts/setup-onnxruntime.sh); no test packages. The CPU image's
 #                                     builder stage (deploy/docker/Dockerfile) runs exactly this.
 #
 # Idempotent and non-interactive; uses sudo only when not already root.
@@ -51,11 +52,12 @@ test_packages=(
 packages=("${build_packages[@]}")
 if [[ $mode == all ]]; then
   packages+=("${test_packages[@]}")
-  # The node tests (tests/browser, tests/deploy) run on node + npm. Debian's nodejs/npm only when
-  # no node is installed: a NodeSource nodejs already provides npm and conflicts with Debian's npm.
-  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    packages+=(nodejs npm)
-  fi
+fi
+# npm fetches ONNX Runtime's library (scripts/setup-onnxruntime.sh), and the node tests
+# (tests/browser, tests/deploy) run on node + npm. Debian's nodejs/npm only when no node is
+# installed: a NodeSource nodejs already provides npm and conflicts with Debian's npm.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
 fi
 
 missing=()
@@ -79,13 +81,16 @@ else
   fi
 fi
 
+# ONNX Runtime, the default model engine: not a Debian 12 package (ADR 0006).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$root/scripts/setup-onnxruntime.sh"
+
 if [[ $mode == build ]]; then
   exit 0
 fi
 
 # The node tests' npm packages (pinned in each tests/<dir>/package-lock.json), installed again
 # only when that lock file changed since its last `npm ci`.
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 shopt -s nullglob
 for lock in "$root"/tests/*/package-lock.json; do
   dir="$(dirname "$lock")"

@@ -31,6 +31,8 @@ inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options) {
   r.config_file = options.config_file;
   r.models_dirs = options.models_dirs;
   r.device = options.device;
+  r.engine = options.engine;
+  r.threads = options.threads;
   return r;
 }
 
@@ -61,7 +63,9 @@ int Run(int argc, char** argv) {
   app.add_option("--models-dir", models_dirs,
                  "folders scanned for *.onnx models, ':'-separated (default: ./models)")
       ->envname("KADR_MODELS_DIR");
-  app.add_option("--threads", global.threads, "CPU threads for inference (0 = all cores)")
+  app.add_option("--threads", global.threads,
+                 "CPU threads per model for inference (ONNX Runtime's intra-op threads, OpenCV's "
+                 "pool; 0 = all cores)")
       ->envname("KADR_THREADS")
       ->check(CLI::Range(0, 1024));
   app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error")
@@ -72,6 +76,14 @@ int Run(int argc, char** argv) {
                  "inference device: auto (CUDA when available), cpu, cuda (falls back to CPU)")
       ->envname("KADR_DEVICE")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+
+  std::string engine = "onnxruntime";
+  app.add_option("--engine", engine,
+                 "engine for ONNX models without an \"engine\" in their sidecar: onnxruntime, "
+                 "opencv (OpenCV DNN)")
+      ->envname("KADR_ENGINE")
+      ->check(CLI::IsMember({"onnxruntime", "opencv"}))
       ->capture_default_str();
 
   const std::vector<Command> commands = {
@@ -92,7 +104,8 @@ int Run(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  global.device = *inference::ParseDevice(device);  // checked by IsMember above
+  global.device = *inference::ParseDevice(device);      // checked by IsMember above
+  global.engine = *inference::ParseEngineKind(engine);  // likewise
   global.models_dirs =
       models_dirs.empty() ? std::vector<std::filesystem::path>{"models"} : SplitPaths(models_dirs);
   spdlog::set_default_logger(spdlog::stderr_color_mt("kadr"));

@@ -18,7 +18,8 @@ struct GlobalOptions {
   std::vector<std::filesystem::path> models_dirs;  // --models-dir, KADR_MODELS_DIR (':'-separated)
   int threads = 0;                                 // --threads, KADR_THREADS; 0 = all cores
   std::string log_level = "info";                  // --log-level, KADR_LOG_LEVEL
-  inference::Device device = inference::Device::kAuto;  // --device, KADR_DEVICE
+  inference::Device device = inference::Device::kAuto;                 // --device, KADR_DEVICE
+  inference::EngineKind engine = inference::EngineKind::kOnnxRuntime;  // --engine, KADR_ENGINE
 };
 
 inference::RegistryOptions ToRegistryOptions(const GlobalOptions& options);

@@ -1,12 +1,15 @@
 #include "inference/device.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <regex>
 #include <utility>
 #include <vector>
 
 #include <opencv2/core/cuda.hpp>
 #include <opencv2/dnn.hpp>
+
+#include "inference/detail/onnxruntime_engine.h"
 
 namespace kadr::inference {
 
@@ -33,7 +36,7 @@ std::string_view DeviceName(Device device) {
 namespace {
 
 // OpenCV's build summary has "NVIDIA CUDA: YES (...)" when it was built with CUDA.
-bool BuiltWithCuda() {
+bool OpenCvBuiltWithCuda() {
   static const std::regex kCuda(R"(NVIDIA CUDA:\s+YES)");
   return std::regex_search(cv::getBuildInformation(), kCuda);
 }
@@ -52,7 +55,7 @@ bool HasCudaDnnBackend() {
   }
 }
 
-int CudaDevices() {
+int OpenCvCudaDevices() {
   try {
     return cv::cuda::getCudaEnabledDeviceCount();
   } catch (const cv::Exception&) {
@@ -60,18 +63,41 @@ int CudaDevices() {
   }
 }
 
-}  // namespace
+// The NVIDIA driver lists each GPU it drives under /proc/driver/nvidia/gpus; a container sees
+// them when it was started with --gpus (the NVIDIA container toolkit mounts them).
+int VisibleNvidiaGpus() {
+  std::error_code ec;
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/driver/nvidia/gpus", ec)) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
 
-DeviceChoice ResolveDevice(Device requested) {
-  DeviceChoice choice;
-  choice.requested = requested;
-  if (requested == Device::kCpu) return choice;
+bool OrtHasCuda() {
+  const auto providers = detail::OnnxRuntimeProviders();
+  return std::find(providers.begin(), providers.end(), "CUDAExecutionProvider") != providers.end();
+}
+
+void ResolveOnnxRuntime(DeviceChoice& choice) {
+  const std::string version = detail::OnnxRuntimeVersion();
+  if (!OrtHasCuda()) {
+    choice.reason = "this ONNX Runtime (" + version +
+                    ") was built without the CUDA execution provider (use the GPU image)";
+  } else if (VisibleNvidiaGpus() == 0) {
+    choice.reason = "no NVIDIA GPU is visible (docker run --gpus, NVIDIA_VISIBLE_DEVICES)";
+  } else {
+    choice.cuda = true;
+  }
+}
+
+void ResolveOpenCv(DeviceChoice& choice) {
   const std::string version = CV_VERSION;
-  if (!BuiltWithCuda()) {
-    choice.reason = "this OpenCV (" + version +
-                    ") was built without CUDA, so without the CUDA DNN backend " +
-                    "(use the GPU image)";
-  } else if (const int devices = CudaDevices(); devices < 0) {
+  if (!OpenCvBuiltWithCuda()) {
+    choice.reason =
+        "this OpenCV (" + version + ") was built without CUDA, so without the CUDA DNN backend";
+  } else if (const int devices = OpenCvCudaDevices(); devices < 0) {
     // -1: the CUDA driver is missing or too old for this build.
     choice.reason = "the CUDA driver is not installed or too old for this build";
   } else if (devices == 0) {
@@ -82,14 +108,32 @@ DeviceChoice ResolveDevice(Device requested) {
   } else {
     choice.cuda = true;
   }
+}
+
+}  // namespace
+
+DeviceChoice ResolveDevice(Device requested, EngineKind engine) {
+  DeviceChoice choice;
+  choice.requested = requested;
+  choice.engine = engine;
+  if (requested == Device::kCpu) return choice;
+  if (engine == EngineKind::kOnnxRuntime) {
+    ResolveOnnxRuntime(choice);
+  } else {
+    ResolveOpenCv(choice);
+  }
   choice.fallback = !choice.cuda && requested == Device::kCuda;
   return choice;
 }
 
 std::string DescribeDevice(const DeviceChoice& choice) {
+  const std::string engine = choice.engine == EngineKind::kOnnxRuntime
+                                 ? "ONNX Runtime " + detail::OnnxRuntimeVersion()
+                                 : "OpenCV DNN " + std::string(CV_VERSION);
   if (choice.cuda) {
-    return "inference device: cuda (OpenCV DNN CUDA backend, " + std::to_string(CudaDevices()) +
-           " device(s))";
+    return "inference device: cuda (" + engine +
+           (choice.engine == EngineKind::kOnnxRuntime ? ", CUDA execution provider)"
+                                                      : ", CUDA DNN backend)");
   }
   if (choice.requested == Device::kCpu) return "inference device: cpu (requested)";
   if (choice.requested == Device::kAuto)

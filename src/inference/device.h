@@ -1,16 +1,20 @@
-// Device: where OpenCV's DNN module runs the models, chosen at run time (`--device`,
-// KADR_DEVICE) and resolved once per process against what the process can actually use.
+// Device: where an engine runs the ONNX models, chosen at run time (`--device`, KADR_DEVICE)
+// and resolved once per process and engine against what the process can actually use.
 //
-// `cuda` needs an OpenCV built with its CUDA DNN backend (the GPU image builds one; Debian's
-// OpenCV has none) and a CUDA device visible to the process. When either is missing, `auto`
-// and `cuda` both run on the CPU; ResolveDevice says why, so the caller logs one clear line
-// instead of failing: a GPU image started on a machine without a GPU still serves.
+// ONNX Runtime (the default engine) runs on CUDA when its build has the CUDA execution provider
+// (the GPU image's does; the CPU build's has only the CPU) and an NVIDIA GPU is visible. OpenCV
+// DNN runs on CUDA when OpenCV was built with its CUDA DNN backend (Debian's has none) and a CUDA
+// device is visible. When either is missing, `auto` and `cuda` both run on the CPU;
+// ResolveDevice says why, so the caller logs one clear line instead of failing: a GPU image
+// started on a machine without a GPU still serves. A model whose CUDA set-up still fails at load
+// is loaded on the CPU with a warning (model_registry.h).
 #pragma once
 
 #include <string>
 #include <string_view>
 
 #include "common/status.h"
+#include "inference/engine.h"
 
 namespace kadr::inference {
 
@@ -22,18 +26,20 @@ std::string_view DeviceName(Device device);
 
 struct DeviceChoice {
   Device requested = Device::kAuto;
-  bool cuda = false;      // run on the CUDA backend
+  EngineKind engine = EngineKind::kOnnxRuntime;
+  bool cuda = false;      // run on CUDA
   bool fallback = false;  // CUDA was asked for explicitly and is not available
-  std::string reason;     // why CPU was chosen when CUDA was asked for or possible; else empty
+  std::string reason;     // why the CPU was chosen when CUDA was asked for or possible; else empty
 };
 
-// The device this process uses for `requested`: kCpu always gives the CPU; kAuto and kCuda
-// give CUDA when OpenCV's DNN module offers the CUDA backend and at least one CUDA device is
-// visible, else the CPU with `reason` set. Cheap enough to call once at start-up.
-DeviceChoice ResolveDevice(Device requested);
+// The device `engine` uses in this process for `requested`: kCpu always gives the CPU; kAuto and
+// kCuda give CUDA when the engine's build can and a device is visible, else the CPU with `reason`
+// set. Cheap enough to call once at start-up.
+DeviceChoice ResolveDevice(Device requested, EngineKind engine);
 
-// One line for the log: "inference device: cuda (OpenCV DNN CUDA backend, 1 device)" or
-// "inference device: cpu (KADR_DEVICE=cuda, but OpenCV was built without ...)".
+// One line for the log: "inference device: cuda (ONNX Runtime 1.21.0, CUDA execution provider)"
+// or "inference device: cpu, falling back from cuda: this ONNX Runtime (1.21.0) was built
+// without the CUDA execution provider (use the GPU image)".
 std::string DescribeDevice(const DeviceChoice& choice);
 
 }  // namespace kadr::inference

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include <opencv2/imgproc.hpp>
 
@@ -59,6 +60,51 @@ void ApplyLetterbox(const cv::Mat& source, const Letterbox& lb, const cv::Scalar
   // The ROI header already has the destination size and type, so resize writes in place.
   cv::Mat roi = out(inner);
   cv::resize(source, roi, inner.size(), 0, 0, cv::INTER_LINEAR);
+}
+
+void LetterboxToTensor(const cv::Mat& source, const Letterbox& lb, float pad_value,
+                       const PixelTransform& t, cv::Mat& scratch, float* dst) {
+  const int w = lb.input_width;
+  const int h = lb.input_height;
+  const size_t plane = static_cast<size_t>(w) * static_cast<size_t>(h);
+  float* planes[3] = {dst, dst + plane, dst + 2 * plane};
+  float pad[3];
+  int src_c[3];
+  for (int c = 0; c < 3; ++c) {
+    pad[c] = (pad_value - t.mean[static_cast<size_t>(c)]) * t.inv_std[static_cast<size_t>(c)];
+    src_c[c] = t.swap_rb ? 2 - c : c;
+  }
+  const cv::Rect inner(lb.pad_x, lb.pad_y, lb.resized_width, lb.resized_height);
+  const cv::Mat* resized = &source;
+  if (source.empty() || inner.area() == 0) {
+    for (int c = 0; c < 3; ++c) std::fill(planes[c], planes[c] + plane, pad[c]);
+    return;
+  }
+  if (source.cols != inner.width || source.rows != inner.height) {
+    scratch.create(inner.height, inner.width, CV_8UC3);
+    cv::resize(source, scratch, inner.size(), 0, 0, cv::INTER_LINEAR);
+    resized = &scratch;
+  }
+  const float mean[3] = {t.mean[0], t.mean[1], t.mean[2]};
+  const float inv[3] = {t.inv_std[0], t.inv_std[1], t.inv_std[2]};
+  for (int y = 0; y < h; ++y) {
+    const size_t row = static_cast<size_t>(y) * static_cast<size_t>(w);
+    if (y < inner.y || y >= inner.y + inner.height) {
+      for (int c = 0; c < 3; ++c) std::fill(planes[c] + row, planes[c] + row + w, pad[c]);
+      continue;
+    }
+    const std::uint8_t* px = resized->ptr<std::uint8_t>(y - inner.y);
+    for (int c = 0; c < 3; ++c) {
+      float* out = planes[c] + row;
+      std::fill(out, out + inner.x, pad[c]);
+      std::fill(out + inner.x + inner.width, out + w, pad[c]);
+      out += inner.x;
+      const std::uint8_t* in = px + src_c[c];
+      const float m = mean[c];
+      const float k = inv[c];
+      for (int x = 0; x < inner.width; ++x) out[x] = (static_cast<float>(in[3 * x]) - m) * k;
+    }
+  }
 }
 
 // Both mappings work in double: a 4000-pixel coordinate has a float ulp of ~2.4e-4, and the

@@ -4,6 +4,8 @@
 // a box mapped to the network input and back lands where it started. Pure, thread-safe.
 #pragma once
 
+#include <array>
+
 #include <opencv2/core/mat.hpp>
 
 #include "protocol/detection.h"
@@ -39,6 +41,24 @@ Letterbox ComputeLetterbox(int source_width, int source_height, int input_width,
 // type (no allocation on the hot path), reallocated otherwise.
 void ApplyLetterbox(const cv::Mat& source, const Letterbox& lb, const cv::Scalar& pad_value,
                     cv::Mat& out);
+
+// How a network wants its pixels: channel c of the input tensor is
+// (source[channel_c] - mean[c]) * inv_std[c], with channel_c = 2 - c when swap_rb (the network
+// takes RGB, kadr's images are BGR), else c.
+struct PixelTransform {
+  bool swap_rb = false;
+  std::array<float, 3> mean{0, 0, 0};
+  std::array<float, 3> inv_std{1, 1, 1};
+};
+
+// Letterbox, colour order and scaling in one pass, straight into a network's input tensor:
+// `dst` is one image's 3 x input_height x input_width float planes (NCHW). The source is resized
+// (bilinear, as ApplyLetterbox) into `scratch` (reused between calls; skipped when the source
+// already has the resized size), then every tensor value is written once: padding as
+// `pad_value` transformed, the image area from the resized pixels. Same values as
+// ApplyLetterbox followed by the per-pixel transform.
+void LetterboxToTensor(const cv::Mat& source, const Letterbox& lb, float pad_value,
+                       const PixelTransform& transform, cv::Mat& scratch, float* dst);
 
 // Network-input box -> source-image box: (x - pad) / scale, clipped to the source image.
 protocol::Box ToSource(const protocol::Box& input_box, const Letterbox& lb);

@@ -8,7 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "inference/builtin_detectors.h"
-#include "inference/opencv_dnn_detector.h"
+#include "inference/onnx_detector.h"
 
 namespace kadr::inference {
 namespace {
@@ -28,9 +28,10 @@ fs::path Resolve(const fs::path& base, const std::string& p) {
 }
 
 Status ParseSpecObject(const json& j, const fs::path& base, ModelSpec& spec) {
-  static const std::set<std::string> kKeys = {
-      "name",        "path",         "family",  "labels", "labels_file", "confidence", "iou",
-      "input_width", "input_height", "swap_rb", "mean",   "std",         "pad",        "pad_value"};
+  static const std::set<std::string> kKeys = {"name",         "path",       "family", "labels",
+                                              "labels_file",  "confidence", "iou",    "input_width",
+                                              "input_height", "swap_rb",    "mean",   "std",
+                                              "pad",          "pad_value",  "engine"};
   if (!j.is_object()) return InvalidArgumentError("a model entry must be a JSON object");
   for (const auto& [key, value] : j.items()) {
     if (!kKeys.count(key)) return InvalidArgumentError("unknown key '" + key + "'");
@@ -68,6 +69,9 @@ Status ParseSpecObject(const json& j, const fs::path& base, ModelSpec& spec) {
       spec.pad_top_left = pad == "top_left";
     }
     if (j.contains("pad_value")) spec.pad_value = j["pad_value"].get<float>();
+    if (j.contains("engine")) {
+      ASSIGN_OR_RETURN(spec.engine, ParseEngineKind(j["engine"].get<std::string>()));
+    }
   } catch (const json::exception& e) {
     return InvalidArgumentError(std::string("wrong value type: ") + e.what());
   }
@@ -109,11 +113,15 @@ Status ParseModelSpecJson(std::string_view text, const fs::path& base_dir, Model
 
 Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptions& options) {
   std::unique_ptr<ModelRegistry> reg(new ModelRegistry());
-  reg->device_ = ResolveDevice(options.device);
-  if (reg->device_.fallback) {
-    spdlog::warn("{}", DescribeDevice(reg->device_));
+  reg->options_ = options;
+  for (const EngineKind engine : {EngineKind::kOnnxRuntime, EngineKind::kOpenCvDnn}) {
+    reg->devices_[static_cast<size_t>(engine)] = ResolveDevice(options.device, engine);
+  }
+  // One line for the default engine; the other's shows when a model uses it.
+  if (reg->device().fallback) {
+    spdlog::warn("{}", DescribeDevice(reg->device()));
   } else {
-    spdlog::info("{}", DescribeDevice(reg->device_));
+    spdlog::info("{}", DescribeDevice(reg->device()));
   }
   if (options.builtins) {
     reg->Add(HogPeopleSpec());
@@ -252,16 +260,37 @@ Result<std::shared_ptr<Detector>> ModelRegistry::Get(std::string_view name) {
     if (entry->state == LoadState::kFailed) return entry->error;
   }
   const ModelSpec& spec = entry->spec;
-  auto created =
-      IsBuiltinFamily(spec.family)
-          ? CreateBuiltinDetector(spec)
-          : CreateOpenCvDnnDetector(spec, OpenCvDnnOptions{.warm_up = true, .cuda = device_.cuda});
-  if (!created && device_.cuda && !IsBuiltinFamily(spec.family)) {
-    // The warm-up pass runs on the device: a CUDA error (cuDNN missing, out of memory, a layer
-    // the backend cannot run) shows here, and the CPU still serves the model.
-    spdlog::warn("model {} failed on CUDA ({}); loading it on the CPU", spec.name,
-                 created.error().message());
-    created = CreateOpenCvDnnDetector(spec, OpenCvDnnOptions{.warm_up = true, .cuda = false});
+  Result<std::unique_ptr<Detector>> created = InternalError("not loaded");
+  if (IsBuiltinFamily(spec.family)) {
+    created = CreateBuiltinDetector(spec);
+  } else {
+    const EngineKind engine = spec.engine.value_or(options_.engine);
+    created = LoadOnnx(spec, engine);
+    if (!created && created.error().code() == StatusCode::kUnsupported) {
+      // Say whether the other engine can run it: a quantised model OpenCV refuses may run on
+      // ONNX Runtime, and a model ONNX Runtime refuses may still load in OpenCV.
+      const EngineKind other =
+          engine == EngineKind::kOnnxRuntime ? EngineKind::kOpenCvDnn : EngineKind::kOnnxRuntime;
+      const std::string other_name(EngineKindName(other));
+      auto probe = LoadOnnx(spec, other);
+      std::string hint;
+      if (probe) {
+        hint = "; it loads with engine '" + other_name + "' (\"engine\": \"" + other_name +
+               "\" in its sidecar, or --engine " + other_name + ")";
+      } else {
+        // The probe's message repeats the model's name and file; keep only its cause.
+        std::string cause = probe.error().message();
+        const std::string context = "model '" + spec.name + "' (" + spec.path.string() + "): ";
+        if (cause.rfind(context, 0) == 0) cause.erase(0, context.size());
+        const auto families = cause.find(". kadr runs");
+        if (families != std::string::npos) cause.erase(families);
+        // A file neither can parse fails the same way twice: say it once.
+        hint = created.error().message().find(cause) != std::string::npos
+                   ? "; engine '" + other_name + "' cannot run it either"
+                   : "; engine '" + other_name + "' cannot run it either: " + cause;
+      }
+      created = Status(created.error().code(), created.error().message() + hint);
+    }
   }
   std::lock_guard lock(mu_);
   if (!created) {
@@ -276,6 +305,28 @@ Result<std::shared_ptr<Detector>> ModelRegistry::Get(std::string_view name) {
     spdlog::info("model {}: {}", spec.name, note);
   }
   return entry->detector;
+}
+
+Result<std::unique_ptr<Detector>> ModelRegistry::LoadOnnx(const ModelSpec& spec,
+                                                          EngineKind engine) {
+  const DeviceChoice& device = devices_[static_cast<size_t>(engine)];
+  OnnxDetectorOptions options{.engine = engine,
+                              .cuda = device.cuda,
+                              .threads = options_.threads,
+                              .warm_up = true,
+                              .max_batch = options_.max_batch};
+  ModelSpec on_engine = spec;
+  on_engine.engine = engine;
+  auto created = CreateOnnxDetector(on_engine, options);
+  if (!created && device.cuda) {
+    // The warm-up pass runs on the device: a CUDA error (cuDNN missing, out of memory, a layer
+    // the backend cannot run) shows here, and the CPU still serves the model.
+    spdlog::warn("model {} failed on CUDA ({}); loading it on the CPU", spec.name,
+                 created.error().message());
+    options.cuda = false;
+    created = CreateOnnxDetector(on_engine, options);
+  }
+  return created;
 }
 
 void ModelRegistry::LoadAll() {

@@ -6,11 +6,16 @@
 // discovered model of the same name. Labels, where neither config, sidecar nor the ONNX
 // metadata give them, come from `<stem>.names`, else from the folder's only `*.names` file.
 //
+// ONNX models run on the registry's default engine (RegistryOptions::engine: ONNX Runtime
+// unless told otherwise) or the one their spec names ("engine" in the config or sidecar). A model
+// the chosen engine cannot run fails with the cause and says whether the other engine can.
+//
 // Models load lazily on first Get() (or all at once with LoadAll()), are warmed up, and
 // stay loaded; a failed load is remembered with its error so `kadr models` can show it.
 // Thread-safe.
 #pragma once
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -30,6 +35,13 @@ struct RegistryOptions {
   bool builtins = true;                            // register people-hog and faces-haar
   std::filesystem::path haar_dir = "/usr/share/opencv4/haarcascades";
   Device device = Device::kAuto;  // ONNX models: resolved once by Create(), which logs it
+  // The engine for ONNX models whose spec names none (--engine, KADR_ENGINE).
+  EngineKind engine = EngineKind::kOnnxRuntime;
+  int threads = 0;  // ONNX Runtime intra-op threads per model (--threads); 0: one per core
+  // Images per forward pass for models with a dynamic batch dimension. 4: on CPUs, larger batches
+  // gained nothing more for YOLOX-Nano and lost for YOLOv8n (kadr_engine_bench,
+  // docs/performance.md).
+  int max_batch = 4;
 };
 
 enum class LoadState { kNotLoaded, kReady, kFailed };
@@ -64,8 +76,8 @@ class ModelRegistry {
   // Loads every model (for listings and eager start-up).
   void LoadAll();
 
-  // Where the ONNX models run (the built-in detectors always run on the CPU).
-  const DeviceChoice& device() const { return device_; }
+  // Where the default engine runs the ONNX models (the built-ins always run on the CPU).
+  const DeviceChoice& device() const { return devices_[static_cast<size_t>(options_.engine)]; }
 
  private:
   struct Entry {
@@ -79,7 +91,12 @@ class ModelRegistry {
   ModelRegistry() = default;
   void Add(ModelSpec spec);
 
-  DeviceChoice device_;
+  // Loads an ONNX model on `engine`, on CUDA when that engine resolved to it, else (or when
+  // CUDA fails) on the CPU.
+  Result<std::unique_ptr<Detector>> LoadOnnx(const ModelSpec& spec, EngineKind engine);
+
+  RegistryOptions options_;
+  std::array<DeviceChoice, 2> devices_;  // by EngineKind
 
   mutable std::mutex mu_;  // guards entries_ map and each Entry's state/error/detector
   std::map<std::string, std::unique_ptr<Entry>, std::less<>> entries_;

@@ -52,6 +52,37 @@ std::string SupportedOnnxFamilies() {
   return "yolov8 (also yolo11), yolov8-seg, yolov5, yolox, nanodet";
 }
 
+const std::vector<std::string>& CocoLabels() {
+  static const std::vector<std::string> kCoco = {"person",        "bicycle",      "car",
+                                                 "motorcycle",    "airplane",     "bus",
+                                                 "train",         "truck",        "boat",
+                                                 "traffic light", "fire hydrant", "stop sign",
+                                                 "parking meter", "bench",        "bird",
+                                                 "cat",           "dog",          "horse",
+                                                 "sheep",         "cow",          "elephant",
+                                                 "bear",          "zebra",        "giraffe",
+                                                 "backpack",      "umbrella",     "handbag",
+                                                 "tie",           "suitcase",     "frisbee",
+                                                 "skis",          "snowboard",    "sports ball",
+                                                 "kite",          "baseball bat", "baseball glove",
+                                                 "skateboard",    "surfboard",    "tennis racket",
+                                                 "bottle",        "wine glass",   "cup",
+                                                 "fork",          "knife",        "spoon",
+                                                 "bowl",          "banana",       "apple",
+                                                 "sandwich",      "orange",       "broccoli",
+                                                 "carrot",        "hot dog",      "pizza",
+                                                 "donut",         "cake",         "chair",
+                                                 "couch",         "potted plant", "bed",
+                                                 "dining table",  "toilet",       "tv",
+                                                 "laptop",        "mouse",        "remote",
+                                                 "keyboard",      "cell phone",   "microwave",
+                                                 "oven",          "toaster",      "sink",
+                                                 "refrigerator",  "book",         "clock",
+                                                 "vase",          "scissors",     "teddy bear",
+                                                 "hair drier",    "toothbrush"};
+  return kCoco;
+}
+
 Result<std::vector<std::string>> ReadLabelsFile(const std::filesystem::path& path) {
   std::ifstream in(path);
   if (!in) return NotFoundError("cannot read labels file " + path.string());

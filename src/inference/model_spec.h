@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "inference/engine.h"
 
 namespace kadr::inference {
 
@@ -35,6 +36,10 @@ Result<ModelFamily> ParseFamily(std::string_view name);
 // "yolov8, yolov8-seg, yolov5, yolox, nanodet" - for error messages.
 std::string SupportedOnnxFamilies();
 
+// The 80 COCO class names in the standard order (Ultralytics' `names`, YOLOX's and NanoDet's
+// COCO_CLASSES): the labels of an 80-class model that names none of its classes.
+const std::vector<std::string>& CocoLabels();
+
 struct ModelSpec {
   std::string name;            // registry name, unique; used by --model and the API
   std::filesystem::path path;  // ONNX file; empty for built-ins
@@ -50,7 +55,10 @@ struct ModelSpec {
   std::optional<std::array<float, 3>> std;   // divided per channel, after the mean
   std::optional<bool> pad_top_left;          // letterbox anchor: top-left (YOLOX) vs centred
   std::optional<float> pad_value;            // letterbox fill value (0..255)
-  std::string source;                        // where the spec came from (for `kadr models`)
+  // ONNX models: the engine to run it on ("engine": "onnxruntime" | "opencv"); unset: the
+  // registry's default (--engine, KADR_ENGINE). Ignored by the built-ins.
+  std::optional<EngineKind> engine;
+  std::string source;  // where the spec came from (for `kadr models`)
 };
 
 // Reads a label file: one name per line, blank lines and surrounding spaces ignored.

@@ -72,9 +72,15 @@ TEST_F(DeployCommandsTest, ConfigFileSettingsApplyAndTheEnvironmentAndFlagsOverr
   auto r = RunKadr("", args);
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("falling back from cuda"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("without the CUDA DNN backend"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("without the CUDA execution provider"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"tiny\""), std::string::npos) << "models_dir from the file: " << r.out;
+  EXPECT_NE(r.out.find("onnxruntime/cpu"), std::string::npos) << r.out;
+
+  // The engine: ONNX Runtime by default, OpenCV DNN when asked (with its own fallback line).
+  r = RunKadr("KADR_ENGINE=opencv", args);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("opencv-dnn/cpu"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("without the CUDA DNN backend"), std::string::npos) << r.out;
 
   // The environment beats the file; a flag beats both.
   r = RunKadr("KADR_DEVICE=cpu", args);

@@ -1,6 +1,7 @@
 // Real COCO models on real photos from $KADR_TEST_DATA (../shared in CI). Each test skips
 // with a clear message when the folder is absent.
 #include <algorithm>
+#include <filesystem>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -21,10 +22,16 @@ class RealModelsTest : public ::testing::Test {
     auto r = ModelRegistry::Create({.models_dirs = {testing::TestDataDir() / "models"}});
     ASSERT_TRUE(r.has_value()) << r.error().ToString();
     registry_ = std::move(*r).release();
+    auto o = ModelRegistry::Create(
+        {.models_dirs = {testing::TestDataDir() / "models"}, .engine = EngineKind::kOpenCvDnn});
+    ASSERT_TRUE(o.has_value()) << o.error().ToString();
+    opencv_ = std::move(*o).release();
   }
   static void TearDownTestSuite() {
     delete registry_;
     registry_ = nullptr;
+    delete opencv_;
+    opencv_ = nullptr;
   }
 
   void SetUp() override { KADR_REQUIRE_TEST_DATA(); }
@@ -37,8 +44,9 @@ class RealModelsTest : public ::testing::Test {
   }
 
   static std::vector<Detection> Run(const std::string& model, const std::string& photo,
-                                    const protocol::DetectOptions& options = {}) {
-    auto detector = registry_->Get(model);
+                                    const protocol::DetectOptions& options = {},
+                                    ModelRegistry* registry = nullptr) {
+    auto detector = (registry != nullptr ? registry : registry_)->Get(model);
     EXPECT_TRUE(detector.has_value()) << detector.error().ToString();
     if (!detector) return {};
     const cv::Mat img = Photo(photo);
@@ -68,22 +76,33 @@ class RealModelsTest : public ::testing::Test {
     }
   }
 
-  static ModelRegistry* registry_;
+  static ModelRegistry* registry_;  // the default engine, ONNX Runtime
+  static ModelRegistry* opencv_;    // --engine opencv
 };
 
 ModelRegistry* RealModelsTest::registry_ = nullptr;
+ModelRegistry* RealModelsTest::opencv_ = nullptr;
 
 TEST_F(RealModelsTest, YoloxNanoFindsBusAndPeopleOnBusJpg) {
   ExpectBusAndPeople(Run("yolox_nano", "bus.jpg", {.confidence = 0.3f}));
 }
 
 TEST_F(RealModelsTest, UnmodifiedUltralyticsYoloV8RunsAndFindsBusAndPeople) {
+  // ONNX Runtime, the default, runs the export as it is.
   auto detector = registry_->Get("yolov8n_640_deq");
   ASSERT_TRUE(detector.has_value()) << detector.error().ToString();
-  const auto& notes = (*detector)->info().notes;
+  EXPECT_EQ((*detector)->info().backend, "onnxruntime/cpu");
+  EXPECT_TRUE((*detector)->info().notes.empty()) << (*detector)->info().notes[0];
+  ExpectBusAndPeople(Run("yolov8n_640_deq", "bus.jpg"));
+
+  // OpenCV 4.6 needs the strides rewrite.
+  auto on_opencv = opencv_->Get("yolov8n_640_deq");
+  ASSERT_TRUE(on_opencv.has_value()) << on_opencv.error().ToString();
+  EXPECT_EQ((*on_opencv)->info().backend, "opencv-dnn/cpu");
+  const auto& notes = (*on_opencv)->info().notes;
   ASSERT_FALSE(notes.empty()) << "the unmodified export needs the strides rewrite";
   EXPECT_NE(notes[0].find("/model.22/Mul_2"), std::string::npos) << notes[0];
-  ExpectBusAndPeople(Run("yolov8n_640_deq", "bus.jpg"));
+  ExpectBusAndPeople(Run("yolov8n_640_deq", "bus.jpg", {}, opencv_));
 }
 
 TEST_F(RealModelsTest, UnmodifiedExportGivesTheSameDetectionsAsTheHandPatchedOne) {
@@ -175,18 +194,44 @@ TEST_F(RealModelsTest, BatchGivesTheSameResultsAsSingleImages) {
 }
 
 TEST_F(RealModelsTest, DynamicInt8ModelIsRefusedAtLoadWithModelCauseAndAlternatives) {
+  // Neither engine runs this dynamically quantised export: ONNX Runtime's CPU provider has no
+  // ConvInteger for its int8 weights, OpenCV DNN no quantised ops. The message says both.
   auto detector = registry_->Get("yolov8n_640_dynint8");
   ASSERT_FALSE(detector.has_value());
   const auto& msg = detector.error().message();
   EXPECT_EQ(detector.error().code(), StatusCode::kUnsupported);
-  EXPECT_NE(msg.find("yolov8n_640_dynint8"), std::string::npos) << msg;    // the model
-  EXPECT_NE(msg.find("DynamicQuantizeLinear"), std::string::npos) << msg;  // the cause
+  EXPECT_NE(msg.find("yolov8n_640_dynint8"), std::string::npos) << msg;  // the model
+  EXPECT_NE(msg.find("ONNX Runtime cannot load it"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ConvInteger"), std::string::npos) << msg;  // the cause
+  EXPECT_NE(msg.find("engine 'opencv' cannot run it either"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("DynamicQuantizeLinear"), std::string::npos) << msg;  // OpenCV's cause
   EXPECT_NE(msg.find("fp32"), std::string::npos) << msg;                   // what works
 }
 
 TEST_F(RealModelsTest, HogFindsPeopleAndHaarFindsFaces) {
   EXPECT_GE(CountLabels(Run("people-hog", "bus.jpg"), 0.5f)["person"], 2);
   EXPECT_GE(CountLabels(Run("faces-haar", "zidane.jpg"), 0.5f)["face"], 1);
+}
+
+TEST_F(RealModelsTest, AnEightyClassModelWithoutNamesGetsTheCocoNames) {
+  // yolox_nano.onnx alone in a folder, as its project publishes it: no metadata, no .names.
+  const auto dir = testing::MakeTempDir();
+  std::filesystem::copy_file(testing::TestDataDir() / "models" / "yolox_nano.onnx",
+                             dir / "yolox_nano.onnx");
+  auto registry = ModelRegistry::Create({.models_dirs = {dir}, .builtins = false});
+  ASSERT_TRUE(registry.has_value()) << registry.error().ToString();
+  auto detector = (*registry)->Get("yolox_nano");
+  ASSERT_TRUE(detector.has_value()) << detector.error().ToString();
+  const auto& notes = (*detector)->info().notes;
+  EXPECT_TRUE(std::any_of(notes.begin(), notes.end(), [](const std::string& n) {
+    return n.find("COCO-80") != std::string::npos;
+  })) << "no log line says where the names came from";
+  const cv::Mat img = Photo("dog.jpg");
+  auto r = (*detector)->Detect(std::span<const cv::Mat>(&img, 1), {});
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  auto counts = CountLabels((*r)[0], 0.5f);
+  EXPECT_EQ(counts["bicycle"], 1) << "a bicycle must not be class_1";
+  EXPECT_EQ(counts["dog"], 1);
 }
 
 TEST_F(RealModelsTest, LabelsComeFromTheFoldersNamesFile) {

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "inference/model_registry.h"
-#include "inference/opencv_dnn_detector.h"
+#include "inference/onnx_detector.h"
 #include "support/test_data.h"
 
 namespace kadr::inference {
@@ -21,21 +21,35 @@ ModelSpec TinySpec() {
 
 cv::Mat Solid(int size, int value) { return cv::Mat(size, size, CV_8UC3, cv::Scalar::all(value)); }
 
-TEST(TinyModelTest, LoadsAsYoloV8WithLabelsFromMetadata) {
-  auto detector = CreateOpenCvDnnDetector(TinySpec());
+// Every ONNX test runs on both engines: one pre/post-processing path, two runtimes.
+class TinyModelTest : public ::testing::TestWithParam<EngineKind> {
+ protected:
+  Result<std::unique_ptr<Detector>> Load(const ModelSpec& spec) {
+    return CreateOnnxDetector(spec, {.engine = GetParam()});
+  }
+};
+
+TEST_P(TinyModelTest, LoadsAsYoloV8WithLabelsFromMetadata) {
+  auto detector = Load(TinySpec());
   ASSERT_TRUE(detector.has_value()) << detector.error().ToString();
   const ModelInfo& info = (*detector)->info();
   EXPECT_EQ(info.family, ModelFamily::kYoloV8);
   EXPECT_EQ(info.input_width, 32);
   EXPECT_EQ(info.input_height, 32);
   EXPECT_EQ(info.labels, (std::vector<std::string>{"bright", "dark"}));
-  // The [1,16] broadcast constant is the pattern OpenCV 4.6 cannot run as is.
-  ASSERT_EQ(info.notes.size(), 1u);
-  EXPECT_NE(info.notes[0].find("expanded to [1,6,16]"), std::string::npos) << info.notes[0];
+  if (GetParam() == EngineKind::kOpenCvDnn) {
+    // The [1,16] broadcast constant is the pattern OpenCV 4.6 cannot run as is.
+    EXPECT_EQ(info.backend, "opencv-dnn/cpu");
+    ASSERT_EQ(info.notes.size(), 1u);
+    EXPECT_NE(info.notes[0].find("expanded to [1,6,16]"), std::string::npos) << info.notes[0];
+  } else {
+    EXPECT_EQ(info.backend, "onnxruntime/cpu");  // ONNX Runtime runs the graph as it is
+    EXPECT_TRUE(info.notes.empty()) << info.notes[0];
+  }
 }
 
-TEST(TinyModelTest, DetectionDependsOnInputAndMapsBackToImagePixels) {
-  auto detector = CreateOpenCvDnnDetector(TinySpec());
+TEST_P(TinyModelTest, DetectionDependsOnInputAndMapsBackToImagePixels) {
+  auto detector = Load(TinySpec());
   ASSERT_TRUE(detector.has_value()) << detector.error().ToString();
   const std::vector<cv::Mat> images = {Solid(64, 255), Solid(64, 0)};
   auto result = (*detector)->Detect(images, {});
@@ -54,8 +68,8 @@ TEST(TinyModelTest, DetectionDependsOnInputAndMapsBackToImagePixels) {
   EXPECT_EQ((*result)[1][0].label, "dark");
 }
 
-TEST(TinyModelTest, ClassFilterAndConfidenceApply) {
-  auto detector = CreateOpenCvDnnDetector(TinySpec());
+TEST_P(TinyModelTest, ClassFilterAndConfidenceApply) {
+  auto detector = Load(TinySpec());
   ASSERT_TRUE(detector.has_value());
   const cv::Mat grey = Solid(32, 100);  // bright 0.39, dark 0.61
   protocol::DetectOptions only_dark;
@@ -85,10 +99,10 @@ TEST(TinyModelTest, ClassFilterAndConfidenceApply) {
   EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(TinyModelTest, FamilyThatDoesNotMatchTheOutputsFailsAtLoad) {
+TEST_P(TinyModelTest, FamilyThatDoesNotMatchTheOutputsFailsAtLoad) {
   ModelSpec spec = TinySpec();
   spec.family = ModelFamily::kYolox;
-  auto detector = CreateOpenCvDnnDetector(spec);
+  auto detector = Load(spec);
   ASSERT_FALSE(detector.has_value());
   EXPECT_EQ(detector.error().code(), StatusCode::kUnsupported);
   EXPECT_NE(detector.error().message().find("model 'tiny'"), std::string::npos);
@@ -96,14 +110,14 @@ TEST(TinyModelTest, FamilyThatDoesNotMatchTheOutputsFailsAtLoad) {
       << detector.error().message();
 }
 
-TEST(TinyModelTest, GarbageFileIsRefusedWithModelNameAndCause) {
+TEST_P(TinyModelTest, GarbageFileIsRefusedWithModelNameAndCause) {
   const auto dir = testing::MakeTempDir();
   const auto path = dir / "garbage.onnx";
   std::ofstream(path) << "this is not a protobuf";
   ModelSpec spec;
   spec.name = "garbage";
   spec.path = path;
-  auto detector = CreateOpenCvDnnDetector(spec);
+  auto detector = Load(spec);
   ASSERT_FALSE(detector.has_value());
   EXPECT_EQ(detector.error().code(), StatusCode::kUnsupported);
   EXPECT_NE(detector.error().message().find("model 'garbage'"), std::string::npos);
@@ -112,15 +126,19 @@ TEST(TinyModelTest, GarbageFileIsRefusedWithModelNameAndCause) {
   EXPECT_NE(detector.error().message().find("yolov8"), std::string::npos);  // says what works
 }
 
-TEST(TinyModelTest, MissingFileIsNotFound) {
+TEST_P(TinyModelTest, MissingFileIsNotFound) {
   ModelSpec spec;
   spec.name = "ghost";
   spec.path = "/nonexistent/ghost.onnx";
-  auto detector = CreateOpenCvDnnDetector(spec);
+  auto detector = Load(spec);
   ASSERT_FALSE(detector.has_value());
   EXPECT_EQ(detector.error().code(), StatusCode::kNotFound);
   EXPECT_NE(detector.error().message().find("/nonexistent/ghost.onnx"), std::string::npos);
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, TinyModelTest,
+                         ::testing::Values(EngineKind::kOnnxRuntime, EngineKind::kOpenCvDnn),
+                         [](const auto& info) { return std::string(EngineKindName(info.param)); });
 
 TEST(RegistryTest, DiscoversModelsReadsSidecarAndListsNamesForUnknownModel) {
   const auto dir = testing::MakeTempDir();

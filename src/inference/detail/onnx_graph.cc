@@ -180,6 +180,33 @@ Result<NormalizedOnnx> NormalizeOnnx(const std::string& bytes) {
   return out;
 }
 
+Result<int> DropInitializerInputs(std::string& bytes) {
+  onnx::ModelProto model;
+  if (bytes.empty() || !model.ParseFromString(bytes) || !model.has_graph()) {
+    return InvalidArgumentError("not a valid ONNX model (protobuf parse failed)");
+  }
+  onnx::GraphProto* g = model.mutable_graph();
+  std::set<std::string> initializers;
+  for (const auto& t : g->initializer()) initializers.insert(t.name());
+  google::protobuf::RepeatedPtrField<onnx::ValueInfoProto> kept;
+  int dropped = 0;
+  for (const auto& v : g->input()) {
+    if (initializers.count(v.name())) {
+      ++dropped;
+    } else {
+      *kept.Add() = v;
+    }
+  }
+  if (dropped == 0) return 0;
+  g->mutable_input()->Swap(&kept);
+  std::string out;
+  if (!model.SerializeToString(&out)) {
+    return InternalError("could not serialize the ONNX model");
+  }
+  bytes = std::move(out);
+  return dropped;
+}
+
 std::vector<std::string> ParseUltralyticsNames(const std::string& text) {
   // {0: 'person', 1: 'bicycle', ...}; names may contain spaces, quotes are ' or ".
   std::vector<std::pair<int, std::string>> entries;

@@ -1,4 +1,4 @@
-// Reading and normalising ONNX graphs with Debian's ONNX library (libonnx), before OpenCV
+// Reading and normalising ONNX graphs with Debian's ONNX library (libonnx), before an engine
 // sees them. The only place that includes onnx headers.
 //
 // Why: OpenCV 4.6's ONNX importer cannot broadcast a constant of lower rank in an
@@ -40,6 +40,13 @@ struct NormalizedOnnx {
 // Parses `bytes` (a serialized ModelProto), infers shapes, expands low-rank constants of
 // Add/Sub/Mul/Div to their broadcast shape. kInvalidArgument if the bytes are not ONNX.
 Result<NormalizedOnnx> NormalizeOnnx(const std::string& bytes);
+
+// For ONNX Runtime: removes graph inputs that are also initializers (exports from before ONNX IR
+// 4 list every weight as an input, NanoDet-m's among them), so that ONNX Runtime treats them as
+// constants and folds them instead of warning once per weight and running slower. Returns how
+// many were removed; `bytes` is rewritten only when that is > 0. kInvalidArgument if the bytes
+// are not ONNX.
+Result<int> DropInitializerInputs(std::string& bytes);
 
 // Parses Ultralytics' "names" metadata: a Python dict literal {0: 'person', 1: 'bicycle'}.
 std::vector<std::string> ParseUltralyticsNames(const std::string& text);

@@ -278,5 +278,51 @@ TEST(LetterboxTest, SinglePixelImageFillsTheInput) {
   ExpectBoxNear(ToSource({8, 0, 16, 16}, lb), {0, 0, 1, 1}, 1e-5f);
 }
 
+// The one-pass tensor writer against the two-step reference (ApplyLetterbox, then the per-pixel
+// transform): same value at every tensor position, for both anchors, RGB and BGR, mean/std, an
+// image that needs no resize, an ROI that is not continuous, and an empty slot.
+TEST(LetterboxTest, LetterboxToTensorEqualsLetterboxThenTransform) {
+  cv::Mat noise(300, 500, CV_8UC3);
+  cv::randu(noise, cv::Scalar::all(0), cv::Scalar::all(255));
+  const cv::Mat big = noise;
+  const cv::Mat roi = big(cv::Rect(7, 11, 321, 123));            // not continuous
+  const cv::Mat exact(24, 40, CV_8UC3, cv::Scalar(10, 20, 30));  // already the resized size
+  PixelTransform nanodet;
+  nanodet.mean = {103.53f, 116.28f, 123.675f};
+  nanodet.inv_std = {1 / 57.375f, 1 / 57.12f, 1 / 58.395f};
+  PixelTransform ultralytics;
+  ultralytics.swap_rb = true;
+  ultralytics.inv_std = {1 / 255.f, 1 / 255.f, 1 / 255.f};
+  cv::Mat scratch;
+  for (const cv::Mat* img : {&big, &roi, &exact}) {
+    for (PadAnchor anchor : {PadAnchor::kCenter, PadAnchor::kTopLeft}) {
+      for (const PixelTransform& t : {nanodet, ultralytics}) {
+        const Letterbox lb = ComputeLetterbox(img->cols, img->rows, 40, 40, anchor);
+        cv::Mat letterboxed;
+        ApplyLetterbox(*img, lb, cv::Scalar::all(114), letterboxed);
+        std::vector<float> tensor(3 * 40 * 40, -1.f);
+        LetterboxToTensor(*img, lb, 114, t, scratch, tensor.data());
+        for (int c = 0; c < 3; ++c) {
+          const int src = t.swap_rb ? 2 - c : c;
+          for (int y = 0; y < 40; ++y) {
+            for (int x = 0; x < 40; ++x) {
+              const float want =
+                  (static_cast<float>(letterboxed.at<cv::Vec3b>(y, x)[src]) - t.mean[c]) *
+                  t.inv_std[c];
+              ASSERT_FLOAT_EQ(tensor[(c * 40 + y) * 40 + x], want)
+                  << img->cols << "x" << img->rows << " c" << c << " (" << x << "," << y << ")";
+            }
+          }
+        }
+      }
+    }
+  }
+  // No image (a padded batch slot): all padding.
+  std::vector<float> tensor(3 * 8 * 8, -1.f);
+  const Letterbox none = ComputeLetterbox(0, 0, 8, 8, PadAnchor::kCenter);
+  LetterboxToTensor(cv::Mat(), none, 114, ultralytics, scratch, tensor.data());
+  for (float v : tensor) ASSERT_FLOAT_EQ(v, 114 / 255.f);
+}
+
 }  // namespace
 }  // namespace kadr::inference

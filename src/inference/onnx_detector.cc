@@ -1,4 +1,4 @@
-#include "inference/opencv_dnn_detector.h"
+#include "inference/onnx_detector.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,11 +7,12 @@
 #include <mutex>
 
 #include <opencv2/core.hpp>
-#include <opencv2/dnn.hpp>
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
 #include "inference/detail/onnx_graph.h"
+#include "inference/detail/onnxruntime_engine.h"
+#include "inference/detail/opencv_dnn_engine.h"
 #include "inference/letterbox.h"
 #include "inference/postprocess.h"
 
@@ -36,27 +37,18 @@ struct OutputLayout {
 };
 
 struct Preprocessing {
-  bool swap_rb = false;
-  std::array<float, 3> mean{0, 0, 0};
-  std::array<float, 3> inv_std{1, 1, 1};
+  PixelTransform pixels;
   PadAnchor anchor = PadAnchor::kCenter;
   float pad_value = 114;
 };
 
-std::vector<int> Shape(const cv::Mat& m) { return std::vector<int>(m.size.p, m.size.p + m.dims); }
-
-std::string ShapeString(const std::vector<int>& s) {
+std::string ShapeString(const std::vector<std::int64_t>& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) {
     if (i > 0) out += 'x';
     out += std::to_string(s[i]);
   }
   return out + "]";
-}
-
-std::string FirstLine(const std::string& s) {
-  const auto nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
 // Grid cells for strides 8, 16, 32 at this input size (YOLOX / YOLOv8 anchor counts).
@@ -66,12 +58,12 @@ int GridCells(int w, int h) {
   return cells;
 }
 
-Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::Mat>& outs,
+Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<TensorView>& outs,
                                   int input_w, int input_h) {
   OutputLayout layout;
-  std::vector<std::vector<int>> shapes;
+  std::vector<std::vector<std::int64_t>> shapes;
   shapes.reserve(outs.size());
-  for (const auto& o : outs) shapes.push_back(Shape(o));
+  for (const auto& o : outs) shapes.push_back(o.shape);
   auto describe = [&] {
     std::string s;
     for (const auto& sh : shapes) s += (s.empty() ? "" : ", ") + ShapeString(sh);
@@ -81,8 +73,8 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
   ModelFamily family = requested;
   if (family == ModelFamily::kAuto) {
     if (shapes.size() == 1 && shapes[0].size() == 3) {
-      const int a = shapes[0][1];
-      const int b = shapes[0][2];
+      const std::int64_t a = shapes[0][1];
+      const std::int64_t b = shapes[0][2];
       if (a < b && a > 4) {
         family = ModelFamily::kYoloV8;
       } else if (a > b && b > 5) {
@@ -112,7 +104,7 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
           shapes[0][1] >= shapes[0][2]) {
         return mismatch("one output 1 x (4+classes) x anchors");
       }
-      layout.num_classes = shapes[0][1] - 4;
+      layout.num_classes = static_cast<int>(shapes[0][1] - 4);
       break;
     }
     case ModelFamily::kYoloV8Seg: {
@@ -126,7 +118,7 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
       }
       layout.main_output = det;
       layout.proto_output = proto;
-      layout.num_classes = shapes[det][1] - 4 - kSegProtos;
+      layout.num_classes = static_cast<int>(shapes[det][1] - 4 - kSegProtos);
       break;
     }
     case ModelFamily::kYoloV5:
@@ -138,7 +130,7 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
         return mismatch("1 x " + std::to_string(GridCells(input_w, input_h)) +
                         " x (5+classes) raw grids for strides 8/16/32");
       }
-      layout.num_classes = shapes[0][2] - 5;
+      layout.num_classes = static_cast<int>(shapes[0][2] - 5);
       break;
     }
     case ModelFamily::kNanoDet: {
@@ -158,7 +150,7 @@ Result<OutputLayout> DetectLayout(ModelFamily requested, const std::vector<cv::M
         int boxes = level[1];
         if (shapes[scores][2] == box_dim && shapes[boxes][2] != box_dim) std::swap(scores, boxes);
         if (scores < 0 || boxes < 0 || shapes[boxes][2] != box_dim) return mismatch(expected);
-        if (layout.num_classes == 0) layout.num_classes = shapes[scores][2];
+        if (layout.num_classes == 0) layout.num_classes = static_cast<int>(shapes[scores][2]);
         if (shapes[scores][2] != layout.num_classes) return mismatch(expected);
         layout.nanodet_levels.emplace_back(scores, boxes);
         layout.nanodet_strides.push_back(stride);
@@ -177,20 +169,20 @@ Preprocessing DefaultsFor(ModelFamily family) {
   Preprocessing p;
   switch (family) {
     case ModelFamily::kYolox:
-      p.swap_rb = false;
+      p.pixels.swap_rb = false;
       p.anchor = PadAnchor::kTopLeft;
       p.pad_value = 114;
       break;
     case ModelFamily::kNanoDet:
-      p.swap_rb = false;
-      p.mean = {103.53f, 116.28f, 123.675f};
-      p.inv_std = {1 / 57.375f, 1 / 57.12f, 1 / 58.395f};
+      p.pixels.swap_rb = false;
+      p.pixels.mean = {103.53f, 116.28f, 123.675f};
+      p.pixels.inv_std = {1 / 57.375f, 1 / 57.12f, 1 / 58.395f};
       p.anchor = PadAnchor::kCenter;
       p.pad_value = 0;
       break;
     default:  // Ultralytics and YOLOv5: RGB, 0..1, centred, grey 114
-      p.swap_rb = true;
-      p.inv_std = {1 / 255.f, 1 / 255.f, 1 / 255.f};
+      p.pixels.swap_rb = true;
+      p.pixels.inv_std = {1 / 255.f, 1 / 255.f, 1 / 255.f};
       p.anchor = PadAnchor::kCenter;
       p.pad_value = 114;
       break;
@@ -209,31 +201,11 @@ float DefaultConfidence(ModelFamily family) {
   }
 }
 
-// Letterboxed BGR uint8 -> planar float NCHW at `dst`, in one pass.
-void PackPlanar(const cv::Mat& bgr, const Preprocessing& p, float* dst) {
-  const int hw = bgr.rows * bgr.cols;
-  float* planes[3] = {dst, dst + hw, dst + 2 * hw};
-  // Network channel c reads source channel src_c[c].
-  const int src_c[3] = {p.swap_rb ? 2 : 0, 1, p.swap_rb ? 0 : 2};
-  int i = 0;
-  for (int y = 0; y < bgr.rows; ++y) {
-    const std::uint8_t* row = bgr.ptr<std::uint8_t>(y);
-    for (int x = 0; x < bgr.cols; ++x, ++i) {
-      const std::uint8_t* px = row + 3 * x;
-      for (int c = 0; c < 3; ++c) {
-        planes[c][i] = (static_cast<float>(px[src_c[c]]) - p.mean[c]) * p.inv_std[c];
-      }
-    }
-  }
-}
-
-class OpenCvDnnDetectorImpl final : public Detector {
+class OnnxDetectorImpl final : public Detector {
  public:
-  // cv::dnn::Net is a reference-counted handle; the detector becomes its only user.
-  OpenCvDnnDetectorImpl(const cv::dnn::Net& net, ModelInfo info, Preprocessing pre)
-      : net_(net), info_(std::move(info)), pre_(pre) {
-    output_names_ = net_.getUnconnectedOutLayersNames();
-  }
+  OnnxDetectorImpl(std::unique_ptr<Engine> engine, ModelInfo info, Preprocessing pre,
+                   int fixed_batch)
+      : engine_(std::move(engine)), info_(std::move(info)), pre_(pre), fixed_batch_(fixed_batch) {}
 
   const ModelInfo& info() const override { return info_; }
 
@@ -245,13 +217,12 @@ class OpenCvDnnDetectorImpl final : public Detector {
     layout_ = std::move(layout);
   }
 
-  // Runs the network on one blank input and returns its raw outputs.
-  Result<std::vector<cv::Mat>> RawForward() {
+  // Runs the network on one blank input and returns its raw outputs (valid until the next run).
+  Result<std::vector<TensorView>> RawForward() {
     cv::Mat blank(info_.input_height, info_.input_width, CV_8UC3, cv::Scalar::all(114));
-    std::vector<cv::Mat> outs;
     std::lock_guard lock(mu_);
-    RETURN_IF_ERROR(ForwardLocked(std::span<const cv::Mat>(&blank, 1), outs));
-    return outs;
+    std::vector<Letterbox> boxes;
+    return Forward(std::span<const cv::Mat>(&blank, 1), boxes);
   }
 
   Result<std::vector<std::vector<protocol::Detection>>> Detect(
@@ -274,14 +245,12 @@ class OpenCvDnnDetectorImpl final : public Detector {
       const auto chunk = images.subspan(start, std::min(batch, images.size() - start));
       Stopwatch sw;
       std::vector<Letterbox> boxes;
-      PrepareBlob(chunk, boxes);
+      Prepare(chunk, boxes);
       total.preprocess_ms += sw.Lap();
-      std::vector<cv::Mat> outs;
-      RETURN_IF_ERROR(RunNet(outs));
+      ASSIGN_OR_RETURN(std::vector<TensorView> outs, Run());
       total.inference_ms += sw.Lap();
       for (size_t i = 0; i < chunk.size(); ++i) {
-        results.push_back(Decode(outs, static_cast<int>(i), static_cast<int>(chunk.size()),
-                                 boxes[i], params, iou));
+        results.push_back(Decode(outs, static_cast<int>(i), boxes[i], params, iou));
       }
       total.postprocess_ms += sw.Lap();
     }
@@ -290,43 +259,55 @@ class OpenCvDnnDetectorImpl final : public Detector {
   }
 
  private:
-  Status ForwardLocked(std::span<const cv::Mat> images, std::vector<cv::Mat>& outs) {
-    std::vector<Letterbox> boxes;
-    PrepareBlob(images, boxes);
-    return RunNet(outs);
+  Result<std::vector<TensorView>> Forward(std::span<const cv::Mat> images,
+                                          std::vector<Letterbox>& boxes) {
+    Prepare(images, boxes);
+    return Run();
   }
 
-  void PrepareBlob(std::span<const cv::Mat> images, std::vector<Letterbox>& boxes) {
+  // Letterboxes the images straight into the engine's input buffer; a fixed-batch model gets
+  // its whole batch, the slots past the images filled with padding.
+  void Prepare(std::span<const cv::Mat> images, std::vector<Letterbox>& boxes) {
     const int n = static_cast<int>(images.size());
-    const int shape[4] = {n, 3, info_.input_height, info_.input_width};
-    blob_.create(4, shape, CV_32F);
-    const size_t plane = static_cast<size_t>(3) * info_.input_width * info_.input_height;
-    for (int i = 0; i < n; ++i) {
-      const cv::Mat& img = images[static_cast<size_t>(i)];
-      Letterbox lb =
-          ComputeLetterbox(img.cols, img.rows, info_.input_width, info_.input_height, pre_.anchor);
-      ApplyLetterbox(img, lb, cv::Scalar::all(pre_.pad_value), letterboxed_);
-      PackPlanar(letterboxed_, pre_, blob_.ptr<float>() + plane * static_cast<size_t>(i));
-      boxes.push_back(lb);
+    const int run_batch = fixed_batch_ > 0 ? fixed_batch_ : n;
+    const int w = info_.input_width;
+    const int h = info_.input_height;
+    std::span<float> input = engine_->InputBuffer(run_batch, h, w);
+    const size_t plane = static_cast<size_t>(3) * static_cast<size_t>(w) * static_cast<size_t>(h);
+    static const cv::Mat kNone;
+    for (int i = 0; i < run_batch; ++i) {
+      const cv::Mat& img = i < n ? images[static_cast<size_t>(i)] : kNone;
+      const Letterbox lb = ComputeLetterbox(img.cols, img.rows, w, h, pre_.anchor);
+      LetterboxToTensor(img, lb, pre_.pad_value, pre_.pixels, resized_,
+                        input.data() + plane * static_cast<size_t>(i));
+      if (i < n) boxes.push_back(lb);
     }
+    run_batch_ = run_batch;
   }
 
-  Status RunNet(std::vector<cv::Mat>& outs) {
-    try {
-      net_.setInput(blob_);
-      net_.forward(outs, output_names_);
-    } catch (const cv::Exception& e) {
-      return InternalError("model '" + info_.name + "': forward() failed: " + FirstLine(e.what()));
+  // Runs the engine on the input Prepare() wrote.
+  Result<std::vector<TensorView>> Run() {
+    auto outs = engine_->Run();
+    if (!outs) {
+      return outs.error().WithContext("model '" + info_.name + "' (" + engine_->name() + ")");
     }
-    return Status::Ok();
+    for (const TensorView& o : *outs) {
+      if (o.shape.empty() || o.shape[0] != run_batch_) {
+        return UnsupportedError("model '" + info_.name + "': output " + ShapeString(o.shape) +
+                                " does not have the input's batch of " +
+                                std::to_string(run_batch_) + " first");
+      }
+    }
+    return outs;
   }
 
   // Pointer to image `i`'s slice of a batched output.
-  static const float* Slice(const cv::Mat& out, int i, int n) {
-    return out.ptr<float>() + out.total() / static_cast<size_t>(n) * static_cast<size_t>(i);
+  static const float* Slice(const TensorView& out, int i) {
+    return out.data + out.size() / static_cast<size_t>(out.shape[0]) * static_cast<size_t>(i);
   }
+  static int Dim(const TensorView& out, size_t d) { return static_cast<int>(out.shape[d]); }
 
-  std::vector<protocol::Detection> Decode(const std::vector<cv::Mat>& outs, int i, int n,
+  std::vector<protocol::Detection> Decode(const std::vector<TensorView>& outs, int i,
                                           const Letterbox& lb, const DecodeParams& params,
                                           float iou) const {
     std::vector<Candidate> cands;
@@ -336,26 +317,26 @@ class OpenCvDnnDetectorImpl final : public Detector {
     switch (layout_.family) {
       case ModelFamily::kYoloV8:
       case ModelFamily::kYoloV8Seg: {
-        const cv::Mat& o = outs[static_cast<size_t>(layout_.main_output)];
-        cands = DecodeYoloV8(Slice(o, i, n), o.size[1], o.size[2], nc, params);
+        const TensorView& o = outs[static_cast<size_t>(layout_.main_output)];
+        cands = DecodeYoloV8(Slice(o, i), Dim(o, 1), Dim(o, 2), nc, params);
         break;
       }
       case ModelFamily::kYoloV5: {
-        const cv::Mat& o = outs[0];
-        cands = DecodeYoloV5(Slice(o, i, n), o.size[1], nc, params);
+        const TensorView& o = outs[0];
+        cands = DecodeYoloV5(Slice(o, i), Dim(o, 1), nc, params);
         break;
       }
       case ModelFamily::kYolox: {
-        const cv::Mat& o = outs[0];
-        cands = DecodeYolox(Slice(o, i, n), o.size[1], nc, iw, ih, params);
+        const TensorView& o = outs[0];
+        cands = DecodeYolox(Slice(o, i), Dim(o, 1), nc, iw, ih, params);
         break;
       }
       case ModelFamily::kNanoDet: {
         std::vector<NanoDetLevel> levels;
         for (size_t l = 0; l < layout_.nanodet_levels.size(); ++l) {
           const auto [s, b] = layout_.nanodet_levels[l];
-          levels.push_back({Slice(outs[static_cast<size_t>(s)], i, n),
-                            Slice(outs[static_cast<size_t>(b)], i, n), layout_.nanodet_strides[l]});
+          levels.push_back({Slice(outs[static_cast<size_t>(s)], i),
+                            Slice(outs[static_cast<size_t>(b)], i), layout_.nanodet_strides[l]});
         }
         cands = DecodeNanoDet(levels, nc, kNanoDetRegMax, iw, ih, params);
         break;
@@ -376,16 +357,17 @@ class OpenCvDnnDetectorImpl final : public Detector {
       d.box = ToSource(c.box, lb);
       if (d.box.area() <= 0) continue;
       if (layout_.family == ModelFamily::kYoloV8Seg) {
-        const cv::Mat& o = outs[static_cast<size_t>(layout_.main_output)];
-        const cv::Mat& protos = outs[static_cast<size_t>(layout_.proto_output)];
-        const float* base = Slice(o, i, n);
-        const int anchors = o.size[2];
+        const TensorView& o = outs[static_cast<size_t>(layout_.main_output)];
+        const TensorView& protos = outs[static_cast<size_t>(layout_.proto_output)];
+        const float* base = Slice(o, i);
+        const int anchors = Dim(o, 2);
         for (int k = 0; k < kSegProtos; ++k) {
           coeffs[static_cast<size_t>(k)] =
-              base[static_cast<size_t>(4 + nc + k) * anchors + c.index];
+              base[static_cast<size_t>(4 + nc + k) * static_cast<size_t>(anchors) +
+                   static_cast<size_t>(c.index)];
         }
-        d.mask = DecodeSegMask(coeffs, Slice(protos, i, n), kSegProtos, protos.size[2],
-                               protos.size[3], lb, d.box);
+        d.mask = DecodeSegMask(coeffs, Slice(protos, i), kSegProtos, Dim(protos, 2), Dim(protos, 3),
+                               lb, d.box);
       }
       dets.push_back(std::move(d));
     }
@@ -393,14 +375,14 @@ class OpenCvDnnDetectorImpl final : public Detector {
   }
 
   std::mutex mu_;
-  cv::dnn::Net net_;
+  std::unique_ptr<Engine> engine_;
   ModelInfo info_;
   Preprocessing pre_;
   OutputLayout layout_;
-  std::vector<std::string> output_names_;
+  const int fixed_batch_;  // > 0: the model's own batch size; 0: dynamic
+  int run_batch_ = 0;      // images in the engine's current input
   // Scratch reused across calls (guarded by mu_): avoids per-frame allocations.
-  cv::Mat blob_;
-  cv::Mat letterboxed_;
+  cv::Mat resized_;
 };
 
 Result<std::string> ReadModelFile(const ModelSpec& spec) {
@@ -414,34 +396,28 @@ Result<std::string> ReadModelFile(const ModelSpec& spec) {
   return bytes;
 }
 
-Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnOptions& options) {
+Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec,
+                                         const OnnxDetectorOptions& options) {
   ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(spec));
-  auto normalized = detail::NormalizeOnnx(bytes);
-  if (!normalized) {
-    return UnsupportedError(normalized.error().message() +
-                            "; kadr runs ONNX models of the families " + SupportedOnnxFamilies());
+  const EngineKind kind = spec.engine.value_or(options.engine);
+  EngineOptions eo{.cuda = options.cuda, .threads = options.threads};
+  Result<std::unique_ptr<Engine>> created =
+      kind == EngineKind::kOnnxRuntime ? detail::CreateOnnxRuntimeEngine(std::move(bytes), eo)
+                                       : detail::CreateOpenCvDnnEngine(bytes, eo);
+  if (!created) {
+    return Status(created.error().code(), created.error().message() +
+                                              ". kadr runs fp32/fp16 ONNX models of the families " +
+                                              SupportedOnnxFamilies());
   }
-  const detail::OnnxGraphInfo& g = normalized->info;
-  if (!g.quantized_ops.empty()) {
-    std::string ops;
-    for (const auto& op : g.quantized_ops) ops += (ops.empty() ? "" : ", ") + op;
-    return UnsupportedError("quantised model (uses " + ops +
-                            "), which OpenCV DNN 4.6 cannot run; export it in fp32 or fp16 "
-                            "instead. Supported: fp32/fp16 ONNX of the families " +
-                            SupportedOnnxFamilies());
-  }
-  if (g.inputs.size() != 1 || g.inputs[0].dims.size() != 4) {
-    return UnsupportedError("expected one image input of shape N x 3 x H x W, found " +
-                            std::to_string(g.inputs.size()) + " input(s)");
-  }
-  const auto& in_dims = g.inputs[0].dims;
-  if (in_dims[1] != 3) {
-    return UnsupportedError("input '" + g.inputs[0].name + "' has " + std::to_string(in_dims[1]) +
+  std::unique_ptr<Engine> engine = std::move(*created);
+  const std::array<std::int64_t, 4> in_dims = engine->input_shape();
+  if (in_dims[1] != 3 && in_dims[1] != -1) {
+    return UnsupportedError("the image input has " + std::to_string(in_dims[1]) +
                             " channels; kadr feeds 3-channel images");
   }
   ModelInfo info;
   info.name = spec.name;
-  info.backend = options.cuda ? "opencv-dnn/cuda" : "opencv-dnn/cpu";
+  info.backend = engine->name();
   info.input_height = spec.input_height.value_or(static_cast<int>(in_dims[2]));
   info.input_width = spec.input_width.value_or(static_cast<int>(in_dims[3]));
   if (info.input_width <= 0 || info.input_height <= 0) {
@@ -449,30 +425,16 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
         "input size is dynamic; set input_width and input_height in the "
         "model's sidecar JSON");
   }
-  info.max_batch = in_dims[0] > 0 ? static_cast<int>(in_dims[0]) : 8;
-  info.notes = normalized->rewrites;
-  for (auto& note : info.notes) note.insert(0, "graph rewrite for OpenCV 4.6: ");
-
-  cv::dnn::Net net;
-  try {
-    net = cv::dnn::readNetFromONNX(normalized->bytes.data(), normalized->bytes.size());
-    net.setPreferableBackend(options.cuda ? cv::dnn::DNN_BACKEND_CUDA
-                                          : cv::dnn::DNN_BACKEND_OPENCV);
-    net.setPreferableTarget(options.cuda ? cv::dnn::DNN_TARGET_CUDA : cv::dnn::DNN_TARGET_CPU);
-  } catch (const cv::Exception& e) {
-    return UnsupportedError("OpenCV DNN cannot load it: " + FirstLine(e.what()) +
-                            ". Supported: fp32/fp16 ONNX of the families " +
-                            SupportedOnnxFamilies());
-  }
-  if (net.empty()) return UnsupportedError("OpenCV DNN loaded an empty network");
+  const int fixed_batch = in_dims[0] > 0 ? static_cast<int>(in_dims[0]) : 0;
+  info.max_batch = fixed_batch > 0 ? fixed_batch : std::max(1, options.max_batch);
+  info.notes = engine->notes();
+  const std::map<std::string, std::string> metadata = engine->metadata();
 
   // The family's defaults are needed for the warm-up input; if the family is auto we use
   // neutral preprocessing for that pass and fix it once the layout is known.
-  auto detector = std::make_unique<OpenCvDnnDetectorImpl>(net, info, DefaultsFor(spec.family));
-  ASSIGN_OR_RETURN(std::vector<cv::Mat> outs, detector->RawForward());
-  for (const auto& o : outs) {
-    if (o.depth() != CV_32F) return UnsupportedError("outputs must be float32");
-  }
+  auto detector = std::make_unique<OnnxDetectorImpl>(std::move(engine), info,
+                                                     DefaultsFor(spec.family), fixed_batch);
+  ASSIGN_OR_RETURN(std::vector<TensorView> outs, detector->RawForward());
   ASSIGN_OR_RETURN(OutputLayout layout,
                    DetectLayout(spec.family, outs, info.input_width, info.input_height));
 
@@ -481,8 +443,14 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   info.default_confidence = spec.confidence.value_or(DefaultConfidence(layout.family));
   info.default_iou = spec.iou.value_or(0.45f);
   info.labels = spec.labels;
-  if (info.labels.empty() && g.metadata.count("names")) {
-    info.labels = detail::ParseUltralyticsNames(g.metadata.at("names"));
+  if (info.labels.empty() && metadata.count("names")) {
+    info.labels = detail::ParseUltralyticsNames(metadata.at("names"));
+  }
+  if (info.labels.empty() && layout.num_classes == static_cast<int>(CocoLabels().size())) {
+    info.labels = CocoLabels();
+    info.notes.emplace_back(
+        "80 classes and no names (in its metadata, a sidecar or a .names file): using the COCO-80 "
+        "names");
   }
   if (!info.labels.empty() && static_cast<int>(info.labels.size()) != layout.num_classes) {
     info.notes.push_back("label count " + std::to_string(info.labels.size()) +
@@ -496,42 +464,41 @@ Result<std::unique_ptr<Detector>> Create(const ModelSpec& spec, const OpenCvDnnO
   }
 
   Preprocessing pre = DefaultsFor(layout.family);
-  if (spec.swap_rb) pre.swap_rb = *spec.swap_rb;
-  if (spec.mean) pre.mean = *spec.mean;
+  if (spec.swap_rb) pre.pixels.swap_rb = *spec.swap_rb;
+  if (spec.mean) pre.pixels.mean = *spec.mean;
   if (spec.std) {
     for (int c = 0; c < 3; ++c) {
       if ((*spec.std)[static_cast<size_t>(c)] <= 0)
         return InvalidArgumentError("std values must be > 0");
-      pre.inv_std[static_cast<size_t>(c)] = 1.f / (*spec.std)[static_cast<size_t>(c)];
+      pre.pixels.inv_std[static_cast<size_t>(c)] = 1.f / (*spec.std)[static_cast<size_t>(c)];
     }
   }
   if (spec.pad_top_left) pre.anchor = *spec.pad_top_left ? PadAnchor::kTopLeft : PadAnchor::kCenter;
   if (spec.pad_value) pre.pad_value = *spec.pad_value;
 
   detector->Configure(std::move(info), pre, std::move(layout));
-  auto& ready = detector;
   if (options.warm_up) {
-    // A second pass with the final preprocessing: the first one OpenCV runs allocates and
-    // fuses layers, so the first real request would otherwise pay for it.
-    const ModelInfo& final_info = ready->info();
+    // A second pass with the final preprocessing: the first run of an engine allocates (and
+    // OpenCV fuses layers), so the first real request would otherwise pay for it.
+    const ModelInfo& final_info = detector->info();
     cv::Mat probe(final_info.input_height, final_info.input_width, CV_8UC3, cv::Scalar::all(114));
-    auto warm = ready->Detect(std::span<const cv::Mat>(&probe, 1), {}, nullptr);
+    auto warm = detector->Detect(std::span<const cv::Mat>(&probe, 1), {}, nullptr);
     if (!warm) return warm.error();
   }
-  return std::unique_ptr<Detector>(std::move(ready));
+  return std::unique_ptr<Detector>(std::move(detector));
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Detector>> CreateOpenCvDnnDetector(const ModelSpec& spec,
-                                                          const OpenCvDnnOptions& options) {
+Result<std::unique_ptr<Detector>> CreateOnnxDetector(const ModelSpec& spec,
+                                                     const OnnxDetectorOptions& options) {
   auto detector = Create(spec, options);
   if (!detector) {
     return detector.error().WithContext("model '" + spec.name + "' (" + spec.path.string() + ")");
   }
-  spdlog::debug("loaded model name={} family={} input={}x{}", spec.name,
+  spdlog::debug("loaded model name={} family={} input={}x{} engine={}", spec.name,
                 FamilyName((*detector)->info().family), (*detector)->info().input_width,
-                (*detector)->info().input_height);
+                (*detector)->info().input_height, (*detector)->info().backend);
   return detector;
 }
 
