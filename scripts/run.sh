@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-debian.sh
-./scripts/build.sh release
+./scripts/build.sh release kadr  # only what it runs: no tests, no benchmarks
 
 data="${KADR_TEST_DATA:-../shared}"
 export KADR_MODELS_DIR="${KADR_MODELS_DIR:-$([ -d "$data/models" ] && echo "$data/models" || echo models)}"

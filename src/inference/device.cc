@@ -75,14 +75,9 @@ int VisibleNvidiaGpus() {
   return n;
 }
 
-bool OrtHasCuda() {
-  const auto providers = detail::OnnxRuntimeProviders();
-  return std::find(providers.begin(), providers.end(), "CUDAExecutionProvider") != providers.end();
-}
-
 void ResolveOnnxRuntime(DeviceChoice& choice) {
   const std::string version = detail::OnnxRuntimeVersion();
-  if (!OrtHasCuda()) {
+  if (!detail::OnnxRuntimeHasCudaProvider()) {
     choice.reason = "this ONNX Runtime (" + version +
                     ") was built without the CUDA execution provider (use the GPU image)";
   } else if (VisibleNvidiaGpus() == 0) {

@@ -252,7 +252,11 @@ mapfile -t listed < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$packag
 # Packages of every library `ldd` resolves (deploy/docker/list-runtime-packages.sh, which the
 # GPU image's builder uses too); it fails on a library that no package owns or ldd cannot find.
 declare -A needed=()  # package -> one library it provides
-if ! pairs="$("$root/deploy/docker/list-runtime-packages.sh" "$bin")"; then
+# ONNX Runtime is no Debian 12 package: `cmake --install` ships it next to the binary from the
+# project-local prefix (scripts/setup-onnxruntime.sh, ADR 0006), so it is not looked up.
+ort_skips=(--skip "$root/.deps")
+[[ -n ${KADR_ONNXRUNTIME_ROOT:-} ]] && ort_skips+=(--skip "$KADR_ONNXRUNTIME_ROOT")
+if ! pairs="$("$root/deploy/docker/list-runtime-packages.sh" "$bin" "${ort_skips[@]}")"; then
   fail "the libraries above cannot come from Debian packages: the runtime image cannot install them"
 fi
 while IFS=$'\t' read -r pkg lib; do

@@ -1,8 +1,10 @@
 #include "inference/detail/onnxruntime_engine.h"
 
+#include <dlfcn.h>
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -181,6 +183,20 @@ Result<std::unique_ptr<Engine>> CreateOnnxRuntimeEngine(std::string bytes,
 }
 
 std::string OnnxRuntimeVersion() { return Ort::GetVersionString(); }
+
+bool OnnxRuntimeHasCudaProvider() {
+  const auto providers = OnnxRuntimeProviders();
+  if (std::find(providers.begin(), providers.end(), "CUDAExecutionProvider") == providers.end()) {
+    return false;
+  }
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&OrtGetApiBase), &info) == 0 || info.dli_fname == nullptr) {
+    return false;
+  }
+  std::error_code ec;
+  const auto dir = std::filesystem::path(info.dli_fname).parent_path();
+  return std::filesystem::exists(dir / "libonnxruntime_providers_cuda.so", ec);
+}
 
 std::vector<std::string> OnnxRuntimeProviders() {
   try {

@@ -23,5 +23,9 @@ Result<std::unique_ptr<Engine>> CreateOnnxRuntimeEngine(std::string bytes,
 // ONNX Runtime's version ("1.21.0") and its execution providers ("CPUExecutionProvider", ...).
 std::string OnnxRuntimeVersion();
 std::vector<std::string> OnnxRuntimeProviders();
+// True when ONNX Runtime can load its CUDA execution provider: the build lists it and its
+// library (libonnxruntime_providers_cuda.so, which ONNX Runtime loads from its own folder) is
+// there. Microsoft's CPU package for Linux lists the provider without shipping its library.
+bool OnnxRuntimeHasCudaProvider();
 
 }  // namespace kadr::inference::detail
