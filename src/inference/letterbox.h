@@ -51,12 +51,13 @@ struct PixelTransform {
   std::array<float, 3> inv_std{1, 1, 1};
 };
 
-// Letterbox, colour order and scaling in one pass, straight into a network's input tensor:
-// `dst` is one image's 3 x input_height x input_width float planes (NCHW). The source is resized
-// (bilinear, as ApplyLetterbox) into `scratch` (reused between calls; skipped when the source
-// already has the resized size), then every tensor value is written once: padding as
-// `pad_value` transformed, the image area from the resized pixels. Same values as
-// ApplyLetterbox followed by the per-pixel transform.
+// Letterbox, colour order and scaling straight into a network's input tensor: `dst` is one
+// image's 3 x input_height x input_width float planes (NCHW). The source is resized (bilinear, as
+// ApplyLetterbox) into `scratch` (reused between calls; the resize is skipped when the source
+// already has the resized size) and de-interleaved there; then every tensor value is written
+// once: padding as `pad_value` transformed, the image area by one vectorised convert-and-scale
+// per channel. The same values as ApplyLetterbox followed by the per-pixel transform (to float
+// rounding: v * inv_std - mean * inv_std).
 void LetterboxToTensor(const cv::Mat& source, const Letterbox& lb, float pad_value,
                        const PixelTransform& transform, cv::Mat& scratch, float* dst);
 
