@@ -138,7 +138,7 @@ TEST_P(TinyModelTest, MissingFileIsNotFound) {
 
 INSTANTIATE_TEST_SUITE_P(Engines, TinyModelTest,
                          ::testing::Values(EngineKind::kOnnxRuntime, EngineKind::kOpenCvDnn),
-                         [](const auto& info) { return std::string(EngineKindName(info.param)); });
+                         [](const auto& p) { return std::string(EngineKindName(p.param)); });
 
 TEST(RegistryTest, DiscoversModelsReadsSidecarAndListsNamesForUnknownModel) {
   const auto dir = testing::MakeTempDir();
