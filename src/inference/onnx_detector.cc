@@ -222,7 +222,8 @@ class OnnxDetectorImpl final : public Detector {
     cv::Mat blank(info_.input_height, info_.input_width, CV_8UC3, cv::Scalar::all(114));
     std::lock_guard lock(mu_);
     std::vector<Letterbox> boxes;
-    return Forward(std::span<const cv::Mat>(&blank, 1), boxes);
+    Prepare(std::span<const cv::Mat>(&blank, 1), boxes);
+    return Run();
   }
 
   Result<std::vector<std::vector<protocol::Detection>>> Detect(
@@ -259,12 +260,6 @@ class OnnxDetectorImpl final : public Detector {
   }
 
  private:
-  Result<std::vector<TensorView>> Forward(std::span<const cv::Mat> images,
-                                          std::vector<Letterbox>& boxes) {
-    Prepare(images, boxes);
-    return Run();
-  }
-
   // Letterboxes the images straight into the engine's input buffer; a fixed-batch model gets
   // its whole batch, the slots past the images filled with padding.
   void Prepare(std::span<const cv::Mat> images, std::vector<Letterbox>& boxes) {

@@ -10,15 +10,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "inference/detail/error_text.h"
 #include "inference/detail/onnx_graph.h"
 
 namespace kadr::inference::detail {
 namespace {
-
-std::string FirstLine(const std::string& s) {
-  const auto nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
 
 void LogFromOrt(void* /*param*/, OrtLoggingLevel severity, const char* category,
                 const char* /*logid*/, const char* code_location, const char* message) {

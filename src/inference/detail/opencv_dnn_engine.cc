@@ -3,15 +3,11 @@
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
 
+#include "inference/detail/error_text.h"
 #include "inference/detail/onnx_graph.h"
 
 namespace kadr::inference::detail {
 namespace {
-
-std::string FirstLine(const std::string& s) {
-  const auto nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
 
 class OpenCvDnnEngine final : public Engine {
  public:
