@@ -5,6 +5,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -18,18 +19,17 @@ namespace {
 // The topic's state in a fresh metadata answer; requesting it lets the broker auto-create it.
 // The partition count of `topic`; kUnavailable when the broker does not answer or does not
 // have the topic (a broker that auto-creates topics creates it on this request).
-Result<int> TopicInMetadata(rd_kafka_t* rk, const std::string& topic,
-                            std::chrono::milliseconds timeout) {
-  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
-  if (rkt == nullptr) return InvalidArgumentError("bad topic name '" + topic + "'");
+// The partition count of `topic` from a metadata response: for that one topic (`rkt`), or,
+// when `rkt` is null, among all topics.
+Result<int> PartitionsInMetadata(rd_kafka_t* rk, rd_kafka_topic_t* rkt, const std::string& topic,
+                                 std::chrono::milliseconds timeout) {
   const rd_kafka_metadata_t* md = nullptr;
   const rd_kafka_resp_err_t err =
-      rd_kafka_metadata(rk, 0, rkt, &md, static_cast<int>(timeout.count()));
-  rd_kafka_topic_destroy(rkt);
+      rd_kafka_metadata(rk, rkt == nullptr ? 1 : 0, rkt, &md, static_cast<int>(timeout.count()));
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return UnavailableError("metadata for topic " + topic + ": " + rd_kafka_err2str(err));
   }
-  Result<int> result = UnavailableError("topic " + topic + " does not exist");
+  Result<int> result = NotFoundError("topic " + topic + " does not exist");
   for (int i = 0; i < md->topic_cnt; ++i) {
     const rd_kafka_metadata_topic_t& t = md->topics[i];
     if (topic != t.topic) continue;
@@ -41,6 +41,32 @@ Result<int> TopicInMetadata(rd_kafka_t* rk, const std::string& topic,
   }
   rd_kafka_metadata_destroy(md);
   return result;
+}
+
+// Metadata for `topic` by name: a broker with auto.create.topics.enable creates it now, with
+// its own defaults (num.partitions, no topic configs).
+Result<int> TopicInMetadata(rd_kafka_t* rk, const std::string& topic,
+                            std::chrono::milliseconds timeout) {
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  if (rkt == nullptr) return InvalidArgumentError("bad topic name '" + topic + "'");
+  auto result = PartitionsInMetadata(rk, rkt, topic, timeout);
+  rd_kafka_topic_destroy(rkt);
+  return result;
+}
+
+// Whether `rk` talks to kadr's embedded broker: librdkafka's mock cluster names its cluster
+// "mockCluster<hex>".
+bool IsEmbeddedBroker(rd_kafka_t* rk, std::chrono::milliseconds timeout) {
+  char* id = rd_kafka_clusterid(rk, static_cast<int>(timeout.count()));
+  const bool mock = id != nullptr && std::string_view(id).starts_with("mockCluster");
+  if (id != nullptr) rd_kafka_mem_free(rk, id);
+  return mock;
+}
+
+// The same among all topics: never creates it.
+Result<int> ListedTopic(rd_kafka_t* rk, const std::string& topic,
+                        std::chrono::milliseconds timeout) {
+  return PartitionsInMetadata(rk, nullptr, topic, timeout);
 }
 
 }  // namespace
@@ -192,11 +218,19 @@ Status KafkaPublisher::EnsureTopic(const std::string& topic, int partitions,
 Result<int> KafkaPublisher::EnsureTopic(const std::string& topic, const TopicSettings& settings,
                                         std::chrono::milliseconds timeout) {
   rd_kafka_t* rk = impl_->rk.get();
-  // First ask for the topic: brokers that auto-create topics (the embedded one, Kafka's
-  // default) create it now, in one round trip. The embedded broker has no CreateTopics.
-  if (auto existing =
-          TopicInMetadata(rk, topic, std::min(timeout, std::chrono::milliseconds(2000)))) {
-    return *existing;
+  const auto probe = std::min(timeout, std::chrono::milliseconds(2000));
+  // An existing topic keeps its partitions and configs. It is looked for among all topics:
+  // naming it in the request would make a broker that auto-creates topics (Kafka's default)
+  // create it with the broker's defaults before CreateTopics could apply `settings`.
+  auto existing = ListedTopic(rk, topic, probe);
+  if (existing) return *existing;
+  if (existing.error().code() != StatusCode::kNotFound) return existing.error();
+  if (IsEmbeddedBroker(rk, probe)) {
+    // librdkafka's mock cluster has no CreateTopics (a request would wait for the whole
+    // timeout); a metadata request naming the topic creates it there.
+    auto created = TopicInMetadata(rk, topic, probe);
+    if (created) spdlog::info("topic auto-created topic={} partitions={}", topic, *created);
+    return created;
   }
   char errstr[512] = {};
   rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(
@@ -236,9 +270,12 @@ Result<int> KafkaPublisher::EnsureTopic(const std::string& topic, const TopicSet
   rd_kafka_AdminOptions_destroy(opts);
   rd_kafka_NewTopic_destroy(nt);
   rd_kafka_queue_destroy(queue);
-  if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-    spdlog::info("topic ready topic={} partitions={}", topic, settings.partitions);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    spdlog::info("topic created topic={} partitions={}", topic, settings.partitions);
     return settings.partitions;
+  }
+  if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {  // made by another client meanwhile
+    return ListedTopic(rk, topic, probe);
   }
   return UnavailableError("topic " + topic + " could not be created: " + rd_kafka_err2str(err) +
                           (detail.empty() ? "" : " (" + detail + ")"));

@@ -1,6 +1,11 @@
-// The Kafka pipeline end to end, on the real protocol: an embedded broker in this process
-// (so faults can be injected through its API), `kadr worker` as separate processes, frames
-// published with kafka::KafkaPublisher (or kcat), results read back from kadr.results.
+// The Kafka pipeline end to end, on the real protocol, against both brokers kadr runs on
+// (the suite is parametrised; the assertions are the same):
+//   Embedded  librdkafka's mock cluster in this process (what `kadr up` runs), whose fault API
+//             also injects request errors (EmbeddedBrokerPipelineTest);
+//   Apache    a real Apache Kafka node (support/apache_kafka.h: scripts/kafka.sh with
+//             deploy/kafka/broker.properties), killed and restarted as a process.
+// `kadr worker` and `kadr gateway` run as separate processes; frames are published with
+// kafka::KafkaPublisher, kcat or Python; results are read back from kadr.results.
 //
 // Every wait is bounded; a failure names what was still missing and prints the workers' logs.
 #include <signal.h>
@@ -12,7 +17,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
+#include <fstream>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -32,11 +39,16 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include <httplib.h>
+
 #include "kafka/embedded_broker.h"
 #include "kafka/kafka_publisher.h"
 #include "kafka/kafka_subscriber.h"
 #include "protocol/frame.h"
+#include "protocol/topics.h"
+#include "support/apache_kafka.h"
 #include "support/child_process.h"
+#include "support/kadr_up.h"
 #include "support/shell.h"
 #include "support/test_data.h"
 #include "support/wait.h"
@@ -150,6 +162,13 @@ class Collector {
     auto it = results_.find(frame_id);
     return it == results_.end() ? std::vector<FrameResult>{} : it->second;
   }
+  // The most results any one frame has.
+  std::size_t MaxResultsPerFrame() const {
+    std::lock_guard lock(mu_);
+    std::size_t most = 0;
+    for (const auto& [id, results] : results_) most = std::max(most, results.size());
+    return most;
+  }
   // Frame ids in `ids` without a result yet.
   std::vector<std::string> Missing(const std::vector<std::string>& ids) const {
     std::lock_guard lock(mu_);
@@ -212,27 +231,76 @@ class Collector {
   std::jthread thread_;
 };
 
-class KafkaPipelineTest : public ::testing::Test {
+enum class BrokerKind { kEmbedded, kApache };
+
+std::string BrokerName(const ::testing::TestParamInfo<BrokerKind>& info) {
+  return info.param == BrokerKind::kEmbedded ? "Embedded" : "Apache";
+}
+
+class KafkaPipelineTest : public ::testing::TestWithParam<BrokerKind> {
  protected:
   void SetUp() override {
     dir_ = testing::MakeTempDir();
     std::filesystem::create_directories(dir_ / "models");
     std::filesystem::copy_file(KADR_TINY_ONNX, dir_ / "models" / (kModel + ".onnx"));
-    kafka::EmbeddedBrokerOptions o;
-    o.partitions = 4;
-    o.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
-                std::string(protocol::kDeadLetterTopic), FramesTopic()};
-    auto broker = kafka::EmbeddedBroker::Create(o);
-    ASSERT_TRUE(broker.has_value()) << broker.error().ToString();
-    broker_ = std::move(*broker);
+    const std::vector<std::string> topics = {
+        std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
+        std::string(protocol::kDeadLetterTopic), FramesTopic()};
+    if (GetParam() == BrokerKind::kApache) {
+      if (const std::string why = testing::ApacheKafka::Unavailable(); !why.empty()) {
+        GTEST_SKIP() << why;
+      }
+      std::string error;
+      apache_ = testing::ApacheKafka::Start({.dir = dir_}, &error);
+      ASSERT_NE(apache_, nullptr) << error;
+      bootstrap_ = apache_->bootstrap();
+    } else {
+      kafka::EmbeddedBrokerOptions o;
+      o.partitions = 4;
+      o.topics = topics;
+      auto broker = kafka::EmbeddedBroker::Create(o);
+      ASSERT_TRUE(broker.has_value()) << broker.error().ToString();
+      embedded_ = std::move(*broker);
+      bootstrap_ = embedded_->bootstrap();
+    }
     kafka::KafkaOptions ko;
-    ko.brokers = broker_->bootstrap();
+    ko.brokers = bootstrap_;
     ko.fetch_wait_max_ms = 10;
     ko.properties[kMaxInFlight] = "1";  // see RetriableRequestErrorsLoseNoFrame
     ko.properties[kReconnectBackoffMax] = "1000";
     auto publisher = kafka::KafkaPublisher::Create(ko);
     ASSERT_TRUE(publisher.has_value()) << publisher.error().ToString();
     publisher_ = std::move(*publisher);
+    if (apache_) {
+      // As `kadr topics` creates them: 4 partitions, the protocol's configs.
+      for (const auto& t : topics) {
+        kafka::KafkaPublisher::TopicSettings settings;
+        settings.partitions = 4;
+        settings.configs = protocol::TopicConfigs(t);
+        auto made = publisher_->EnsureTopic(t, settings, 30s);
+        ASSERT_TRUE(made.has_value()) << t << ": " << made.error().ToString();
+      }
+    }
+  }
+
+  const std::string& bootstrap() const { return bootstrap_; }
+
+  // The broker goes away (the embedded one stops answering; Apache Kafka's process is
+  // killed with SIGKILL) and comes back with what it had stored.
+  void BrokerDown() {
+    if (embedded_) {
+      ASSERT_TRUE(embedded_->SetBrokerDown(1).ok());
+    } else {
+      apache_->Kill(1);
+    }
+  }
+  void BrokerUp() {
+    if (embedded_) {
+      ASSERT_TRUE(embedded_->SetBrokerUp(1).ok());
+    } else {
+      std::string error;
+      ASSERT_TRUE(apache_->Restart(1, &error)) << error;
+    }
   }
 
   void TearDown() override {
@@ -246,7 +314,9 @@ class KafkaPipelineTest : public ::testing::Test {
     }
     collector_.reset();
     publisher_.reset();
-    broker_.reset();
+    embedded_.reset();
+    if (apache_ && HasFailure()) std::cerr << "---- Apache Kafka ----\n" << apache_->Log(1) << "\n";
+    apache_.reset();
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
 
@@ -265,7 +335,7 @@ class KafkaPipelineTest : public ::testing::Test {
                                      "-m",
                                      kModel,
                                      "--brokers",
-                                     broker_->bootstrap()};
+                                     bootstrap_};
     args.insert(args.end(), extra.begin(), extra.end());
     WorkerProcess& w = workers_.emplace_back(name, args, dir_ / (name + ".log"));
     EXPECT_EQ(w.spawn_error(), 0) << "cannot start " << KADR_BINARY << ": "
@@ -284,7 +354,7 @@ class KafkaPipelineTest : public ::testing::Test {
   }
 
   void StartCollector(std::vector<std::string> topics = {std::string(protocol::kResultsTopic)}) {
-    collector_ = std::make_unique<Collector>(broker_->bootstrap(), std::move(topics));
+    collector_ = std::make_unique<Collector>(bootstrap_, std::move(topics));
   }
 
   bus::Message Frame(const std::string& frame_id, std::vector<std::uint8_t> bytes,
@@ -331,7 +401,7 @@ class KafkaPipelineTest : public ::testing::Test {
 
   // Where a frame without a result got to, read with kcat: for failure messages.
   std::string Whereabouts(const std::string& frame_id) const {
-    const std::string consume = "timeout 30 kcat -q -C -e -b " + broker_->bootstrap() +
+    const std::string consume = "timeout 30 kcat -q -C -e -b " + bootstrap_ +
                                 " -X fetch.wait.max.ms=10 -o beginning ";
     const auto frames = testing::Shell(consume + "-t " + FramesTopic() + " -f '%p/%o %h\\n'").out;
     const auto results =
@@ -373,7 +443,9 @@ class KafkaPipelineTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
-  std::unique_ptr<kafka::EmbeddedBroker> broker_;
+  std::unique_ptr<kafka::EmbeddedBroker> embedded_;
+  std::unique_ptr<testing::ApacheKafka> apache_;
+  std::string bootstrap_;
   std::unique_ptr<kafka::KafkaPublisher> publisher_;
   std::unique_ptr<Collector> collector_;
   std::deque<WorkerProcess> workers_;  // a deque: StartWorker's references stay valid
@@ -383,11 +455,16 @@ class KafkaPipelineTest : public ::testing::Test {
   std::atomic<std::int64_t> next_sequence_{0};
 };
 
-TEST_F(KafkaPipelineTest, FrameProducedByKcatIsAnsweredAndReadBackByKcat) {
+// Tests that need the embedded broker's fault API (injected request errors).
+class EmbeddedBrokerPipelineTest : public KafkaPipelineTest {};
+// Tests of what only a real Apache Kafka has (topic configs, the broker's own size limit).
+class ApacheKafkaPipelineTest : public KafkaPipelineTest {};
+
+TEST_P(KafkaPipelineTest, FrameProducedByKcatIsAnsweredAndReadBackByKcat) {
   StartWorker("w1");
   const auto image = dir_ / "white.jpg";
   ASSERT_TRUE(cv::imwrite(image.string(), cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(255))));
-  const std::string b = broker_->bootstrap();
+  const std::string b = bootstrap();
   const auto [produced, produce_out] =
       testing::Shell("timeout 30 kcat -q -P -b " + b + " -t " + FramesTopic() +
                      " -k cam-kcat -H kadr-frame-id=kcat-frame-1 -H kadr-seq=7 "
@@ -409,7 +486,7 @@ TEST_F(KafkaPipelineTest, FrameProducedByKcatIsAnsweredAndReadBackByKcat) {
   EXPECT_EQ(j["detections"][0]["label"], "bright");
 }
 
-TEST_F(KafkaPipelineTest, TwoWorkersShareTheFramesAndNoFrameIsLostWhenOneIsKilled) {
+TEST_P(KafkaPipelineTest, TwoWorkersShareTheFramesAndNoFrameIsLostWhenOneIsKilled) {
   const std::vector<std::string> flags = {"--session-timeout-ms", "6000"};
   WorkerProcess& a = StartWorker("a", flags);
   ASSERT_TRUE(WaitAssigned(a));
@@ -440,17 +517,17 @@ TEST_F(KafkaPipelineTest, TwoWorkersShareTheFramesAndNoFrameIsLostWhenOneIsKille
             << " (duplicates are redeliveries)\n";
 }
 
-TEST_F(KafkaPipelineTest, WorkerRecoversFromABrokerOutageWithoutLosingFrames) {
+TEST_P(KafkaPipelineTest, WorkerRecoversFromABrokerOutageWithoutLosingFrames) {
   WorkerProcess& w = StartWorker("w1");
   StartCollector();
   ASSERT_TRUE(WaitAssigned(w));
   auto ids = FeedFrames("before", 60, 40ms);
   ASSERT_TRUE(WaitUntil([&] { return collector_->Distinct() >= 10; }, kWait));
 
-  ASSERT_TRUE(broker_->SetBrokerDown(1).ok());
+  BrokerDown();
   ASSERT_LT(published_.load(), 60) << "the outage must start while frames flow";
   std::this_thread::sleep_for(3s);  // the outage itself, not a wait for a condition
-  ASSERT_TRUE(broker_->SetBrokerUp(1).ok());
+  BrokerUp();
   const auto up = Clock::now();
 
   // Frames published after the outage are answered by the same process.
@@ -464,7 +541,7 @@ TEST_F(KafkaPipelineTest, WorkerRecoversFromABrokerOutageWithoutLosingFrames) {
   EXPECT_EQ(w.Log().find("worker stopped"), std::string::npos);
 }
 
-TEST_F(KafkaPipelineTest, RetriableRequestErrorsLoseNoFrame) {
+TEST_P(EmbeddedBrokerPipelineTest, RetriableRequestErrorsLoseNoFrame) {
   // One produce request in flight per connection, for the worker as for the test's own
   // publisher. With more, the mock cluster of librdkafka 2.0.2 loses messages that Kafka
   // would not: it checks idempotent sequence numbers only for transactional producers, so
@@ -478,17 +555,17 @@ TEST_F(KafkaPipelineTest, RetriableRequestErrorsLoseNoFrame) {
   ASSERT_TRUE(WaitUntil([&] { return collector_->Distinct() >= 5; }, kWait));
   constexpr int kProduce = 0, kFetch = 1;
   constexpr int kNotLeaderOrFollower = 6, kRequestTimedOut = 7;
-  broker_->PushRequestErrors(kProduce, 5, kNotLeaderOrFollower);
-  broker_->PushRequestErrors(kFetch, 5, kRequestTimedOut);
+  embedded_->PushRequestErrors(kProduce, 5, kNotLeaderOrFollower);
+  embedded_->PushRequestErrors(kFetch, 5, kRequestTimedOut);
   ASSERT_TRUE(WaitUntil([&] { return collector_->Distinct() >= 30; }, kWait));
-  broker_->PushRequestErrors(kProduce, 5, kRequestTimedOut);
-  broker_->PushRequestErrors(kFetch, 5, kNotLeaderOrFollower);
+  embedded_->PushRequestErrors(kProduce, 5, kRequestTimedOut);
+  embedded_->PushRequestErrors(kFetch, 5, kNotLeaderOrFollower);
 
   ExpectAllAnswered(ids);
   EXPECT_TRUE(w.Running());
 }
 
-TEST_F(KafkaPipelineTest, CorruptJpegGoesToDeadLetterTopicAndFramesBehindItAreProcessed) {
+TEST_P(KafkaPipelineTest, CorruptJpegGoesToDeadLetterTopicAndFramesBehindItAreProcessed) {
   WorkerProcess& w = StartWorker("w1");
   StartCollector({std::string(protocol::kResultsTopic), std::string(protocol::kDeadLetterTopic)});
   ASSERT_TRUE(WaitAssigned(w));
@@ -529,7 +606,7 @@ TEST_F(KafkaPipelineTest, CorruptJpegGoesToDeadLetterTopicAndFramesBehindItArePr
   }
 }
 
-TEST_F(KafkaPipelineTest, FramePastItsDeadlineGetsSkippedResult) {
+TEST_P(KafkaPipelineTest, FramePastItsDeadlineGetsSkippedResult) {
   WorkerProcess& w = StartWorker("w1");
   StartCollector();
   ASSERT_TRUE(WaitAssigned(w));
@@ -545,7 +622,7 @@ TEST_F(KafkaPipelineTest, FramePastItsDeadlineGetsSkippedResult) {
   EXPECT_EQ(collector_->ResultsOf("on-time")[0].status, FrameStatus::kOk);
 }
 
-TEST_F(KafkaPipelineTest, SigtermDrainsAndExitsZeroAndTheNextWorkerLosesNothing) {
+TEST_P(KafkaPipelineTest, SigtermDrainsAndExitsZeroAndTheNextWorkerLosesNothing) {
   WorkerProcess& a = StartWorker("a");
   StartCollector();
   ASSERT_TRUE(WaitAssigned(a));
@@ -573,9 +650,9 @@ TEST_F(KafkaPipelineTest, SigtermDrainsAndExitsZeroAndTheNextWorkerLosesNothing)
   EXPECT_TRUE(b.Running());
 }
 
-TEST_F(KafkaPipelineTest, PublisherRefusesFrameOverMaxMessageBytes) {
+TEST_P(KafkaPipelineTest, PublisherRefusesFrameOverMaxMessageBytes) {
   kafka::KafkaOptions o;
-  o.brokers = broker_->bootstrap();
+  o.brokers = bootstrap();
   o.max_message_bytes = 1000;
   auto publisher = kafka::KafkaPublisher::Create(o);
   ASSERT_TRUE(publisher.has_value()) << publisher.error().ToString();
@@ -601,17 +678,17 @@ TEST_F(KafkaPipelineTest, PublisherRefusesFrameOverMaxMessageBytes) {
   EXPECT_EQ(called.load(), 0) << "a refused message's callback must never run";
 }
 
-TEST_F(KafkaPipelineTest, BrokerCheckAnswersOkWhileUpAndUnavailableWhileDown) {
+TEST_P(KafkaPipelineTest, BrokerCheckAnswersOkWhileUpAndUnavailableWhileDown) {
   EXPECT_TRUE(publisher_->CheckBroker(5s).ok());
-  ASSERT_TRUE(broker_->SetBrokerDown(1).ok());
+  BrokerDown();
   const Status down = publisher_->CheckBroker(1s);
-  ASSERT_TRUE(broker_->SetBrokerUp(1).ok());
+  BrokerUp();
   EXPECT_EQ(down.code(), StatusCode::kUnavailable) << down.ToString();
   EXPECT_TRUE(WaitUntil([&] { return publisher_->CheckBroker(1s).ok(); }, kWait))
       << "the check recovers once the broker is back";
 }
 
-TEST_F(KafkaPipelineTest, BrokerCheckNamesAnAddressWhereNothingListens) {
+TEST(KafkaPublisherTest, BrokerCheckNamesAnAddressWhereNothingListens) {
   kafka::KafkaOptions o;
   o.brokers = "127.0.0.1:1";  // nothing listens on port 1
   auto publisher = kafka::KafkaPublisher::Create(o);
@@ -621,9 +698,9 @@ TEST_F(KafkaPipelineTest, BrokerCheckNamesAnAddressWhereNothingListens) {
   EXPECT_NE(s.message().find("127.0.0.1:1"), std::string::npos) << s.ToString();
 }
 
-TEST_F(KafkaPipelineTest, EnsureTopicCreatesATopicThatARegexSubscriberThenReads) {
+TEST_P(KafkaPipelineTest, EnsureTopicCreatesATopicThatARegexSubscriberThenReads) {
   kafka::KafkaOptions ko;
-  ko.brokers = broker_->bootstrap();
+  ko.brokers = bootstrap();
   kafka::SubscriberOptions so;
   so.group_id = "regex-reader";
   so.topics = {"^kadr\\.replies\\..*"};
@@ -649,6 +726,217 @@ TEST_F(KafkaPipelineTest, EnsureTopicCreatesATopicThatARegexSubscriberThenReads)
   EXPECT_EQ(got[0].message.key, "k");
   EXPECT_TRUE((*sub)->Close().ok());
 }
+
+// A frame from another language: Java, with Apache Kafka's own client (kafka-clients, from the
+// broker's jars), a single-file program that publishes the frame by the documented contract
+// (docs/protocol.md) and reads its result back. Apache Kafka only: the 4.x Java client gets
+// no topic metadata from the embedded broker (librdkafka 2.0.2's mock cluster), measured.
+TEST_P(ApacheKafkaPipelineTest, FrameFromAJavaProducerIsAnsweredToAJavaConsumer) {
+  StartWorker("w1");
+  const auto image = dir_ / "white.jpg";
+  ASSERT_TRUE(cv::imwrite(image.string(), cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(255))));
+  const std::string home =
+      testing::Shell(std::string(KADR_SOURCE_DIR) + "/scripts/setup-kafka.sh --home").out;
+  const std::string cmd = "timeout 120 java -cp '" + home.substr(0, home.find('\n')) +
+                          "/libs/*' -Dlog4j2.configurationFile=" + KADR_SOURCE_DIR +
+                          "/deploy/kafka/log4j2.properties " + KADR_SOURCE_DIR +
+                          "/tests/integration/foreign/ForeignClient.java " + bootstrap() + " " +
+                          FramesTopic() + " java-frame-1 " + image.string() + " 2>&1";
+  const auto [code, out] = testing::Shell(cmd);
+  ASSERT_EQ(code, 0) << out;
+  const std::string json_text = out.substr(out.find("result: ") + 8);
+  const auto j = nlohmann::json::parse(json_text.substr(0, json_text.find('\n')), nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["status"], "ok") << out;
+  EXPECT_EQ(j["frame"]["id"], "java-frame-1");
+  EXPECT_EQ(j["frame"]["stream"], "java-cam");
+  ASSERT_FALSE(j["detections"].empty()) << out;
+  EXPECT_EQ(j["detections"][0]["label"], "bright");
+}
+
+TEST_P(KafkaPipelineTest, FramesStoredBeforeABrokerRestartAreProcessedAfterIt) {
+  // No worker yet: the frames wait in the broker (on disk, for Apache Kafka) through a
+  // restart, and a worker that starts after it answers every one.
+  std::vector<std::string> ids;
+  const auto white = EncodeImage(true, ".jpg");
+  for (int i = 0; i < 40; ++i) {
+    ids.push_back("stored-" + std::to_string(i));
+    Publish(Frame(ids.back(), white));
+  }
+  ASSERT_TRUE(publisher_->Flush(30s).ok());
+  ASSERT_EQ(failed_deliveries_.load(), 0);
+  BrokerDown();
+  std::this_thread::sleep_for(1s);  // the broker is gone for a moment, not a wait
+  BrokerUp();
+  StartWorker("w1");
+  StartCollector();
+  ExpectAllAnswered(ids);
+  EXPECT_EQ(collector_->Total(), ids.size()) << "each stored frame answered once";
+}
+
+TEST_P(KafkaPipelineTest, AWorkerThatJoinsTakesPartitionsWithoutLoss) {
+  WorkerProcess& a = StartWorker("a");
+  ASSERT_TRUE(WaitAssigned(a));
+  StartCollector({std::string(protocol::kResultsTopic), FramesTopic()});
+  const auto ids = FeedFrames("f", 800, 20ms);
+  ASSERT_TRUE(WaitUntil([&] { return collector_->Distinct() >= 20; }, kWait));
+  WorkerProcess& b = StartWorker("b");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return a.CurrentPartitions() > 0 && b.CurrentPartitions() > 0 &&
+               a.CurrentPartitions() + b.CurrentPartitions() == 4;
+      },
+      kWait))
+      << "no rebalance: a=" << a.CurrentPartitions() << " b=" << b.CurrentPartitions();
+  ASSERT_LT(published_.load(), 800) << "the rebalance must happen while frames flow";
+  ExpectAllAnswered(ids);
+  EXPECT_TRUE(a.Running() && b.Running());
+  // At-least-once: a frame is answered again only when its partition moved while the frame
+  // was taken but not committed, so no frame more than twice. Apache Kafka's coordinator
+  // waits for the old owner to give its partitions up (and commit) before the new one starts:
+  // at most the worker's pipeline depth (16 by default) is answered twice. The embedded
+  // broker's coordinator does not wait (measured: 50 of 800 frames answered twice).
+  const std::size_t duplicates = collector_->Total() - collector_->Distinct();
+  EXPECT_LE(collector_->MaxResultsPerFrame(), 2u);
+  if (GetParam() == BrokerKind::kApache) {
+    EXPECT_LE(duplicates, 16u) << "results=" << collector_->Total();
+  }
+  std::cout << "results=" << collector_->Total() << " distinct=" << collector_->Distinct()
+            << " duplicates=" << duplicates << "\n";
+}
+
+// A JPEG of noise just under kadr's frame limit (16 MiB): the largest frame a client may send.
+std::vector<std::uint8_t> NoiseJpegOfAbout(std::size_t bytes) {
+  cv::RNG rng(7);
+  int side = 1500;
+  std::vector<std::uint8_t> out;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    cv::Mat noise(side, side, CV_8UC3);
+    rng.fill(noise, cv::RNG::UNIFORM, 0, 256);
+    out.clear();
+    cv::imencode(".jpg", noise, out, {cv::IMWRITE_JPEG_QUALITY, 95});
+    const double ratio = static_cast<double>(bytes) / static_cast<double>(out.size());
+    if (out.size() <= bytes && ratio < 1.03) break;
+    side = static_cast<int>(side * std::sqrt(ratio) * 0.995);
+  }
+  return out;
+}
+
+TEST_P(KafkaPipelineTest, AFrameNearTheSizeLimitIsAnsweredAndOneOverItIsRefused) {
+  StartWorker("w1");
+  StartCollector();
+  const std::size_t limit = kafka::KafkaOptions{}.max_message_bytes;
+  const auto near = NoiseJpegOfAbout(limit - (256u << 10));
+  ASSERT_GT(near.size(), limit - (1u << 20)) << "the test frame must be near the limit";
+  ASSERT_LT(near.size(), limit);
+  Publish(Frame("near-limit", near));
+  ExpectAllAnswered({"near-limit"});
+
+  // One over kadr's limit: refused by the publisher before it reaches the broker.
+  std::vector<std::uint8_t> over = near;
+  over.resize(limit + 1, 0);
+  std::atomic<int> called{0};
+  const Status s = publisher_->Publish(Frame("over-limit", over), [&](const Status&) { ++called; });
+  EXPECT_EQ(s.code(), StatusCode::kTooLarge) << s.ToString();
+  EXPECT_NE(s.message().find(std::to_string(limit)), std::string::npos) << s.ToString();
+  EXPECT_EQ(called.load(), 0);
+}
+
+TEST_P(ApacheKafkaPipelineTest, TheBrokerRefusesAFrameOverTheTopicLimitWithAClearError) {
+  // A client without kadr's own check (kcat, allowed 40 MB) sends a frame over the frames
+  // topic's max.message.bytes (17 MiB): the broker refuses it and says why.
+  const auto big = dir_ / "big.bin";
+  {
+    std::ofstream f(big, std::ios::binary);
+    const std::string chunk(1 << 20, 'x');
+    for (int i = 0; i < 18; ++i) f << chunk;
+  }
+  const auto [code, out] = testing::Shell(
+      "timeout 60 kcat -P -b " + bootstrap() + " -t " + FramesTopic() +
+      " -X message.max.bytes=40000000 -k big -H kadr-frame-id=big " + big.string() + " 2>&1");
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("too large"), std::string::npos) << out;
+}
+
+TEST_P(ApacheKafkaPipelineTest, TopicsCreatesEveryTopicWithItsConfigs) {
+  const auto [code, out] = testing::Shell(std::string(KADR_BINARY) +
+                                          " --log-level warn topics --models tiny,other "
+                                          "--partitions 3 --brokers " +
+                                          bootstrap() + " 2>&1");
+  ASSERT_EQ(code, 0) << out;
+  for (const auto& spec : protocol::TopicPlan({"tiny", "other"}, 3)) {
+    EXPECT_NE(out.find(spec.name + ": ready"), std::string::npos) << spec.name << "\n" << out;
+    const std::string described = apache_->DescribeTopicConfigs(spec.name);
+    ASSERT_FALSE(described.empty()) << spec.name;
+    for (const auto& [key, value] : spec.configs) {
+      // Topics this test's SetUp made first keep their configs (the same ones).
+      EXPECT_NE(described.find(key + "=" + value), std::string::npos)
+          << spec.name << " " << key << "=" << value << "\n"
+          << described;
+    }
+  }
+  const auto partitions = testing::Shell("timeout 10 kcat -L -b " + bootstrap() +
+                                         " -t kadr.frames.other | grep -c 'partition '");
+  EXPECT_EQ(partitions.out.substr(0, 1), "3") << partitions.out;
+  EXPECT_EQ(testing::Shell(std::string(KADR_BINARY) + " --log-level warn topics --models tiny "
+                           "--brokers " + bootstrap()).exit_code,
+            0)
+      << "idempotent";
+}
+
+TEST_P(KafkaPipelineTest, TwoGatewaysGetTheirOwnReplies) {
+  StartWorker("w1");
+  std::vector<std::unique_ptr<testing::ChildProcess>> gateways;
+  std::vector<int> ports;
+  for (const std::string id : {"gw-a", "gw-b"}) {
+    gateways.push_back(std::make_unique<testing::ChildProcess>(
+        std::vector<std::string>{KADR_BINARY, "--models-dir", (dir_ / "models").string(),
+                                 "gateway", "--models", kModel, "--brokers", bootstrap(),
+                                 "--http-port", "0",
+                                 "--instance-id", id},
+        dir_ / (id + ".log")));
+    ports.push_back(testing::WaitForHttpPort(*gateways.back(), kWait));
+    ASSERT_NE(ports.back(), 0) << gateways.back()->LogTail();
+  }
+  for (std::size_t g = 0; g < gateways.size(); ++g) {
+    ASSERT_TRUE(testing::WaitReady(ports[g], kWait)) << gateways[g]->LogTail();
+  }
+  std::vector<std::thread> threads;
+  std::vector<std::string> failures(8);
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = testing::LoopbackClient(ports[static_cast<std::size_t>(i % 2)]);
+      const bool white = (i / 2) % 2 == 0;
+      const auto img = EncodeImage(white, ".jpg");
+      auto r = c.Post("/api/v1/detect?model=tiny", std::string(img.begin(), img.end()),
+                      "image/jpeg");
+      const auto j = r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
+      if (!r || r->status != 200 || j.is_discarded() || j["detections"].empty() ||
+          j["detections"][0]["label"] != (white ? "bright" : "dark")) {
+        failures[static_cast<std::size_t>(i)] =
+            r ? std::to_string(r->status) + " " + r->body : "no response";
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (std::size_t i = 0; i < failures.size(); ++i) {
+    EXPECT_EQ(failures[i], "") << "request " << i << " to gateway " << i % 2 << "\n"
+                               << gateways[i % 2]->LogTail();
+  }
+  // Each gateway has a reply topic of its own.
+  const auto list = testing::Shell("timeout 10 kcat -L -b " + bootstrap());
+  EXPECT_NE(list.out.find("kadr.replies.gw-a"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("kadr.replies.gw-b"), std::string::npos) << list.out;
+  for (auto& g : gateways) EXPECT_EQ(g->Stop(30s), 0) << g->LogTail();
+}
+
+INSTANTIATE_TEST_SUITE_P(Brokers, KafkaPipelineTest,
+                         ::testing::Values(BrokerKind::kEmbedded, BrokerKind::kApache),
+                         BrokerName);
+INSTANTIATE_TEST_SUITE_P(Brokers, EmbeddedBrokerPipelineTest,
+                         ::testing::Values(BrokerKind::kEmbedded), BrokerName);
+INSTANTIATE_TEST_SUITE_P(Brokers, ApacheKafkaPipelineTest, ::testing::Values(BrokerKind::kApache),
+                         BrokerName);
 
 }  // namespace
 }  // namespace kadr
