@@ -14,6 +14,10 @@
 namespace kadr::camera {
 namespace {
 
+// A lossless stream's frame without a result this long after its capture is a deadline drop
+// (as a video job's frame: GatewayOptions::video_frame_timeout).
+constexpr std::int64_t kLosslessResultTimeoutMs = 60000;
+
 constexpr StreamState kAllStates[] = {StreamState::kConnecting, StreamState::kRunning,
                                       StreamState::kReconnecting, StreamState::kFinished,
                                       StreamState::kFailed};
@@ -414,7 +418,12 @@ void StreamRunner::Publish(const Pending& frame) {
   meta.stream_id = spec_.id;
   meta.sequence = seq;
   meta.capture_ms = frame.capture_ms;
-  meta.deadline_ms = frame.capture_ms + spec_.max_latency_ms;
+  // Lossless: no deadline, so no worker skips a frame (a broker fail-over can hold frames
+  // for seconds); a frame without a result after kLosslessResultTimeoutMs is still counted.
+  const bool lossless = spec_.mode == StreamMode::kLossless;
+  const std::int64_t expires_ms =
+      frame.capture_ms + (lossless ? kLosslessResultTimeoutMs : spec_.max_latency_ms);
+  if (!lossless) meta.deadline_ms = expires_ms;
   meta.model = spec_.model;
   meta.reply_to = options_.results_topic;
   meta.annotated_to = options_.annotated_topic;
@@ -427,7 +436,7 @@ void StreamRunner::Publish(const Pending& frame) {
   protocol::EncodeFrameHeaders(meta, message.headers);
   {
     std::lock_guard lock(mu_);
-    in_flight_[meta.frame_id] = InFlight{frame.capture_ms, frame.capture_ms + spec_.max_latency_ms};
+    in_flight_[meta.frame_id] = InFlight{frame.capture_ms, expires_ms};
   }
   const std::string frame_id = meta.frame_id;
   auto on_delivery = [this, lifetime = lifetime_, frame_id](const Status& s) {
