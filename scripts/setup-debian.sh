@@ -3,7 +3,9 @@
 #
 #   scripts/setup-debian.sh           everything: build, run and test (linters, chromium, ffmpeg,
 #                                     GStreamer, GoogleTest, benchmark, docker-compose, nginx,
-#                                     node + the npm packages of tests/*/package-lock.json)
+#                                     node + the npm packages of tests/*/package-lock.json,
+#                                     Java + Maven and Apache Kafka's broker for the tests
+#                                     through scripts/setup-kafka.sh)
 #   scripts/setup-debian.sh --build   only what building `kadr` needs (compiler, CMake, Ninja,
 #                                     pkg-config, the -dev libraries, ONNX Runtime through
 #                                     scripts/setup-onnxruntime.sh); no test packages. The CPU image's
@@ -12,7 +14,7 @@
 # Idempotent and non-interactive; uses sudo only when not already root.
 set -euo pipefail
 
-usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
 mode=all
 case "${1:-}" in
   "") ;;
@@ -47,6 +49,7 @@ test_packages=(
   python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   docker-compose nginx-light
+  openjdk-17-jre-headless maven
 )
 
 packages=("${build_packages[@]}")
@@ -88,6 +91,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ $mode == build ]]; then
   exit 0
 fi
+
+# Apache Kafka's broker for the tests and benchmarks (ADR 0007): jars from Maven Central.
+"$root/scripts/setup-kafka.sh"
 
 # The node tests' npm packages (pinned in each tests/<dir>/package-lock.json), installed again
 # only when that lock file changed since its last `npm ci`.

@@ -127,10 +127,25 @@ describe('deploy/compose', () => {
     assert.ok(!Object.keys(env).some((k) => /ZOOKEEPER/.test(k)), 'ZooKeeper settings');
     assert.deepEqual(env.KAFKA_PROCESS_ROLES.split(',').sort(), ['broker', 'controller']);
     assert.ok(env.KAFKA_NODE_ID && env.KAFKA_CONTROLLER_QUORUM_VOTERS && env.CLUSTER_ID);
-    const messageMax = Number(env.KAFKA_MESSAGE_MAX_BYTES);
+    // The shared broker settings come from deploy/kafka/broker.properties (what the tests run
+    // Apache Kafka with), mounted as the image's server.properties; the environment names only
+    // this node (and may override num.partitions through KADR_PARTITIONS).
+    const propsFile = path.join(composeDir, '..', 'kafka', 'broker.properties');
+    const props = Object.fromEntries(fs.readFileSync(propsFile, 'utf8').split('\n')
+      .map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    assert.ok((kafka.volumes ?? []).some((v) => v === '../kafka/broker.properties:/mnt/shared/config/server.properties:ro'),
+      'broker.properties mounted as /mnt/shared/config/server.properties');
+    for (const key of Object.keys(env).filter((k) => k.startsWith('KAFKA_'))) {
+      const prop = key.slice('KAFKA_'.length).toLowerCase().replaceAll('_', '.');
+      if (prop === 'num.partitions' || prop === 'heap.opts') continue;
+      assert.ok(!(prop in props), `${key} repeats ${prop} of broker.properties: set it in one place`);
+    }
+    const messageMax = Number(props['message.max.bytes']);
     assert.ok(messageMax >= 17 * MIB, `message.max.bytes ${messageMax} < 17 MiB`);
-    assert.ok(Number(env.KAFKA_REPLICA_FETCH_MAX_BYTES) >= messageMax, 'replica.fetch.max.bytes < message.max.bytes');
-    assert.ok(Number(env.KAFKA_SOCKET_REQUEST_MAX_BYTES ?? 104857600) >= messageMax, 'socket.request.max.bytes');
+    assert.ok(Number(props['replica.fetch.max.bytes']) >= messageMax, 'replica.fetch.max.bytes < message.max.bytes');
+    assert.ok(Number(props['socket.request.max.bytes'] ?? 104857600) >= messageMax, 'socket.request.max.bytes');
+    assert.equal(props['auto.create.topics.enable'], 'true', 'gateways\' reply topics are auto-created');
     assert.match(env.KAFKA_ADVERTISED_LISTENERS, /\/\/kafka:9092\b/, 'kadr services reach kafka:9092');
     assert.match(kafka.healthcheck.test.join(' '), /kafka-broker-api-versions\.sh --bootstrap-server localhost:9092/);
     assert.ok((kafka.volumes ?? []).some((v) => v.endsWith(':' + env.KAFKA_LOG_DIRS)), 'data volume on log.dirs');
