@@ -26,6 +26,7 @@
 // because the baseline must be plain librdkafka. See docs/performance.md.
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -75,15 +76,16 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
 struct Config {
-  int frames = 10000;  // M: frames per throughput repetition
-  int reps = 5;        // throughput repetitions (raw, raw echo, kadr alternate)
-  int rtt = 200;       // N: sequential round trips with the null model
+  std::string brokers;  // empty: an embedded broker in this process
+  int frames = 10000;   // M: frames per throughput repetition
+  int reps = 5;         // throughput repetitions (raw, raw echo, kadr alternate)
+  int rtt = 200;        // N: sequential round trips with the null model
   int model_rtt = 200;
   std::string model = "yolox_nano";
   int payload_kb = 100;    // target JPEG size
   int partitions = 4;      // of every topic
   int fetch_wait_ms = 10;  // consumers' fetch.wait.max.ms, raw and kadr alike
-  int linger_ms = 1;       // producers' linger.ms, raw and kadr alike
+  int linger_ms = -1;      // producers' linger.ms, raw and kadr alike; -1: kadr's default
   std::size_t worker_batch = worker::WorkerOptions{}.max_batch;
   int worker_linger_ms = static_cast<int>(worker::WorkerOptions{}.batch_linger.count());
   // Frames in flight (sent, not yet consumed / answered), both paths. The embedded broker
@@ -605,6 +607,8 @@ int Main(int argc, char** argv) {
   Config cfg;
   CLI::App app{
       "kadr transport benchmark: plain librdkafka vs kadr's pipeline on the embedded broker"};
+  app.add_option("--brokers", cfg.brokers,
+                 "Kafka bootstrap (e.g. from scripts/kafka.sh; default: an embedded broker)");
   app.add_option("--frames,-m", cfg.frames, "M: frames per throughput repetition")
       ->envname("KADR_BENCH_FRAMES")
       ->check(CLI::Range(10, 1000000))
@@ -649,29 +653,58 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
+  if (cfg.linger_ms < 0) cfg.linger_ms = cfg.brokers.empty() ? kafka::kEmbeddedLingerMs : 0;
   const char* test_data = std::getenv("KADR_TEST_DATA");
   const auto payload = MakePayload(test_data, static_cast<std::size_t>(cfg.payload_kb) * 1000);
 
-  kafka::EmbeddedBrokerOptions bopts;
-  bopts.partitions = cfg.partitions;
-  bopts.topics = {protocol::FramesTopic(inference::kNullModel), protocol::FramesTopic(cfg.model),
-                  std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
-                  std::string(protocol::kDeadLetterTopic)};
-  auto broker = kafka::EmbeddedBroker::Create(bopts);
-  if (!broker) {
-    std::fprintf(stderr, "embedded broker: %s\n", broker.error().ToString().c_str());
-    return 1;
-  }
+  const std::vector<std::string> kadr_topics = {
+      protocol::FramesTopic(inference::kNullModel), protocol::FramesTopic(cfg.model),
+      std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
+      std::string(protocol::kDeadLetterTopic)};
+  std::unique_ptr<kafka::EmbeddedBroker> embedded;
   kafka::KafkaOptions kopts;
-  kopts.brokers = (*broker)->bootstrap();
+  if (cfg.brokers.empty()) {
+    kafka::EmbeddedBrokerOptions bopts;
+    bopts.partitions = cfg.partitions;
+    bopts.topics = kadr_topics;
+    auto broker = kafka::EmbeddedBroker::Create(bopts);
+    if (!broker) {
+      std::fprintf(stderr, "embedded broker: %s\n", broker.error().ToString().c_str());
+      return 1;
+    }
+    embedded = std::move(*broker);
+    kopts.brokers = embedded->bootstrap();
+  } else {
+    kopts.brokers = cfg.brokers;
+  }
   kopts.fetch_wait_max_ms = cfg.fetch_wait_ms;
   kopts.linger_ms = cfg.linger_ms;
+  auto admin = kafka::KafkaPublisher::Create(kopts);
+  if (!admin) {
+    std::fprintf(stderr, "publisher: %s\n", admin.error().ToString().c_str());
+    return 1;
+  }
+  // Topics of this run: on the embedded broker directly, on Apache Kafka with CreateTopics
+  // (names made unique per run: an external broker keeps what earlier runs left).
+  const std::string run_suffix = embedded ? "" : "." + std::to_string(getpid());
+  const auto create_topic = [&](const std::string& t) -> Status {
+    if (embedded) return embedded->CreateTopic(t, cfg.partitions);
+    return (*admin)->EnsureTopic(t, cfg.partitions, std::chrono::seconds(30));
+  };
+  if (!embedded) {
+    for (const auto& t : kadr_topics) {
+      if (Status s = create_topic(t); !s.ok()) {
+        std::fprintf(stderr, "%s\n", s.ToString().c_str());
+        return 1;
+      }
+    }
+  }
   std::printf(
-      "embedded broker %s, %d partitions per topic; M=%d frames x %d reps, N=%d (null), "
+      "%s %s, %d partitions per topic; M=%d frames x %d reps, N=%d (null), "
       "%d (%s); window=%d; fetch.wait.max.ms=%d linger.ms=%d worker batch=%zu linger=%d ms\n",
-      kopts.brokers.c_str(), cfg.partitions, cfg.frames, cfg.reps, cfg.rtt, cfg.model_rtt,
-      cfg.model.c_str(), cfg.window, cfg.fetch_wait_ms, cfg.linger_ms, cfg.worker_batch,
-      cfg.worker_linger_ms);
+      embedded ? "embedded broker" : "Kafka", kopts.brokers.c_str(), cfg.partitions, cfg.frames,
+      cfg.reps, cfg.rtt, cfg.model_rtt, cfg.model.c_str(), cfg.window, cfg.fetch_wait_ms,
+      cfg.linger_ms, cfg.worker_batch, cfg.worker_linger_ms);
 
   inference::RegistryOptions ropts;
   if (test_data != nullptr) ropts.models_dirs = {fs::path(test_data) / "models"};
@@ -707,16 +740,16 @@ int Main(int argc, char** argv) {
                 name, t.frames_per_s, t.mb_per_s, t.cpu_us_per_frame, t.seconds, t.produce_seconds);
   };
   for (int rep = 0; rep < cfg.reps; ++rep) {
-    const std::string topic = "bench.raw." + std::to_string(rep);
-    const std::string echo_topic = "bench.echo." + std::to_string(rep);
+    const std::string topic = "bench.raw." + std::to_string(rep) + run_suffix;
+    const std::string echo_topic = "bench.echo." + std::to_string(rep) + run_suffix;
     for (const auto& t : {topic, echo_topic, echo_topic + ".reply"}) {
-      if (Status s = (*broker)->CreateTopic(t, cfg.partitions); !s.ok()) {
+      if (Status s = create_topic(t); !s.ok()) {
         std::fprintf(stderr, "%s\n", s.ToString().c_str());
         return 1;
       }
     }
-    auto r = RunRaw(cfg, (*broker)->bootstrap(), topic, payload, /*echo=*/false);
-    auto e = RunRaw(cfg, (*broker)->bootstrap(), echo_topic, payload, /*echo=*/true);
+    auto r = RunRaw(cfg, kopts.brokers, topic, payload, /*echo=*/false);
+    auto e = RunRaw(cfg, kopts.brokers, echo_topic, payload, /*echo=*/true);
     auto k = RunKadr(cfg, req, rep, payload);
     if (!r || !e || !k) return 1;
     std::printf("rep %d\n", rep);

@@ -173,6 +173,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     if (!Check(b, "embedded broker")) return 2;
     broker = std::move(*b);
     kafka_options->brokers = broker->bootstrap();
+    kafka_options->linger_ms = kafka::kEmbeddedLingerMs;
     spdlog::info("embedded broker bootstrap={} (in memory; use Apache Kafka in production)",
                  broker->bootstrap());
   }

@@ -50,9 +50,7 @@ bool WriteVideo(const std::filesystem::path& path, int frames) {
   return true;
 }
 
-json Parse(const httplib::Result& r) {
-  return r ? json::parse(r->body, nullptr, false) : json();
-}
+json Parse(const httplib::Result& r) { return r ? json::parse(r->body, nullptr, false) : json(); }
 
 TEST(KafkaClusterTest, KillingThePartitionLeaderLosesNoFrameOfAStreamOrAVideoJob) {
   if (const std::string why = testing::ApacheKafka::Unavailable(); !why.empty()) {
@@ -71,13 +69,14 @@ TEST(KafkaClusterTest, KillingThePartitionLeaderLosesNoFrameOfAStreamOrAVideoJob
   const auto topics = testing::Shell(std::string(KADR_BINARY) + " --log-level warn topics " +
                                      "--models tiny --partitions 4 --brokers " + brokers + " 2>&1");
   ASSERT_EQ(topics.exit_code, 0) << topics.out;
-  const auto described = testing::Shell("timeout 10 kcat -L -b " + brokers + " -t kadr.frames.tiny");
+  const auto described =
+      testing::Shell("timeout 10 kcat -L -b " + brokers + " -t kadr.frames.tiny");
   ASSERT_NE(described.out.find("replicas: "), std::string::npos) << described.out;
 
-  testing::ChildProcess up({KADR_BINARY, "--models-dir", (dir / "models").string(), "up",
-                            "--brokers", brokers, "--models", "tiny", "--http-port", "0",
-                            "--data-dir", (dir / "data").string()},
-                           dir / "up.log");
+  testing::ChildProcess up(
+      {KADR_BINARY, "--models-dir", (dir / "models").string(), "up", "--brokers", brokers,
+       "--models", "tiny", "--http-port", "0", "--data-dir", (dir / "data").string()},
+      dir / "up.log");
   const int port = testing::WaitForHttpPort(up, 120s);
   ASSERT_GT(port, 0) << up.LogTail();
   ASSERT_TRUE(testing::WaitReady(port, 120s)) << up.LogTail();
@@ -85,8 +84,11 @@ TEST(KafkaClusterTest, KillingThePartitionLeaderLosesNoFrameOfAStreamOrAVideoJob
   c.set_read_timeout(60s);
 
   // A lossless stream (every frame answered, none dropped) at 20 fps, and a video job.
-  const json spec = {{"source", video.string()}, {"model", "tiny"}, {"mode", "lossless"},
-                     {"fps", 20},  {"window", 4}};
+  const json spec = {{"source", video.string()},
+                     {"model", "tiny"},
+                     {"mode", "lossless"},
+                     {"fps", 20},
+                     {"window", 4}};
   auto created = c.Post("/api/v1/streams", spec.dump(), "application/json");
   ASSERT_TRUE(created);
   ASSERT_EQ(created->status, 201) << created->body;

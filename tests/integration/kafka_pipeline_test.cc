@@ -15,13 +15,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
-#include <cmath>
 #include <cstring>
-#include <fstream>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -35,11 +35,10 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
-
-#include <httplib.h>
 
 #include "kafka/embedded_broker.h"
 #include "kafka/kafka_publisher.h"
@@ -401,8 +400,8 @@ class KafkaPipelineTest : public ::testing::TestWithParam<BrokerKind> {
 
   // Where a frame without a result got to, read with kcat: for failure messages.
   std::string Whereabouts(const std::string& frame_id) const {
-    const std::string consume = "timeout 30 kcat -q -C -e -b " + bootstrap_ +
-                                " -X fetch.wait.max.ms=10 -o beginning ";
+    const std::string consume =
+        "timeout 30 kcat -q -C -e -b " + bootstrap_ + " -X fetch.wait.max.ms=10 -o beginning ";
     const auto frames = testing::Shell(consume + "-t " + FramesTopic() + " -f '%p/%o %h\\n'").out;
     const auto results =
         testing::Shell(consume + "-t " + std::string(protocol::kResultsTopic) + " -f '%p/%o %s\\n'")
@@ -878,8 +877,11 @@ TEST_P(ApacheKafkaPipelineTest, TopicsCreatesEveryTopicWithItsConfigs) {
   const auto partitions = testing::Shell("timeout 10 kcat -L -b " + bootstrap() +
                                          " -t kadr.frames.other | grep -c 'partition '");
   EXPECT_EQ(partitions.out.substr(0, 1), "3") << partitions.out;
-  EXPECT_EQ(testing::Shell(std::string(KADR_BINARY) + " --log-level warn topics --models tiny "
-                           "--brokers " + bootstrap()).exit_code,
+  EXPECT_EQ(testing::Shell(std::string(KADR_BINARY) +
+                           " --log-level warn topics --models tiny "
+                           "--brokers " +
+                           bootstrap())
+                .exit_code,
             0)
       << "idempotent";
 }
@@ -890,9 +892,8 @@ TEST_P(KafkaPipelineTest, TwoGatewaysGetTheirOwnReplies) {
   std::vector<int> ports;
   for (const std::string id : {"gw-a", "gw-b"}) {
     gateways.push_back(std::make_unique<testing::ChildProcess>(
-        std::vector<std::string>{KADR_BINARY, "--models-dir", (dir_ / "models").string(),
-                                 "gateway", "--models", kModel, "--brokers", bootstrap(),
-                                 "--http-port", "0",
+        std::vector<std::string>{KADR_BINARY, "--models-dir", (dir_ / "models").string(), "gateway",
+                                 "--models", kModel, "--brokers", bootstrap(), "--http-port", "0",
                                  "--instance-id", id},
         dir_ / (id + ".log")));
     ports.push_back(testing::WaitForHttpPort(*gateways.back(), kWait));
@@ -908,8 +909,8 @@ TEST_P(KafkaPipelineTest, TwoGatewaysGetTheirOwnReplies) {
       auto c = testing::LoopbackClient(ports[static_cast<std::size_t>(i % 2)]);
       const bool white = (i / 2) % 2 == 0;
       const auto img = EncodeImage(white, ".jpg");
-      auto r = c.Post("/api/v1/detect?model=tiny", std::string(img.begin(), img.end()),
-                      "image/jpeg");
+      auto r =
+          c.Post("/api/v1/detect?model=tiny", std::string(img.begin(), img.end()), "image/jpeg");
       const auto j = r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
       if (!r || r->status != 200 || j.is_discarded() || j["detections"].empty() ||
           j["detections"][0]["label"] != (white ? "bright" : "dark")) {
@@ -931,8 +932,7 @@ TEST_P(KafkaPipelineTest, TwoGatewaysGetTheirOwnReplies) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Brokers, KafkaPipelineTest,
-                         ::testing::Values(BrokerKind::kEmbedded, BrokerKind::kApache),
-                         BrokerName);
+                         ::testing::Values(BrokerKind::kEmbedded, BrokerKind::kApache), BrokerName);
 INSTANTIATE_TEST_SUITE_P(Brokers, EmbeddedBrokerPipelineTest,
                          ::testing::Values(BrokerKind::kEmbedded), BrokerName);
 INSTANTIATE_TEST_SUITE_P(Brokers, ApacheKafkaPipelineTest, ::testing::Values(BrokerKind::kApache),

@@ -135,10 +135,10 @@ class ApacheKafka {
     const auto home = Shell(std::string(KADR_SOURCE_DIR) + "/scripts/setup-kafka.sh --home");
     std::string dir = home.out;
     while (!dir.empty() && dir.back() == '\n') dir.pop_back();
-    const auto r = Shell("timeout 60 java -cp '" + dir + "/libs/*' -Dlog4j2.configurationFile=" +
-                         KADR_SOURCE_DIR + "/deploy/kafka/log4j2.properties " +
-                         "kafka.admin.ConfigCommand --bootstrap-server " + bootstrap() +
-                         " --entity-type topics --entity-name " + topic + " --describe 2>&1");
+    const auto r = Shell(
+        "timeout 60 java -cp '" + dir + "/libs/*' -Dlog4j2.configurationFile=" + KADR_SOURCE_DIR +
+        "/deploy/kafka/log4j2.properties " + "kafka.admin.ConfigCommand --bootstrap-server " +
+        bootstrap() + " --entity-type topics --entity-name " + topic + " --describe 2>&1");
     return r.exit_code == 0 ? r.out : "";
   }
 
@@ -173,8 +173,8 @@ class ApacheKafka {
                                      voters_};
     for (const auto& s : options_.settings) argv.insert(argv.end(), {"--set", s});
     ++n.starts;
-    const auto log = options_.dir / ("kafka-" + std::to_string(n.id) + "." +
-                                     std::to_string(n.starts) + ".log");
+    const auto log =
+        options_.dir / ("kafka-" + std::to_string(n.id) + "." + std::to_string(n.starts) + ".log");
     n.process = std::make_unique<ChildProcess>(argv, log);
   }
 
@@ -183,8 +183,8 @@ class ApacheKafka {
       return true;
     }
     if (error) {
-      *error = "Apache Kafka node " + std::to_string(n.id) + " did not start:\n" +
-               n.process->LogTail();
+      *error =
+          "Apache Kafka node " + std::to_string(n.id) + " did not start:\n" + n.process->LogTail();
     }
     return false;
   }
