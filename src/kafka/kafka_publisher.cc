@@ -274,8 +274,16 @@ Result<int> KafkaPublisher::EnsureTopic(const std::string& topic, const TopicSet
     spdlog::info("topic created topic={} partitions={}", topic, settings.partitions);
     return settings.partitions;
   }
-  if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {  // made by another client meanwhile
-    return ListedTopic(rk, topic, probe);
+  if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+    // Made meanwhile (or just now, by this client: a new topic reaches the metadata of every
+    // broker a moment after CreateTopics answers). Its partition count, once listed.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto listed = ListedTopic(rk, topic, probe);
+    while (!listed && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      listed = ListedTopic(rk, topic, probe);
+    }
+    return listed;
   }
   return UnavailableError("topic " + topic + " could not be created: " + rd_kafka_err2str(err) +
                           (detail.empty() ? "" : " (" + detail + ")"));
