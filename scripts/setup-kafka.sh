@@ -24,7 +24,7 @@ if [[ "${1:-}" == --home ]]; then
 fi
 
 stamp="$home/.kadr-stamp"
-want="$(sha256sum "$pom" "$sums" | cut -d' ' -f1 | tr '\n' ' ')"
+want="$(sha256sum "$pom" "$sums" "${BASH_SOURCE[0]}" | cut -d' ' -f1 | tr '\n' ' ')"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "setup-kafka: Apache Kafka $version in $home up to date"
   exit 0
@@ -40,7 +40,8 @@ done
 echo "setup-kafka: resolving Apache Kafka $version (deploy/kafka/pom.xml) with Maven"
 rm -rf "$home/libs.new"
 mkdir -p "$home"
-mvn -B -q -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+mvn -B -q -Dstyle.color=never -f "$pom" \
+  org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies -DincludeScope=runtime \
   -DoutputDirectory="$home/libs.new"
 # Exactly the jars the checksum file names, each with its checksum: a new or changed
 # dependency fails here instead of running unchecked.
