@@ -88,6 +88,9 @@ struct Config {
   std::string kadr;        // path of the kadr binary; empty: next to this one
   std::string models_dir;  // empty: $KADR_TEST_DATA/models
   std::string extra_up_args;
+  // Non-empty: instead of `kadr up`, a `kadr worker` and a `kadr gateway` process on these
+  // Kafka brokers (e.g. scripts/kafka.sh's), with the topics made by `kadr topics` first.
+  std::string separate_brokers;
   std::string extra_global_args;
   int threads = 0;  // OpenCV threads, raw and kadr (--threads); 0: OpenCV's default
   bool raw_only = false;
@@ -222,7 +225,7 @@ struct LoadResult {
   std::map<std::string, long> timing_count;
   std::vector<double> client_minus_total_ms;  // client latency - timings_ms.total, per 200
   long bad_json = 0;
-  double server_cpu_s = -1;  // the kadr process
+  double server_cpu_s = -1;  // the kadr process(es)
   double client_cpu_s = 0;   // this process (HTTP clients)
 };
 
@@ -230,7 +233,7 @@ struct LoadResult {
 // requests still in flight at the deadline are waited for and counted.
 LoadResult RunLoad(const std::string& url, const std::string& path,
                    const std::vector<Image>& images, int concurrency, double seconds,
-                   pid_t server_pid) {
+                   const std::vector<pid_t>& server_pids) {
   struct PerThread {
     std::vector<double> ok_ms;
     std::vector<std::string> ok_bodies;  // parsed after the run, not while measuring
@@ -238,7 +241,16 @@ LoadResult RunLoad(const std::string& url, const std::string& path,
     long requests = 0;
   };
   std::vector<PerThread> per(static_cast<std::size_t>(concurrency));
-  const double server_cpu0 = ProcessCpuSeconds(server_pid);
+  const auto server_cpu = [&] {  // all kadr processes; -1 when one is unknown
+    double sum = 0;
+    for (const pid_t pid : server_pids) {
+      const double s = ProcessCpuSeconds(pid);
+      if (s < 0) return -1.0;
+      sum += s;
+    }
+    return sum;
+  };
+  const double server_cpu0 = server_cpu();
   const double client_cpu0 = SelfCpuSeconds();
   const auto start = SteadyClock::now();
   const auto deadline = start + std::chrono::duration_cast<SteadyClock::duration>(
@@ -276,7 +288,7 @@ LoadResult RunLoad(const std::string& url, const std::string& path,
   out.concurrency = concurrency;
   out.wall_s = Seconds(SteadyClock::now() - start);
   out.client_cpu_s = SelfCpuSeconds() - client_cpu0;
-  const double server_cpu1 = ProcessCpuSeconds(server_pid);
+  const double server_cpu1 = server_cpu();
   if (server_cpu0 >= 0 && server_cpu1 >= 0) out.server_cpu_s = server_cpu1 - server_cpu0;
 
   for (PerThread& p : per) {
@@ -365,12 +377,31 @@ std::optional<KadrResult> RunKadr(const Config& cfg, const std::vector<Image>& i
   const fs::path data_dir = tmp / "data";
   fs::create_directories(data_dir);
 
-  // Global flags go before `up`, `up`'s own flags after it.
-  std::vector<std::string> argv = {kadr_bin.string()};
-  if (cfg.threads > 0) argv.insert(argv.end(), {"--threads", std::to_string(cfg.threads)});
-  for (std::string& a : SplitWords(cfg.extra_global_args)) argv.push_back(std::move(a));
-  argv.insert(argv.end(), {"up", "--http-port", "0", "--models", cfg.model, "--models-dir",
-                           cfg.models_dir, "--data-dir", data_dir.string()});
+  // Global flags go before the command, its own flags after it.
+  std::vector<std::string> global = {kadr_bin.string()};
+  if (cfg.threads > 0) global.insert(global.end(), {"--threads", std::to_string(cfg.threads)});
+  for (std::string& a : SplitWords(cfg.extra_global_args)) global.push_back(std::move(a));
+  global.insert(global.end(), {"--models-dir", cfg.models_dir});
+  std::vector<std::string> argv = global;
+  KadrProcess worker;  // --separate-on only
+  if (cfg.separate_brokers.empty()) {
+    argv.insert(argv.end(),
+                {"up", "--http-port", "0", "--models", cfg.model, "--data-dir", data_dir.string()});
+  } else {
+    std::string topics;
+    for (const std::string& a : global) topics += a + " ";
+    topics += "--log-level warn topics --models " + cfg.model + " --brokers " +
+              cfg.separate_brokers + " >/dev/null";
+    if (std::system(topics.c_str()) != 0) {
+      std::fprintf(stderr, "error: `kadr topics` on %s failed\n", cfg.separate_brokers.c_str());
+      return std::nullopt;
+    }
+    std::vector<std::string> wargv = global;
+    wargv.insert(wargv.end(), {"worker", "-m", cfg.model, "--brokers", cfg.separate_brokers});
+    if (!worker.Start(wargv, tmp / "worker.log")) return std::nullopt;
+    argv.insert(argv.end(), {"gateway", "--http-port", "0", "--models", cfg.model, "--brokers",
+                             cfg.separate_brokers});
+  }
   for (std::string& a : SplitWords(cfg.extra_up_args)) argv.push_back(std::move(a));
 
   std::string command;
@@ -386,6 +417,8 @@ std::optional<KadrResult> RunKadr(const Config& cfg, const std::vector<Image>& i
                  kadr.Stop().c_str(), kadr.LogTail().c_str());
   };
   if (!kadr.Start(argv, log)) return std::nullopt;
+  std::vector<pid_t> pids = {kadr.pid()};
+  if (!cfg.separate_brokers.empty()) pids.push_back(worker.pid());
   const auto started = SteadyClock::now();
   const std::string url = kadr.WaitForUrl(std::chrono::seconds(cfg.start_timeout_s));
   if (url.empty()) {
@@ -399,20 +432,20 @@ std::optional<KadrResult> RunKadr(const Config& cfg, const std::vector<Image>& i
       if (cfg.no_draw) path += "&draw=0";
       if (cfg.warmup_seconds > 0) {
         const LoadResult warm =
-            RunLoad(url, path, images, cfg.concurrency, cfg.warmup_seconds, kadr.pid());
+            RunLoad(url, path, images, cfg.concurrency, cfg.warmup_seconds, pids);
         std::printf("warm-up: %ld requests, %zu ok\n", warm.requests, warm.ok_ms.size());
       }
       result.emplace();
       std::printf("measuring POST %s, concurrency %d, %.0f s ...\n", path.c_str(), cfg.concurrency,
                   cfg.seconds);
       std::fflush(stdout);
-      result->load = RunLoad(url, path, images, cfg.concurrency, cfg.seconds, kadr.pid());
+      result->load = RunLoad(url, path, images, cfg.concurrency, cfg.seconds, pids);
       const double latency_s =
           cfg.latency_seconds < 0 ? std::min(cfg.seconds, 10.0) : cfg.latency_seconds;
       if (latency_s > 0 && cfg.concurrency != 1) {
         std::printf("measuring concurrency 1, %.0f s ...\n", latency_s);
         std::fflush(stdout);
-        result->latency = RunLoad(url, path, images, 1, latency_s, kadr.pid());
+        result->latency = RunLoad(url, path, images, 1, latency_s, pids);
       }
       if (!kadr.Alive()) {
         std::fprintf(stderr, "warning: kadr exited during the run; log:\n%s",
@@ -523,6 +556,8 @@ int Main(int argc, char** argv) {
                  "kadr binary (default: ../kadr or ../src/cli/kadr next to "
                  "this binary)");
   app.add_option("--models-dir", cfg.models_dir, "models folder (default: $KADR_TEST_DATA/models)");
+  app.add_option("--separate-on", cfg.separate_brokers,
+                 "Kafka brokers: run `kadr worker` + `kadr gateway` there instead of `kadr up`");
   app.add_option("--extra-up-args", cfg.extra_up_args,
                  "more arguments for `kadr up`, space-separated (e.g. \"--fetch-wait-ms 1\")");
   app.add_option("--extra-global-args", cfg.extra_global_args,
