@@ -679,17 +679,21 @@ int Main(int argc, char** argv) {
   }
   kopts.fetch_wait_max_ms = cfg.fetch_wait_ms;
   kopts.linger_ms = cfg.linger_ms;
-  auto admin = kafka::KafkaPublisher::Create(kopts);
-  if (!admin) {
-    std::fprintf(stderr, "publisher: %s\n", admin.error().ToString().c_str());
-    return 1;
+  std::unique_ptr<kafka::KafkaPublisher> admin;  // creates the topics on Apache Kafka
+  if (!embedded) {
+    auto p = kafka::KafkaPublisher::Create(kopts);
+    if (!p) {
+      std::fprintf(stderr, "publisher: %s\n", p.error().ToString().c_str());
+      return 1;
+    }
+    admin = std::move(*p);
   }
   // Topics of this run: on the embedded broker directly, on Apache Kafka with CreateTopics
   // (names made unique per run: an external broker keeps what earlier runs left).
   const std::string run_suffix = embedded ? "" : "." + std::to_string(getpid());
   const auto create_topic = [&](const std::string& t) -> Status {
     if (embedded) return embedded->CreateTopic(t, cfg.partitions);
-    return (*admin)->EnsureTopic(t, cfg.partitions, std::chrono::seconds(30));
+    return admin->EnsureTopic(t, cfg.partitions, std::chrono::seconds(30));
   };
   if (!embedded) {
     for (const auto& t : kadr_topics) {

@@ -352,6 +352,20 @@ class KafkaPipelineTest : public ::testing::TestWithParam<BrokerKind> {
            << "worker " << w.name << (w.Running() ? " got no partitions within 60 s" : " exited");
   }
 
+  // Waits until `a` and `b` hold the frames topic's 4 partitions between them, some each.
+  ::testing::AssertionResult WaitShared(WorkerProcess& a, WorkerProcess& b) {
+    if (WaitUntil(
+            [&] {
+              return a.CurrentPartitions() > 0 && b.CurrentPartitions() > 0 &&
+                     a.CurrentPartitions() + b.CurrentPartitions() == 4;
+            },
+            kWait)) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << "partitions not shared: a=" << a.CurrentPartitions()
+                                         << " b=" << b.CurrentPartitions();
+  }
+
   void StartCollector(std::vector<std::string> topics = {std::string(protocol::kResultsTopic)}) {
     collector_ = std::make_unique<Collector>(bootstrap_, std::move(topics));
   }
@@ -492,13 +506,7 @@ TEST_P(KafkaPipelineTest, TwoWorkersShareTheFramesAndNoFrameIsLostWhenOneIsKille
   WorkerProcess& b = StartWorker("b", flags);
   // The frames topic is tapped too, to tell which partition each answered frame came from.
   StartCollector({std::string(protocol::kResultsTopic), FramesTopic()});
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return a.CurrentPartitions() > 0 && b.CurrentPartitions() > 0 &&
-               a.CurrentPartitions() + b.CurrentPartitions() == 4;
-      },
-      kWait))
-      << "partitions not shared: a=" << a.CurrentPartitions() << " b=" << b.CurrentPartitions();
+  ASSERT_TRUE(WaitShared(a, b));
 
   const auto ids = FeedFrames("f", 150, 25ms);
   // Each partition has one owner and each worker owns some, so results from all four
@@ -734,9 +742,7 @@ TEST_P(ApacheKafkaPipelineTest, FrameFromAJavaProducerIsAnsweredToAJavaConsumer)
   StartWorker("w1");
   const auto image = dir_ / "white.jpg";
   ASSERT_TRUE(cv::imwrite(image.string(), cv::Mat(64, 64, CV_8UC3, cv::Scalar::all(255))));
-  const std::string home =
-      testing::Shell(std::string(KADR_SOURCE_DIR) + "/scripts/setup-kafka.sh --home").out;
-  const std::string cmd = "timeout 120 java -cp '" + home.substr(0, home.find('\n')) +
+  const std::string cmd = "timeout 120 java -cp '" + testing::ApacheKafka::Home() +
                           "/libs/*' -Dlog4j2.configurationFile=" + KADR_SOURCE_DIR +
                           "/deploy/kafka/log4j2.properties " + KADR_SOURCE_DIR +
                           "/tests/integration/foreign/ForeignClient.java " + bootstrap() + " " +
@@ -781,13 +787,7 @@ TEST_P(KafkaPipelineTest, AWorkerThatJoinsTakesPartitionsWithoutLoss) {
   const auto ids = FeedFrames("f", 1200, 20ms);
   ASSERT_TRUE(WaitUntil([&] { return collector_->Distinct() >= 20; }, kWait));
   WorkerProcess& b = StartWorker("b", flags);
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        return a.CurrentPartitions() > 0 && b.CurrentPartitions() > 0 &&
-               a.CurrentPartitions() + b.CurrentPartitions() == 4;
-      },
-      kWait))
-      << "no rebalance: a=" << a.CurrentPartitions() << " b=" << b.CurrentPartitions();
+  ASSERT_TRUE(WaitShared(a, b));
   ASSERT_LT(published_.load(), 1200) << "the rebalance must happen while frames flow";
   ExpectAllAnswered(ids);
   EXPECT_TRUE(a.Running() && b.Running());

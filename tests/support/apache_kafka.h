@@ -30,12 +30,17 @@ class ApacheKafka {
     std::vector<std::string> settings;  // key=value over broker.properties, every node
   };
 
+  // The folder whose libs/ holds the broker's jars (scripts/setup-kafka.sh --home).
+  static std::string Home() {
+    std::string dir = Shell(std::string(KADR_SOURCE_DIR) + "/scripts/setup-kafka.sh --home").out;
+    while (!dir.empty() && (dir.back() == '\n' || dir.back() == ' ')) dir.pop_back();
+    return dir;
+  }
+
   // Empty when the broker can run here; otherwise why not.
   static std::string Unavailable() {
-    const auto home = Shell(std::string(KADR_SOURCE_DIR) + "/scripts/setup-kafka.sh --home");
-    std::string dir = home.out;
-    while (!dir.empty() && (dir.back() == '\n' || dir.back() == ' ')) dir.pop_back();
-    if (home.exit_code != 0 || !std::filesystem::is_directory(dir + "/libs")) {
+    const std::string dir = Home();
+    if (dir.empty() || !std::filesystem::is_directory(dir + "/libs")) {
       return "Apache Kafka is not installed in '" + dir + "': run scripts/setup-kafka.sh";
     }
     if (Shell("command -v java >/dev/null && command -v kcat >/dev/null").exit_code != 0) {
@@ -132,13 +137,10 @@ class ApacheKafka {
   // A topic's configs as the broker describes them (Kafka's own ConfigCommand): the lines
   // "key=value" of every config set on the topic; empty when the command fails.
   std::string DescribeTopicConfigs(const std::string& topic) const {
-    const auto home = Shell(std::string(KADR_SOURCE_DIR) + "/scripts/setup-kafka.sh --home");
-    std::string dir = home.out;
-    while (!dir.empty() && dir.back() == '\n') dir.pop_back();
-    const auto r = Shell(
-        "timeout 60 java -cp '" + dir + "/libs/*' -Dlog4j2.configurationFile=" + KADR_SOURCE_DIR +
-        "/deploy/kafka/log4j2.properties " + "kafka.admin.ConfigCommand --bootstrap-server " +
-        bootstrap() + " --entity-type topics --entity-name " + topic + " --describe 2>&1");
+    const auto r = Shell("timeout 60 java -cp '" + Home() + "/libs/*' -Dlog4j2.configurationFile=" +
+                         KADR_SOURCE_DIR + "/deploy/kafka/log4j2.properties " +
+                         "kafka.admin.ConfigCommand --bootstrap-server " + bootstrap() +
+                         " --entity-type topics --entity-name " + topic + " --describe 2>&1");
     return r.exit_code == 0 ? r.out : "";
   }
 
