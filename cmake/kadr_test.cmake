@@ -1,5 +1,7 @@
 # kadr_test(NAME SOURCES ... DEPS ... LABEL unit|integration|browser)
 # One GoogleTest binary per component; every test case is registered with CTest.
+# Each binary also joins the target <LABEL>_tests (unit_tests, integration_tests), so one label's
+# binaries build alone: `cmake --build --preset release --target unit_tests` (scripts/test.sh unit).
 function(kadr_test name)
   cmake_parse_arguments(ARG "" "LABEL" "SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
@@ -9,4 +11,8 @@ function(kadr_test name)
   kadr_sanitize(${name})
   include(GoogleTest)
   gtest_discover_tests(${name} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 60)
+  if(NOT TARGET ${ARG_LABEL}_tests)
+    add_custom_target(${ARG_LABEL}_tests)
+  endif()
+  add_dependencies(${ARG_LABEL}_tests ${name})
 endfunction()

@@ -42,6 +42,9 @@ void FakePublisher::FailNext(int n, Status status) {
   fail_status_ = std::move(status);
 }
 
+FakeSubscriber::FakeSubscriber(FakeBus& bus, std::vector<std::string> topics)
+    : bus_(bus), topics_(std::move(topics)), next_(topics_.size(), 0) {}
+
 std::vector<InboundMessage> FakeSubscriber::Poll(std::size_t max_messages,
                                                  std::chrono::milliseconds timeout,
                                                  std::chrono::milliseconds) {
@@ -50,13 +53,16 @@ std::vector<InboundMessage> FakeSubscriber::Poll(std::size_t max_messages,
   while (true) {
     {
       std::lock_guard lock(bus_.mu_);
-      const auto& msgs = bus_.topics_[topic_];
-      while (next_ < msgs.size() && out.size() < max_messages) {
-        InboundMessage in;
-        in.message = msgs[next_];
-        in.token = {topic_, 0, static_cast<std::int64_t>(next_)};
-        out.push_back(std::move(in));
-        ++next_;
+      for (std::size_t t = 0; t < topics_.size(); ++t) {
+        const auto& msgs = bus_.topics_[topics_[t]];
+        std::size_t& next = next_[t];
+        while (next < msgs.size() && out.size() < max_messages) {
+          InboundMessage in;
+          in.message = msgs[next];
+          in.token = {topics_[t], 0, static_cast<std::int64_t>(next)};
+          out.push_back(std::move(in));
+          ++next;
+        }
       }
     }
     if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
@@ -66,7 +72,7 @@ std::vector<InboundMessage> FakeSubscriber::Poll(std::size_t max_messages,
 
 void FakeSubscriber::Ack(const AckToken& token) {
   std::lock_guard lock(mu_);
-  acked_.insert(token.offset);
+  acked_[token.topic].insert(token.offset);
 }
 
 Status FakeSubscriber::Close() {
@@ -76,8 +82,13 @@ Status FakeSubscriber::Close() {
 }
 
 std::set<std::int64_t> FakeSubscriber::acked() const {
+  return topics_.empty() ? std::set<std::int64_t>{} : acked(topics_.front());
+}
+
+std::set<std::int64_t> FakeSubscriber::acked(const std::string& topic) const {
   std::lock_guard lock(mu_);
-  return acked_;
+  const auto it = acked_.find(topic);
+  return it == acked_.end() ? std::set<std::int64_t>{} : it->second;
 }
 
 bool FakeSubscriber::closed() const {

@@ -1,12 +1,14 @@
 // An in-memory bus for unit tests of services written against bus.h: topics are vectors of
-// messages (one partition each), publishing appends synchronously, subscribers read one
-// topic from the start. Failure injection: FakePublisher::FailNext. Thread-safe.
+// messages (one partition each), publishing appends synchronously, subscribers read one or
+// more topics from the start. Failure injection: FakePublisher::FailNext. Thread-safe.
 #pragma once
 
 #include <deque>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "bus/bus.h"
 
@@ -43,21 +45,26 @@ class FakePublisher final : public FramePublisher {
 
 class FakeSubscriber final : public FrameSubscriber {
  public:
-  FakeSubscriber(FakeBus& bus, std::string topic) : bus_(bus), topic_(std::move(topic)) {}
+  FakeSubscriber(FakeBus& bus, std::string topic)
+      : FakeSubscriber(bus, std::vector{std::move(topic)}) {}
+  // Reads every topic of `topics`, each in order (no order between topics).
+  FakeSubscriber(FakeBus& bus, std::vector<std::string> topics);
   std::vector<InboundMessage> Poll(std::size_t max_messages, std::chrono::milliseconds timeout,
                                    std::chrono::milliseconds linger) override;
   void Ack(const AckToken& token) override;
   Status Close() override;
 
+  // Offsets acknowledged on the first topic; acked(topic) on any.
   std::set<std::int64_t> acked() const;
+  std::set<std::int64_t> acked(const std::string& topic) const;
   bool closed() const;
 
  private:
   FakeBus& bus_;
-  std::string topic_;
-  std::size_t next_ = 0;
+  const std::vector<std::string> topics_;
+  std::vector<std::size_t> next_;  // per topic
   mutable std::mutex mu_;
-  std::set<std::int64_t> acked_;
+  std::map<std::string, std::set<std::int64_t>> acked_;
   bool closed_ = false;
 };
 

@@ -32,14 +32,36 @@ std::string NewStreamId() {
   return id;
 }
 
-http::HttpResponse ErrorResponse(const ApiError& e) {
-  json body = {{"error", {{"code", e.code}, {"message", capture::RedactUrl(e.message)}}}};
+}  // namespace
+
+// An error as the stream routes answer it: the Status C++ callers get, plus the HTTP status
+// and a code finer than the Status's (docs/api.md "Streams").
+struct CameraService::ApiError {
+  Status status;
+  int http_status = 500;
+  std::string code;
+
+  static ApiError Of(const Status& s) {
+    return {s, http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code()))};
+  }
+  static ApiError Fine(StatusCode code, int http_status, std::string api_code,
+                       const std::string& message) {
+    return {Status(code, capture::RedactUrl(message)), http_status, std::move(api_code)};
+  }
+};
+
+namespace {
+
+http::HttpResponse ErrorResponse(int http_status, const std::string& code,
+                                 const std::string& message) {
+  json body = {{"error", {{"code", code}, {"message", capture::RedactUrl(message)}}}};
   return http::HttpResponse::Json(body.dump(-1, ' ', false, json::error_handler_t::replace),
-                                  e.http_status);
+                                  http_status);
 }
 
-ApiError FromStatus(const Status& s) {
-  return {http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code())), s.message()};
+http::HttpResponse ErrorResponse(const Status& s) {
+  return ErrorResponse(http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code())),
+                       s.message());
 }
 
 json OptionalNumber(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
@@ -50,12 +72,17 @@ double Round2(double v) { return std::round(v * 100.0) / 100.0; }
 
 Result<std::unique_ptr<CameraService>> CameraService::Create(
     CameraOptions options, bus::FramePublisher& publisher, bus::FrameSubscriber& results,
-    MetricsRegistry& metrics, ModelCheck check, SourceFactory factory) {
+    bus::FrameSubscriber* requests, MetricsRegistry& metrics, ModelCheck check,
+    SourceFactory factory) {
+  if (requests != nullptr && !options.video.dir.empty()) {
+    RETURN_IF_ERROR(VideoJobs::ValidateOptions(options.video));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<StreamStore> store, StreamStore::Create(options.data_dir));
   ASSIGN_OR_RETURN(std::vector<StreamSpec> specs, store->List());
   std::unique_ptr<CameraService> service(new CameraService(std::move(options), publisher, results,
-                                                           metrics, std::move(check),
+                                                           requests, metrics, std::move(check),
                                                            std::move(factory), std::move(store)));
+  if (service->video_) RETURN_IF_ERROR(service->video_->Init());
   std::lock_guard lock(service->mu_);
   for (const StreamSpec& spec : specs) {
     spdlog::info("camera: restoring stream={} name=\"{}\" source={} model={}", spec.id, spec.name,
@@ -66,12 +93,13 @@ Result<std::unique_ptr<CameraService>> CameraService::Create(
 }
 
 CameraService::CameraService(CameraOptions options, bus::FramePublisher& publisher,
-                             bus::FrameSubscriber& results, MetricsRegistry& metrics,
-                             ModelCheck check, SourceFactory factory,
+                             bus::FrameSubscriber& results, bus::FrameSubscriber* requests,
+                             MetricsRegistry& metrics, ModelCheck check, SourceFactory factory,
                              std::unique_ptr<StreamStore> store)
     : options_(std::move(options)),
       publisher_(publisher),
       results_(results),
+      requests_(requests),
       metrics_(metrics),
       check_(std::move(check)),
       factory_(std::move(factory)),
@@ -86,13 +114,20 @@ CameraService::CameraService(CameraOptions options, bus::FramePublisher& publish
           "kadr_camera_results_total",
           "Messages read from kadr.live.results: routed to a stream, ignored (not ours), "
           "malformed.",
-          {{"outcome", "malformed"}})) {}
+          {{"outcome", "malformed"}})) {
+  if (requests_ != nullptr && !options_.video.dir.empty()) {
+    VideoJobsOptions vo = options_.video;
+    if (!vo.now_ms) vo.now_ms = options_.runner.now_ms;
+    video_ = std::make_unique<VideoJobs>(std::move(vo), publisher_, router_, metrics_);
+  }
+}
 
 CameraService::~CameraService() { StopAll(); }
 
 void CameraService::StartRunnerLocked(const StreamSpec& spec) {
   auto runner =
       std::make_unique<StreamRunner>(spec, options_.runner, factory_, publisher_, metrics_);
+  router_.Add(runner->run());
   runner->Start();
   runners_[spec.id] = std::move(runner);
   order_.push_back(spec.id);
@@ -109,7 +144,9 @@ void CameraService::StopAll() {
     retired_.clear();
     order_.clear();
   }
+  for (auto& r : all) router_.Remove(r->run());
   for (auto& r : all) r->RequestStop();  // all at once: each may wait in a blocking read
+  if (video_) video_->Shutdown();
   for (auto& r : all) r->Stop();
 }
 
@@ -134,84 +171,105 @@ Status CameraService::Run(const std::stop_token& stop) {
   while (!stop.stop_requested()) {
     PollOnce(options_.poll_timeout);
     ReapRetired();
+    if (video_) video_->Tick();
   }
   StopAll();
+  if (requests_ != nullptr) (void)requests_->Close();
   return results_.Close();
 }
 
 std::size_t CameraService::PollOnce(std::chrono::milliseconds timeout) {
+  std::size_t taken = 0;
+  if (video_ != nullptr) {
+    // Requests first, without waiting: each is claimed (or refused) and acknowledged at once.
+    const auto requests = requests_->Poll(options_.max_batch, std::chrono::milliseconds(0),
+                                          std::chrono::milliseconds(0));
+    for (const bus::InboundMessage& in : requests) {
+      video_->Take(in.message);
+      requests_->Ack(in.token);
+    }
+    taken += requests.size();
+  }
   std::vector<bus::InboundMessage> batch =
       results_.Poll(options_.max_batch, timeout, std::chrono::milliseconds(0));
   const std::int64_t received_ms = options_.runner.now_ms ? options_.runner.now_ms() : UnixMillis();
   for (const bus::InboundMessage& in : batch) {
-    const std::string text(in.message.value.begin(), in.message.value.end());
-    auto result = protocol::FrameResultFromJson(text);
-    if (!result) {
+    Route(in, received_ms);
+    results_.Ack(in.token);
+  }
+  return taken + batch.size();
+}
+
+void CameraService::Route(const bus::InboundMessage& in, std::int64_t received_ms) {
+  if (router_.Route(in, received_ms)) return;
+  if (video_ && video_->HandleControl(in.message)) return;
+  if (!protocol::IsImageMessage(in.message)) {
+    const std::string_view text(reinterpret_cast<const char*>(in.message.value.data()),
+                                in.message.value.size());
+    if (auto result = protocol::FrameResultFromJson(text); !result) {
       results_malformed_.Increment();
       spdlog::warn("camera: result ignored topic={} offset={} error=\"{}\"", in.token.topic,
                    in.token.offset, result.error().ToString());
-      results_.Ack(in.token);
-      continue;
+      return;
     }
-    std::string stream = result->stream_id;
-    if (stream.empty()) {
-      stream = in.message.headers.Get(protocol::header::kStreamId).value_or(in.message.key);
-    }
-    {
-      std::lock_guard lock(mu_);
-      auto it = runners_.find(stream);
-      if (it != runners_.end()) {
-        it->second->OnResult(*result, received_ms);
-      } else {
-        results_ignored_.Increment();
-      }
-    }
-    results_.Ack(in.token);
   }
-  return batch.size();
+  results_ignored_.Increment();  // another camera's, a stream gone, or a late answer
 }
 
-ApiError CameraService::ProbeError(const Status& s, const capture::SourceLocation& location) const {
-  const std::string message = capture::RedactUrl(s.message());
+namespace {
+
+// What the stream routes add to a Status: its code, the HTTP status and the API's code.
+struct ApiErrorParts {
+  StatusCode code;
+  int http_status;
+  std::string api_code;
+};
+
+// The finer API error of a source that did not open when probed.
+ApiErrorParts ProbeError(const Status& s, const capture::SourceLocation& location) {
   switch (location.kind) {
     case capture::SourceKind::kDevice:
-      if (s.code() == StatusCode::kNotFound) return {400, "no_such_device", message};
-      return {502, "source_unreachable", message};
+      if (s.code() == StatusCode::kNotFound) return {StatusCode::kNotFound, 400, "no_such_device"};
+      return {StatusCode::kUnavailable, 502, "source_unreachable"};
     case capture::SourceKind::kFile:
-      if (s.code() == StatusCode::kNotFound) return {400, "no_such_file", message};
-      if (s.code() == StatusCode::kUnsupported) return {415, "not_a_video", message};
-      if (s.code() == StatusCode::kInvalidArgument) return {400, "invalid_argument", message};
-      return {http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code())), message};
+      if (s.code() == StatusCode::kNotFound) return {StatusCode::kNotFound, 400, "no_such_file"};
+      if (s.code() == StatusCode::kUnsupported) {
+        return {StatusCode::kUnsupported, 415, "not_a_video"};
+      }
+      break;
     case capture::SourceKind::kRtsp:
     case capture::SourceKind::kHttp:
-      if (s.code() == StatusCode::kInternal) return {500, "internal", message};
-      return {502, "source_unreachable", message};
+      if (s.code() == StatusCode::kInternal) break;
+      return {StatusCode::kUnavailable, 502, "source_unreachable"};
   }
-  return FromStatus(s);
+  return {s.code(), http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code()))};
 }
 
-Result<std::string> CameraService::AddStream(std::string_view body, ApiError* error) {
+}  // namespace
+
+Result<std::string> CameraService::AddStream(std::string_view body) { return Add(body, nullptr); }
+
+Result<std::string> CameraService::Add(std::string_view body, ApiError* error) {
   auto fail = [&](const ApiError& e) -> Status {
     if (error != nullptr) *error = e;
-    return Status(e.http_status == 404 ? StatusCode::kNotFound : StatusCode::kInvalidArgument,
-                  e.message);
+    return e.status;
   };
   auto request = ParseStreamRequest(body, options_.default_model);
-  if (!request) return fail(FromStatus(request.error()));
+  if (!request) return fail(ApiError::Of(request.error()));
   StreamSpec& spec = request->spec;
   if (check_) {
-    if (Status s = check_(spec.model); !s.ok()) return fail(FromStatus(s));
+    if (Status s = check_(spec.model); !s.ok()) return fail(ApiError::Of(s));
   }
   {
     std::lock_guard lock(mu_);
     if (runners_.size() >= options_.max_streams) {
-      return fail({429, "resource_exhausted",
-                   "this camera already runs " + std::to_string(runners_.size()) +
-                       " streams (--max-streams)"});
+      return fail(ApiError::Of(ResourceExhaustedError("this camera already runs " +
+                                                      std::to_string(runners_.size()) +
+                                                      " streams (--max-streams)")));
     }
   }
   const auto location = capture::ParseSource(spec.source);
-  if (!location) return fail(FromStatus(location.error()));
+  if (!location) return fail(ApiError::Of(location.error()));
   if (request->probe) {
     capture::SourceOptions so;
     so.open_timeout = options_.probe_timeout;
@@ -222,12 +280,13 @@ Result<std::string> CameraService::AddStream(std::string_view body, ApiError* er
     if (!opened.ok()) {
       spdlog::info("camera: stream rejected source={} error=\"{}\"", location->redacted,
                    capture::RedactUrl(opened.ToString()));
-      return fail(ProbeError(opened, *location));
+      const ApiErrorParts parts = ProbeError(opened, *location);
+      return fail(ApiError::Fine(parts.code, parts.http_status, parts.api_code, opened.message()));
     }
   }
   spec.id = NewStreamId();
   spec.created_ms = options_.runner.now_ms ? options_.runner.now_ms() : UnixMillis();
-  if (Status s = store_->Put(spec); !s.ok()) return fail(FromStatus(s));
+  if (Status s = store_->Put(spec); !s.ok()) return fail(ApiError::Of(s));
   std::lock_guard lock(mu_);
   StartRunnerLocked(spec);
   spdlog::info("camera: stream added stream={} name=\"{}\" source={} model={} mode={} fps={}",
@@ -242,6 +301,7 @@ Status CameraService::RemoveStream(const std::string& id) {
     std::lock_guard lock(mu_);
     auto it = runners_.find(id);
     if (it == runners_.end()) return NotFoundError("unknown stream '" + id + "'");
+    router_.Remove(it->second->run());
     runner = std::move(it->second);
     runners_.erase(it);
     order_.erase(std::remove(order_.begin(), order_.end(), id), order_.end());
@@ -335,8 +395,8 @@ std::vector<std::string> CameraService::StreamIds() const {
 Status CameraService::RegisterRoutes(http::HttpServer& server) {
   RETURN_IF_ERROR(server.Route("POST", kStreamsPath, [this](const http::HttpRequest& req) {
     ApiError error;
-    auto created = AddStream(req.body, &error);
-    if (!created) return ErrorResponse(error);
+    auto created = Add(req.body, &error);
+    if (!created) return ErrorResponse(error.http_status, error.code, error.status.message());
     http::HttpResponse r = http::HttpResponse::Json(std::move(*created), 201);
     const json j = json::parse(r.body, nullptr, false);
     if (j.is_object()) r.headers.emplace("Location", j["links"]["self"].get<std::string>());
@@ -349,16 +409,16 @@ Status CameraService::RegisterRoutes(http::HttpServer& server) {
   RETURN_IF_ERROR(server.Route("GET", one, [this](const http::HttpRequest& req) {
     const std::string& id = req.path_params.at("id");
     auto body = StreamJson(id);
-    if (!body) return ErrorResponse({404, "unknown_stream", "unknown stream '" + id + "'"});
+    if (!body) return ErrorResponse(404, "unknown_stream", "unknown stream '" + id + "'");
     return http::HttpResponse::Json(std::move(*body));
   }));
   RETURN_IF_ERROR(server.Route("DELETE", one, [this](const http::HttpRequest& req) {
     const std::string& id = req.path_params.at("id");
     Status s = RemoveStream(id);
     if (s.code() == StatusCode::kNotFound) {
-      return ErrorResponse({404, "unknown_stream", "unknown stream '" + id + "'"});
+      return ErrorResponse(404, "unknown_stream", "unknown stream '" + id + "'");
     }
-    if (!s.ok()) return ErrorResponse(FromStatus(s));
+    if (!s.ok()) return ErrorResponse(s);
     http::HttpResponse r;
     r.status = 204;
     r.content_type = "";

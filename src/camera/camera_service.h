@@ -1,13 +1,17 @@
-// CameraService: the live streams of one camera instance — their HTTP API, their runners,
-// their persistence — and the reader of kadr.live.results that tells each runner how its
-// frames fared.
+// CameraService: the long-running producers of one camera service instance — its live
+// streams (their HTTP API, runners and persistence) and, given a video folder, the video jobs
+// it takes (camera/video_jobs.h) — and the reader of their answers. Every producer is a run of
+// the frame engine; one engine::Router hands each answer to its run.
 //
 //   POST/GET/DELETE /api/v1/streams  ->  StreamStore (SQLite) + one StreamRunner per stream
-//   kadr.live.results (FrameSubscriber)  ->  routed by stream id  ->  StreamRunner::OnResult
+//   kadr.video.jobs (requests subscriber, shared group)  ->  VideoJobs
+//   kadr.live.results + kadr.video.replies.<camera id> (results subscriber)  ->  Router
+//       ->  the stream's or video job's run; cancel requests there  ->  VideoJobs
 //
-// Create() restores the persisted streams and starts their runners. Run() polls results until
-// stopped, then stops every runner and closes the subscriber. Results of streams this
-// instance does not own (another camera's, or deleted ones) are acknowledged and ignored.
+// Create() restores the persisted streams and starts their runners, and resumes the video
+// jobs this camera had taken. Run() polls until stopped, then stops every runner and video job
+// and closes the subscribers. Results of streams this instance does not own (another
+// camera's, or deleted ones) are acknowledged and ignored.
 //
 // Errors of the API (docs/api.md "Streams"): 400 invalid field (invalid_argument, names the
 // field) or no_such_device / no_such_file; 404 unknown model (via the injected check) or
@@ -41,6 +45,7 @@
 #include "camera/stream_runner.h"
 #include "camera/stream_spec.h"
 #include "camera/stream_store.h"
+#include "camera/video_jobs.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "http/server.h"
@@ -64,35 +69,37 @@ struct CameraOptions {
   // Results taken per poll, and the longest wait of one poll (also the stop-check interval).
   std::size_t max_batch = 64;
   std::chrono::milliseconds poll_timeout{100};
-};
-
-// An API error: HTTP status, error code and message, as the stream routes answer them.
-struct ApiError {
-  int http_status = 500;
-  std::string code;
-  std::string message;
+  // Video jobs: taken from kadr.video.jobs when `video.dir` is set (and a requests
+  // subscriber is given), answered on video.reply_topic (which the results subscriber must
+  // read too).
+  VideoJobsOptions video;
 };
 
 class CameraService {
  public:
-  // Opens <data_dir>/streams.db and starts a runner for every stream in it.
-  // `factory` builds sources (OpenCvSourceFactory() in production; fakes in tests).
-  // Errors: the store's (kUnavailable, kInternal, kFailedPrecondition).
+  // Opens <data_dir>/streams.db and starts a runner for every stream in it; with a video
+  // folder and a `requests` subscriber (of kadr.video.jobs), resumes this camera's video jobs
+  // and takes new ones. `factory` builds sources (OpenCvSourceFactory() in production; fakes
+  // in tests).
+  // Errors: the store's (kUnavailable, kInternal, kFailedPrecondition), VideoJobs::Init's.
   static Result<std::unique_ptr<CameraService>> Create(CameraOptions options,
                                                        bus::FramePublisher& publisher,
                                                        bus::FrameSubscriber& results,
+                                                       bus::FrameSubscriber* requests,
                                                        MetricsRegistry& metrics, ModelCheck check,
                                                        SourceFactory factory);
   ~CameraService();
   CameraService(const CameraService&) = delete;
   CameraService& operator=(const CameraService&) = delete;
 
-  // Routes results until `stop`, then stops the runners and closes the subscriber (its
-  // status is returned).
+  // Routes results and takes video jobs until `stop`, then stops the runners and video jobs
+  // and closes the subscribers (the results subscriber's status is returned).
   Status Run(const std::stop_token& stop);
-  // One step of Run(): polls one batch and routes it. Returns the number of messages taken.
+  // One step of Run(): polls one batch of results (waiting up to `timeout`) and routes it,
+  // and takes what waits on kadr.video.jobs. Returns the number of messages taken.
   std::size_t PollOnce(std::chrono::milliseconds timeout);
-  // Stops every runner (waits for their threads). Idempotent; Run() does it on stop.
+  // Stops every runner and video job (waits for their threads). Idempotent; Run() does it on
+  // stop.
   void StopAll();
 
   // Installs POST /api/v1/streams, GET /api/v1/streams, GET and DELETE /api/v1/streams/:id.
@@ -100,8 +107,12 @@ class CameraService {
   Status RegisterRoutes(http::HttpServer& server);
 
   // The API's operations, for the routes and for tests. Add validates, probes (unless the
-  // request says not to), persists and starts; it returns the stream JSON.
-  Result<std::string> AddStream(std::string_view body, ApiError* error);
+  // request says not to), persists and starts; it returns the stream JSON. Errors:
+  // kInvalidArgument (a field, named), kNotFound (unknown model; no such device or file),
+  // kUnsupported (a file that is not a video), kResourceExhausted (max_streams), kUnavailable
+  // (a source that cannot be reached), the store's. The routes answer them with the finer
+  // codes of docs/api.md (no_such_device, no_such_file, not_a_video, source_unreachable).
+  Result<std::string> AddStream(std::string_view body);
   std::string ListStreamsJson() const;
   // The stream JSON, or nullopt for an unknown id.
   std::optional<std::string> StreamJson(const std::string& id) const;
@@ -112,17 +123,24 @@ class CameraService {
   std::vector<std::string> StreamIds() const;
 
  private:
+  struct ApiError;  // an error with the stream routes' HTTP status and code
+
   CameraService(CameraOptions options, bus::FramePublisher& publisher,
-                bus::FrameSubscriber& results, MetricsRegistry& metrics, ModelCheck check,
-                SourceFactory factory, std::unique_ptr<StreamStore> store);
+                bus::FrameSubscriber& results, bus::FrameSubscriber* requests,
+                MetricsRegistry& metrics, ModelCheck check, SourceFactory factory,
+                std::unique_ptr<StreamStore> store);
+  Result<std::string> Add(std::string_view body, ApiError* error);
   void StartRunnerLocked(const StreamSpec& spec);
   void ReapRetired();
-  ApiError ProbeError(const Status& s, const capture::SourceLocation& location) const;
+  void Route(const bus::InboundMessage& in, std::int64_t received_ms);
   std::string StreamToJsonLocked(const StreamRunner& runner) const;
 
   const CameraOptions options_;
   bus::FramePublisher& publisher_;
   bus::FrameSubscriber& results_;
+  bus::FrameSubscriber* const requests_;
+  engine::Router router_;
+  std::unique_ptr<VideoJobs> video_;  // with a video folder and a requests subscriber
   MetricsRegistry& metrics_;
   const ModelCheck check_;
   const SourceFactory factory_;

@@ -1,17 +1,20 @@
-// StreamRunner: one live stream, from its source to the frames topic of its model, with
-// bounded latency (docs/adr/0004 "Bounded latency in live mode").
+// StreamRunner: one live stream on the frame engine (engine/frame_run.h), from its source to
+// the frames topic of its model, with bounded latency (docs/adr/0004 "Bounded latency in live
+// mode").
 //
-//   capture thread:  open source -> read at the source's pace -> decimate to the target fps
-//                    -> scale down to max size -> one-slot mailbox
-//   publish thread:  mailbox -> (window has room) -> RGB JPEG -> FramePublisher
-//   OnResult():      a result from kadr.live.results frees its window slot
+//   source: open -> read at the source's pace -> decimate to the target fps -> scale down to
+//           max size                         (engine::Source, with reconnection, below)
+//   engine: live (one-slot mailbox, deadlines) or lossless (the reader waits for the window)
+//           -> RGB JPEG -> kadr.frames.<model> (engine::BusDispatcher)
+//   OnResult(): a result from kadr.live.results frees its window slot
 //
-// Drop policy. Live mode: a frame that replaces an unsent frame in the mailbox drops the old
-// one (reason "backpressure"); a result the worker skipped past its deadline is a drop
-// ("deadline"), as is an in-flight frame whose result has not come max_latency_ms after its
-// capture (it is forgotten so that a lost result cannot wedge the window); an error result or
-// a failed publish is a drop ("error"). Lossless mode: the capture thread waits for the
-// mailbox instead of replacing, so nothing is dropped by backpressure.
+// Drop policy (the engine's). Live mode: a frame that replaces an unsent frame in the mailbox
+// drops the old one (reason "backpressure"); a result the worker skipped past its deadline is
+// a drop ("deadline"), as is an in-flight frame whose result has not come max_latency_ms after
+// its capture (it is forgotten so that a lost result cannot wedge the window); an error result
+// or a failed publish is a drop ("error"). Lossless mode: the source is read only when the
+// window has room, so nothing is dropped by backpressure; frames carry no deadline, and one
+// without a result 60 s after it was sent is a "deadline" drop.
 // Files are read at their own frame rate in live mode (as a camera would deliver them) and
 // as fast as the window allows in lossless mode.
 //
@@ -24,7 +27,7 @@
 //
 // Threading: Start() and Stop() from one owner thread; OnResult() and Snapshot() from any
 // thread. Ownership: the publisher and metrics registry are borrowed and must outlive the
-// runner. Stop() waits for the capture thread, which may be inside one blocking Read()
+// runner. Stop() waits for the run's threads, which may be inside one blocking Read()
 // (bounded by the source's read timeout).
 #pragma once
 
@@ -49,6 +52,8 @@
 #include "capture/frame_source.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "engine/bus_dispatch.h"
+#include "engine/frame_run.h"
 #include "protocol/frame.h"
 
 namespace kadr::camera {
@@ -143,83 +148,39 @@ class StreamRunner {
   // Whether both threads have ended (after Stop, or a finished / failed stream).
   bool Stopped() const;
 
-  // A result for one of this stream's frames (routed by stream id), received at
-  // `received_ms` (Unix ms). Results of frames not in flight (late, duplicated, from an
-  // earlier run) are ignored.
+  // A result for one of this stream's frames, received at `received_ms` (Unix ms). Results
+  // of frames not in flight (late, duplicated, from an earlier run) are ignored.
   void OnResult(const protocol::FrameResult& result, std::int64_t received_ms);
+  // The engine run of the stream, for an engine::Router (its id: "<stream id>.<start ms>").
+  engine::FrameRun& run() { return *run_; }
 
   const StreamSpec& spec() const { return spec_; }
   StreamSnapshot Snapshot() const;
 
  private:
-  using SteadyTime = std::chrono::steady_clock::time_point;
-  struct Pending {
-    cv::Mat image;
-    std::int64_t capture_ms = 0;
-  };
-  struct InFlight {
-    std::int64_t capture_ms = 0;
-    std::int64_t expires_ms = 0;
-  };
+  class Reader;  // the engine::Source: capture, reconnection, pacing, decimation, scaling
+  class Stats;   // the engine::Sink and Dispatcher wrapper: counts, latency, fps, metrics
 
-  void CaptureLoop();
-  void PublishLoop();
-  // Reads from an open source until it is lost, ends or stop; returns the reason it ended.
-  Status ReadLoop(capture::FrameSource& source);
-  void Offer(cv::Mat image, std::int64_t capture_ms);
-  void Publish(const Pending& frame);
-  void OnDeliveryFailed(const std::string& frame_id, const Status& error);
-  void ExpireLocked(std::int64_t now);
+  void RunLoop(const std::stop_token& stop);
   void SetState(StreamState state);
   void RecordError(const Status& error);
-  // Waits up to `d` unless stop is requested; false when stopping.
-  bool SleepFor(std::chrono::milliseconds d);
   std::int64_t NowMs() const;
-  static double Rate(const std::deque<SteadyTime>& events, SteadyTime now,
-                     std::chrono::milliseconds window, SteadyTime since);
 
   const StreamSpec spec_;
   const RunnerOptions options_;
   const SourceFactory factory_;
-  bus::FramePublisher& publisher_;
-  const std::string topic_;
-  const std::string frame_prefix_;  // "<stream id>.<run start ms>."
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  bool capture_done_ = false;
-  bool publish_done_ = false;
+  std::unique_ptr<Stats> stats_;
+  std::unique_ptr<Reader> reader_;
+  std::unique_ptr<engine::BusDispatcher> bus_;
+  std::unique_ptr<engine::FrameRun> run_;
+
+  mutable std::mutex mu_;  // guards state_ and the error fields of Stats
   StreamState state_ = StreamState::kConnecting;
-  std::optional<Pending> mailbox_;
-  std::map<std::string, InFlight> in_flight_;
-  std::int64_t next_seq_ = 0;
-  StreamStats stats_;
-  std::deque<SteadyTime> captured_times_;
-  std::deque<SteadyTime> done_times_;
-  std::deque<double> latencies_;
-  SteadyTime running_since_{};
-
-  // Metrics (series of this stream).
-  Counter& captured_total_;
-  Counter& published_total_;
-  Counter& done_total_;
-  Counter& dropped_backpressure_total_;
-  Counter& dropped_deadline_total_;
-  Counter& dropped_error_total_;
-  Counter& reconnects_total_;
+  bool done_ = false;  // the run's thread has ended
   std::vector<Gauge*> state_gauges_;
-  Histogram& latency_seconds_;
 
-  // Delivery callbacks may come from a transport thread after the runner is gone.
-  struct Lifetime {
-    std::mutex mu;
-    bool closed = false;
-  };
-  std::shared_ptr<Lifetime> lifetime_ = std::make_shared<Lifetime>();
-
-  std::thread capture_thread_;
-  std::thread publish_thread_;
+  std::jthread thread_;
 };
 
 }  // namespace kadr::camera

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -18,6 +19,7 @@
 #include <opencv2/videoio.hpp>
 
 #include "common/clock.h"
+#include "video/video.h"
 
 namespace kadr::capture {
 namespace {
@@ -50,7 +52,7 @@ class OpenCvFrameSource final : public FrameSource {
   OpenCvFrameSource(SourceLocation location, const SourceOptions& options)
       : location_(std::move(location)), options_(options) {
     info_.kind = location_.kind;
-    info_.live = location_.kind != SourceKind::kFile;
+    info_.live = true;
   }
   ~OpenCvFrameSource() override { Close(); }
 
@@ -75,25 +77,9 @@ class OpenCvFrameSource final : public FrameSource {
     }
     try {
       if (capture_.read(frame.image) && !frame.image.empty()) return Normalised(std::move(frame));
-      if (location_.kind != SourceKind::kFile) {
-        return UnavailableError("lost " + location_.redacted +
-                                ": no frame (connection closed, device gone, or nothing within " +
-                                std::to_string(options_.read_timeout.count()) + " ms)");
-      }
-      if (!options_.loop) {
-        frame.end_of_stream = true;
-        return frame;
-      }
-      // Loop: seek back; some containers cannot seek, so reopen when that does not work.
-      if (capture_.set(cv::CAP_PROP_POS_FRAMES, 0) && capture_.read(frame.image) &&
-          !frame.image.empty()) {
-        return Normalised(std::move(frame));
-      }
-      capture_.release();
-      if (Status s = OpenCapture(); !s.ok()) return s;
-      if (capture_.read(frame.image) && !frame.image.empty()) return Normalised(std::move(frame));
-      return UnavailableError("file " + location_.redacted +
-                              " ended and could not be read again from its start");
+      return UnavailableError("lost " + location_.redacted +
+                              ": no frame (connection closed, device gone, or nothing within " +
+                              std::to_string(options_.read_timeout.count()) + " ms)");
     } catch (const std::exception& e) {
       return InternalError("reading " + location_.redacted + ": " + RedactUrl(e.what()));
     }
@@ -123,20 +109,8 @@ class OpenCvFrameSource final : public FrameSource {
         if (Status s = OpenCapture(); !s.ok()) return s;
         break;
       }
-      case SourceKind::kFile: {
-        struct stat st {};
-        if (::stat(location_.uri.c_str(), &st) != 0) {
-          return NotFoundError("no such file " + location_.uri);
-        }
-        if (S_ISDIR(st.st_mode)) {
-          return InvalidArgumentError(location_.uri + " is a directory, not a video file");
-        }
-        if (::access(location_.uri.c_str(), R_OK) != 0) {
-          return InvalidArgumentError("cannot read " + location_.uri + ": " + std::strerror(errno));
-        }
-        if (Status s = OpenCapture(); !s.ok()) return s;
-        break;
-      }
+      case SourceKind::kFile:
+        return InternalError("files are read by FileFrameSource");
       case SourceKind::kRtsp:
       case SourceKind::kHttp: {
         if (Status s = ProbeTcp(location_.host, location_.port, options_.open_timeout); !s.ok()) {
@@ -157,9 +131,6 @@ class OpenCvFrameSource final : public FrameSource {
     cv::Mat first;
     if (!capture_.read(first) || first.empty()) {
       capture_.release();
-      if (location_.kind == SourceKind::kFile) {
-        return UnsupportedError("not a video: " + location_.uri + " has no decodable frame");
-      }
       // OpenCV's open timeout interrupts FFmpeg's stream probe and still reports success.
       if (MillisSince(started) >= static_cast<double>(options_.open_timeout.count()) * 0.95) {
         return DeadlineExceededError(
@@ -193,10 +164,6 @@ class OpenCvFrameSource final : public FrameSource {
         cv::CAP_PROP_READ_TIMEOUT_MSEC, static_cast<int>(options_.read_timeout.count())};
     ok = capture_.open(location_.uri, cv::CAP_FFMPEG, params);
     if (ok) return Status::Ok();
-    if (location_.kind == SourceKind::kFile) {
-      return UnsupportedError("not a video: " + location_.uri +
-                              " (FFmpeg cannot read it as a video)");
-    }
     return UnavailableError(location_.redacted + ": connected to " +
                             HostPort(location_.host, location_.port) +
                             " but the stream could not be opened (wrong path, authentication "
@@ -228,6 +195,67 @@ class OpenCvFrameSource final : public FrameSource {
   const SourceOptions options_;
   cv::VideoCapture capture_;
   cv::Mat pending_;  // the first frame, read by Open()
+  SourceInfo info_;
+};
+
+// A video file through the one reader of video files (video::VideoFileReader), as video jobs
+// and `kadr detect` read them; at its end it starts again (loop) or reports the end.
+class FileFrameSource final : public FrameSource {
+ public:
+  FileFrameSource(SourceLocation location, const SourceOptions& options)
+      : location_(std::move(location)), options_(options) {
+    info_.kind = SourceKind::kFile;
+    info_.live = false;
+  }
+
+  Status Open() override {
+    Close();
+    struct stat st {};
+    if (::stat(location_.uri.c_str(), &st) != 0)
+      return NotFoundError("no such file " + location_.uri);
+    if (S_ISDIR(st.st_mode)) {
+      return InvalidArgumentError(location_.uri + " is a directory, not a video file");
+    }
+    if (::access(location_.uri.c_str(), R_OK) != 0) {
+      return InvalidArgumentError("cannot read " + location_.uri + ": " + std::strerror(errno));
+    }
+    auto reader = video::VideoFileReader::Open(location_.uri);
+    if (!reader) return reader.error();
+    info_.fps = reader->fps();
+    info_.width = reader->width();
+    info_.height = reader->height();
+    reader_.emplace(std::move(reader).value());
+    return Status::Ok();
+  }
+
+  Result<Frame> Read() override {
+    if (!reader_) return FailedPreconditionError(location_.redacted + " is not open");
+    Frame frame;
+    ASSIGN_OR_RETURN(bool more, reader_->Read(frame.image));
+    if (more) return frame;
+    if (!options_.loop) {
+      frame.end_of_stream = true;
+      return frame;
+    }
+    auto again = video::VideoFileReader::Open(location_.uri);
+    if (!again) {
+      return UnavailableError(
+          "file " + location_.redacted +
+          " ended and could not be read again from its start: " + again.error().message());
+    }
+    reader_.emplace(std::move(again).value());
+    ASSIGN_OR_RETURN(more, reader_->Read(frame.image));
+    if (!more) return UnavailableError("file " + location_.redacted + " has no frame any more");
+    return frame;
+  }
+
+  void Close() override { reader_.reset(); }
+  SourceInfo info() const override { return info_; }
+
+ private:
+  const SourceLocation location_;
+  const SourceOptions options_;
+  std::optional<video::VideoFileReader> reader_;
   SourceInfo info_;
 };
 
@@ -275,6 +303,10 @@ Status ProbeTcp(const std::string& host, int port, std::chrono::milliseconds tim
 Result<std::unique_ptr<FrameSource>> MakeOpenCvFrameSource(std::string_view source,
                                                            const SourceOptions& options) {
   ASSIGN_OR_RETURN(SourceLocation location, ParseSource(source));
+  if (location.kind == SourceKind::kFile) {
+    return std::unique_ptr<FrameSource>(
+        std::make_unique<FileFrameSource>(std::move(location), options));
+  }
   return std::unique_ptr<FrameSource>(
       std::make_unique<OpenCvFrameSource>(std::move(location), options));
 }

@@ -29,30 +29,53 @@
 #include "kafka/kafka_publisher.h"
 #include "kafka/kafka_subscriber.h"
 #include "protocol/frame.h"
+#include "protocol/topics.h"
 
 namespace kadr::cli {
 
 std::string CameraGroup(const std::string& camera_id) { return "kadr.camera." + camera_id; }
 
 Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::string& camera_id,
-                                      const std::string& data_dir, const std::string& default_model,
+                                      const std::string& data_dir, const std::string& video_dir,
+                                      const std::string& default_model,
                                       const kafka::KafkaOptions& kafka_options,
                                       kafka::KafkaPublisher& publisher, MetricsRegistry& metrics,
                                       camera::ModelCheck check, int partitions) {
-  for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
-    // Not fatal: the first result creates the topic (auto-creation) once the broker is back.
+  const std::string reply_topic = std::string(protocol::kVideoRepliesTopicPrefix) + camera_id;
+  std::vector<std::string> topics = {std::string(protocol::kLiveResultsTopic),
+                                     std::string(protocol::kLiveAnnotatedTopic)};
+  if (!video_dir.empty()) {
+    topics.emplace_back(protocol::kVideoJobsTopic);
+  }
+  for (const std::string& topic : topics) {
+    // Not fatal: the first message creates the topic (auto-creation) once the broker is back.
     if (Status s = EnsureKadrTopic(publisher, topic, partitions); !s.ok()) {
       spdlog::warn("camera: topic {} not ready yet: {}", topic, s.ToString());
+    }
+  }
+  if (!video_dir.empty()) {
+    if (Status s = EnsureKadrTopic(publisher, reply_topic, 1); !s.ok()) {
+      spdlog::warn("camera: topic {} not ready yet: {}", reply_topic, s.ToString());
     }
   }
   kafka::SubscriberOptions so;
   so.group_id = CameraGroup(camera_id);
   so.topics = {std::string(protocol::kLiveResultsTopic)};
+  if (!video_dir.empty()) so.topics.push_back(reply_topic);
   so.metadata_refresh_ms = 5000;
   auto subscriber = kafka::KafkaSubscriber::Create(kafka_options, so);
   if (!subscriber) return subscriber.error().WithContext("camera consumer");
   CameraStack stack;
   stack.subscriber = std::move(*subscriber);
+  if (!video_dir.empty()) {
+    kafka::SubscriberOptions ro;
+    ro.group_id = kVideoJobsGroup;  // one group: each video job runs on one camera service
+    ro.topics = {std::string(protocol::kVideoJobsTopic)};
+    ro.metadata_refresh_ms = 5000;
+    auto requests = kafka::KafkaSubscriber::Create(kafka_options, ro);
+    if (!requests) return requests.error().WithContext("camera video-job consumer");
+    stack.requests = std::move(*requests);
+  }
   camera::CameraOptions co;
   co.data_dir = data_dir;
   co.default_model = default_model;
@@ -60,12 +83,18 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
   co.probe_timeout = std::chrono::milliseconds(flags.probe_timeout_ms);
   co.runner.open_timeout = std::chrono::milliseconds(flags.open_timeout_ms);
   co.runner.stall_timeout = std::chrono::milliseconds(flags.stall_timeout_ms);
-  auto service = camera::CameraService::Create(co, publisher, *stack.subscriber, metrics,
-                                               std::move(check), camera::OpenCvSourceFactory());
+  co.video.dir = video_dir;
+  co.video.camera_id = camera_id;
+  co.video.reply_topic = reply_topic;
+  co.video.max_running = flags.max_video_jobs;
+  auto service =
+      camera::CameraService::Create(co, publisher, *stack.subscriber, stack.requests.get(), metrics,
+                                    std::move(check), camera::OpenCvSourceFactory());
   if (!service) return service.error().WithContext("camera service");
   stack.service = std::move(*service);
-  spdlog::info("camera id={} group={} data_dir={} streams={}", camera_id, so.group_id, data_dir,
-               stack.service->StreamIds().size());
+  spdlog::info("camera id={} group={} data_dir={} streams={} video_dir={}", camera_id, so.group_id,
+               data_dir, stack.service->StreamIds().size(),
+               video_dir.empty() ? "none (no video jobs)" : video_dir);
   return stack;
 }
 
@@ -92,6 +121,11 @@ void AddCameraFlags(CLI::App& sub, CameraFlags& flags) {
       ->envname("KADR_STALL_TIMEOUT_MS")
       ->check(CLI::Range(100, 600000))
       ->capture_default_str();
+  sub.add_option("--max-video-jobs", flags.max_video_jobs,
+                 "video jobs decoded at once by this camera service; later ones wait queued")
+      ->envname("KADR_MAX_VIDEO_JOBS")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
 }
 
 namespace {
@@ -103,6 +137,7 @@ struct CameraArgs {
   int http_port = 8082;
   int http_threads = 16;
   std::string data_dir = "kadr-data";
+  std::string video_dir;
   std::string default_model;
   std::vector<std::string> models;
 };
@@ -145,8 +180,9 @@ int RunCamera(const CameraArgs& args, const GlobalOptions& global) {
     return 2;
   }
   spdlog::info("kafka {}", DescribeKafka(*kafka_options));
-  auto stack = MakeCameraService(args.camera, camera_id, args.data_dir, args.default_model,
-                                 *kafka_options, **publisher, metrics, check, 1);
+  auto stack =
+      MakeCameraService(args.camera, camera_id, args.data_dir, args.video_dir, args.default_model,
+                        *kafka_options, **publisher, metrics, check, 1);
   if (!stack) {
     fmt::print(stderr, "error: {}\n", stack.error().ToString());
     return 2;
@@ -221,6 +257,10 @@ Command AddCameraCommand(CLI::App& app, const GlobalOptions& global) {
   sub->add_option("--data-dir", args->data_dir, "where streams.db (the streams) is kept")
       ->envname("KADR_DATA_DIR")
       ->capture_default_str();
+  sub->add_option("--video-dir", args->video_dir,
+                  "the video folder shared with the gateways: take video jobs from "
+                  "kadr.video.jobs and write their MP4s there (default: none, no video jobs)")
+      ->envname("KADR_VIDEO_DIR");
   sub->add_option("--default-model", args->default_model,
                   "model of a stream whose request names none (default: model required)")
       ->envname("KADR_DEFAULT_MODEL");

@@ -16,29 +16,36 @@
 namespace kadr::cli {
 
 struct CameraFlags {
-  std::string camera_id;         // --camera-id, KADR_CAMERA_ID (default: host-port)
-  std::size_t max_streams = 64;  // --max-streams
-  int probe_timeout_ms = 5000;   // --probe-timeout-ms
-  int open_timeout_ms = 5000;    // --open-timeout-ms
-  int stall_timeout_ms = 5000;   // --stall-timeout-ms
+  std::string camera_id;           // --camera-id, KADR_CAMERA_ID (default: host-port)
+  std::size_t max_streams = 64;    // --max-streams
+  int probe_timeout_ms = 5000;     // --probe-timeout-ms
+  int open_timeout_ms = 5000;      // --open-timeout-ms
+  int stall_timeout_ms = 5000;     // --stall-timeout-ms
+  std::size_t max_video_jobs = 2;  // --max-video-jobs
 };
 
 void AddCameraFlags(CLI::App& sub, CameraFlags& flags);
 
-// "kadr.camera.<camera_id>".
+// "kadr.camera.<camera_id>": the results group of one camera service.
 std::string CameraGroup(const std::string& camera_id);
+// "kadr.camera.video": the group every camera service reads kadr.video.jobs in.
+inline constexpr char kVideoJobsGroup[] = "kadr.camera.video";
 
-// The service and the consumer it reads results with; destroy the service first.
+// The service and the consumers it reads with; destroy the service first.
 struct CameraStack {
   std::unique_ptr<kafka::KafkaSubscriber> subscriber;
+  std::unique_ptr<kafka::KafkaSubscriber> requests;  // with a video folder
   std::unique_ptr<camera::CameraService> service;
 };
 
 // Ensures kadr.live.results / kadr.live.annotated exist (warns when the broker is not ready),
 // subscribes group kadr.camera.<camera_id> to kadr.live.results, and creates the service on
-// `data_dir` (restoring its streams). The publisher and metrics must outlive the result.
+// `data_dir` (restoring its streams). With a `video_dir` it also takes video jobs: its reply
+// topic kadr.video.replies.<camera_id> is created and read with the results, and group
+// kadr.camera.video reads kadr.video.jobs. The publisher and metrics must outlive the result.
 Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::string& camera_id,
-                                      const std::string& data_dir, const std::string& default_model,
+                                      const std::string& data_dir, const std::string& video_dir,
+                                      const std::string& default_model,
                                       const kafka::KafkaOptions& kafka_options,
                                       kafka::KafkaPublisher& publisher, MetricsRegistry& metrics,
                                       camera::ModelCheck check, int partitions);

@@ -1,6 +1,8 @@
 // `kadr detect`: run one model over image and video files, write annotated JPEGs and MP4s,
-// print detections. Videos are decoded in-process, tracked (tracking::Tracker) and drawn frame
-// by frame, with a progress bar on stderr.
+// print detections. Each file is a run of the frame engine (engine/frame_run.h) with the model
+// in this process (worker::LocalDispatcher): videos are read by the one video reader, tracked,
+// drawn and written by the one video writer (engine/video_file.h) with a progress bar on
+// stderr, and their JSON lines are those of a video job's result.
 #include <unistd.h>
 
 #include <chrono>
@@ -15,10 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "imaging/annotate.h"
-#include "tracking/tracker.h"
+#include "engine/frame_run.h"
+#include "engine/video_file.h"
 #include "video/video.h"
 #include "worker/frame_processor.h"
+#include "worker/local_dispatcher.h"
 
 namespace kadr::cli {
 namespace {
@@ -151,6 +154,33 @@ class ProgressBar {
   int last_decile_ = 0;
 };
 
+// Keeps the one frame a one-frame run releases.
+class LastFrame final : public engine::Sink {
+ public:
+  Status Release(engine::Released frame) override {
+    frame_ = std::move(frame);
+    return Status::Ok();
+  }
+  std::optional<engine::Released>& frame() { return frame_; }
+
+ private:
+  std::optional<engine::Released> frame_;
+};
+
+// The engine's options for a run of `kadr detect`: lossless, in order, one frame at a time.
+engine::RunOptions LocalRun(bool draw) {
+  engine::RunOptions ro;
+  ro.id = "detect";
+  ro.mode = engine::Mode::kLossless;
+  ro.window = 1;
+  ro.ordered = true;
+  ro.fail_on_send_error = true;
+  ro.want_image = draw;
+  ro.image_topic = worker::kLocalImageTopic;
+  ro.keep_frames = true;  // a frame that fails is written un-annotated
+  return ro;
+}
+
 // One video: decode -> detect -> track -> draw -> MP4, one JSON line per frame with --json.
 // Returns the error that stopped it.
 Status DetectVideo(const DetectArgs& args, const std::string& file,
@@ -158,73 +188,81 @@ Status DetectVideo(const DetectArgs& args, const std::string& file,
                    const protocol::DetectOptions& options, bool single_video) {
   const std::filesystem::path path(file);
   const inference::ModelInfo& info = detector.info();
-  ASSIGN_OR_RETURN(auto reader, video::VideoFileReader::Open(file));
-  std::optional<video::Mp4Writer> writer;
+  ASSIGN_OR_RETURN(auto source, engine::VideoFileSource::Open(file));
   std::string out_path;
   if (!args.no_draw) {
     out_path = single_video && !args.output.empty()
                    ? args.output
                    : (args.out_dir / (path.stem().string() + "." + info.name + ".mp4")).string();
-    ASSIGN_OR_RETURN(
-        auto w, video::Mp4Writer::Open(out_path, reader.fps(), {reader.width(), reader.height()}));
-    writer.emplace(std::move(w));
   }
-  tracking::Tracker tracker;
-  ProgressBar progress(path.filename().string(), reader.frame_count(), !args.no_progress);
-  std::int64_t index = 0;
-  std::size_t detections = 0;
-  std::int64_t max_track = 0;
-  const auto started = std::chrono::steady_clock::now();
-  cv::Mat bgr;
-  while (true) {
-    ASSIGN_OR_RETURN(const bool more, reader.Read(bgr));
-    if (!more) break;
-    worker::DecodedFrame frame;
-    frame.started = SteadyClock::now();
-    frame.result.model = info.name;
-    frame.result.image_width = bgr.cols;
-    frame.result.image_height = bgr.rows;
-    frame.image = bgr;
-    worker::DecodedFrame* frames[] = {&frame};
-    RETURN_IF_ERROR(processor.Detect(frames, options, detector));
-    tracker.Update(frame.result.detections);
-    detections += frame.result.detections.size();
-    for (const auto& d : frame.result.detections) {
-      if (d.track_id) max_track = std::max(max_track, *d.track_id);
-    }
-    if (writer) {
-      imaging::Annotate(frame.image, frame.result.detections);
-      RETURN_IF_ERROR(writer->Write(frame.image));
-    }
+  ProgressBar progress(path.filename().string(), source->stated_frames(), !args.no_progress);
+  engine::VideoFileSinkOptions so;
+  so.mp4_path = out_path;
+  so.fps = source->fps();
+  so.width = source->width();
+  so.height = source->height();
+  std::ostringstream lines;
+  if (args.json) {
+    so.lines = &lines;
+    so.file = file;
+  }
+  so.on_frame = [&](std::int64_t written, bool) {
+    // Each frame's line as soon as it is written, so a long video streams its results.
     if (args.json) {
-      nlohmann::json j = {
-          {"file", file},
-          {"index", index},
-          {"pts_ms", std::llround(static_cast<double>(index) * 1000.0 / reader.fps())},
-          {"result", nlohmann::json::parse(protocol::ToJson(frame.result))}};
-      fmt::print("{}\n", j.dump());
+      fmt::print("{}", lines.str());
+      lines.str({});
+      std::fflush(stdout);
     }
-    ++index;
-    progress.Update(index);
-  }
-  progress.Finish(index);
-  if (writer) RETURN_IF_ERROR(writer->Close());
+    progress.Update(written);
+  };
+  ASSIGN_OR_RETURN(auto sink, engine::VideoFileSink::Open(std::move(so)));
+  worker::LocalDispatcher dispatcher(processor, detector, options, /*track=*/true, !args.no_draw);
+  engine::FrameRun run(LocalRun(!args.no_draw), dispatcher, *sink);
+  const auto started = std::chrono::steady_clock::now();
+  RETURN_IF_ERROR(run.Run(*source, std::stop_token()));
+  const std::int64_t frames = sink->written();
+  progress.Finish(frames);
+  RETURN_IF_ERROR(sink->Close());
+  if (args.json) fmt::print("{}", lines.str());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   if (args.json) {
-    nlohmann::json j = {{"file", file},        {"annotated", out_path},    {"frames", index},
-                        {"fps", reader.fps()}, {"detections", detections}, {"tracks", max_track}};
+    nlohmann::json j = {{"file", file},
+                        {"annotated", out_path},
+                        {"frames", frames},
+                        {"fps", source->fps()},
+                        {"detections", sink->detections()},
+                        {"tracks", sink->max_track_id()}};
     fmt::print("{}\n", j.dump());
   } else {
     fmt::print(
         "{}: {}x{}, {} frames at {:.2f} fps, {} detections, {} tracks ({:.1f} s, {:.1f} "
         "frames/s)\n",
-        file, reader.width(), reader.height(), index, reader.fps(), detections, max_track, seconds,
-        seconds > 0 ? static_cast<double>(index) / seconds : 0.0);
+        file, source->width(), source->height(), frames, source->fps(), sink->detections(),
+        sink->max_track_id(), seconds, seconds > 0 ? static_cast<double>(frames) / seconds : 0.0);
     if (!out_path.empty()) fmt::print("  annotated video: {}\n", out_path);
   }
   std::fflush(stdout);
   return Status::Ok();
+}
+
+// One image: its whole trip through the model in this process.
+Result<engine::Released> DetectImage(const std::filesystem::path& path,
+                                     const worker::FrameProcessor& processor,
+                                     inference::Detector& detector,
+                                     const protocol::DetectOptions& options, bool draw) {
+  ASSIGN_OR_RETURN(auto bytes, ReadFile(path));
+  engine::SourceFrame frame;
+  frame.encoded = std::move(bytes);
+  engine::FramesSource source({std::move(frame)});
+  worker::LocalDispatcher dispatcher(processor, detector, options, /*track=*/false, draw);
+  LastFrame sink;
+  engine::FrameRun run(LocalRun(draw), dispatcher, sink);
+  RETURN_IF_ERROR(run.Run(source, std::stop_token()));
+  if (!sink.frame() || !sink.frame()->result) return InternalError("the image got no answer");
+  const protocol::FrameResult& result = *sink.frame()->result;
+  if (result.status != protocol::FrameStatus::kOk) return result.error;
+  return std::move(*sink.frame());
 }
 
 int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
@@ -283,10 +321,7 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
       }
       continue;
     }
-    auto processed = [&]() -> Result<worker::ProcessedFrame> {
-      ASSIGN_OR_RETURN(auto bytes, ReadFile(path));
-      return processor.Process(bytes, **detector, options);
-    }();
+    auto processed = DetectImage(path, processor, **detector, options, fp_options.draw);
     if (!processed) {
       ++failures;
       if (args.json) {
@@ -303,8 +338,8 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
     if (fp_options.draw) {
       const auto out_path = args.out_dir / (path.stem().string() + "." + info.name + ".jpg");
       std::ofstream out(out_path, std::ios::binary);
-      out.write(reinterpret_cast<const char*>(processed->annotated_jpeg.data()),
-                static_cast<std::streamsize>(processed->annotated_jpeg.size()));
+      out.write(reinterpret_cast<const char*>(processed->image.data()),
+                static_cast<std::streamsize>(processed->image.size()));
       if (!out) {
         ++failures;
         fmt::print(stderr, "{}: error: cannot write {}\n", image, out_path.string());
@@ -312,7 +347,7 @@ int RunDetect(const DetectArgs& args, const GlobalOptions& global) {
       }
       annotated = out_path.string();
     }
-    const auto& r = processed->result;
+    const auto& r = processed->result->result;
     if (args.json) {
       nlohmann::json j = {{"file", image},
                           {"annotated", annotated},

@@ -30,13 +30,15 @@
 #include "gateway/gateway_service.h"
 #include "http/server.h"
 #include "inference/model_registry.h"
+#include "jobs/job_routes.h"
+#include "jobs/recorder.h"
+#include "jobs/sqlite_job_store.h"
 #include "kafka/embedded_broker.h"
 #include "kafka/kafka_publisher.h"
 #include "kafka/kafka_subscriber.h"
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
-#include "viewer/history_store.h"
-#include "viewer/viewer_service.h"
+#include "viewer/live_view_service.h"
 #include "web/assets.h"
 #include "worker/worker_service.h"
 
@@ -166,8 +168,9 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     kafka::EmbeddedBrokerOptions bo;
     bo.port = args.broker_port;
     bo.partitions = args.partitions;
-    bo.topics = {std::string(protocol::kResultsTopic), std::string(protocol::kAnnotatedTopic),
-                 std::string(protocol::kDeadLetterTopic), std::string(protocol::kWorkersTopic)};
+    bo.topics = {std::string(protocol::kResultsTopic),    std::string(protocol::kAnnotatedTopic),
+                 std::string(protocol::kDeadLetterTopic), std::string(protocol::kWorkersTopic),
+                 std::string(protocol::kJobsTopic),       std::string(protocol::kVideoJobsTopic)};
     for (const auto& [name, detector] : serving) bo.topics.push_back(protocol::FramesTopic(name));
     auto b = kafka::EmbeddedBroker::Create(bo);
     if (!Check(b, "embedded broker")) return 2;
@@ -202,27 +205,35 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     workers.push_back(std::move(w));
   }
 
-  // Viewer: history of everything answered on the results and reply topics.
-  std::unique_ptr<viewer::HistoryStore> history;
-  std::unique_ptr<kafka::KafkaSubscriber> viewer_subscriber;
-  std::unique_ptr<viewer::ViewerService> viewer;
+  const std::string instance =
+      args.instance_id.empty() ? DefaultInstanceId(args.http_port) : TopicSafe(args.instance_id);
+  const std::string video_dir = !args.video_dir.empty() ? args.video_dir
+                                : role == Role::kUp
+                                    ? (std::filesystem::path(args.data_dir) / "videos").string()
+                                    : std::string();
+  // Job snapshots: the gateway writes them, the recorder reads them. Not fatal: the broker
+  // may come later (and then auto-creates it).
+  if (Status s = EnsureKadrTopic(**publisher, protocol::kJobsTopic, args.partitions); !s.ok()) {
+    spdlog::warn("topic {} not ready yet: {}", protocol::kJobsTopic, s.ToString());
+  }
+
+  // Viewer: the job store and its recorder, the job routes, the live view.
+  std::unique_ptr<jobs::SqliteJobStore> store;
   if (role != Role::kGateway) {
-    viewer::HistoryOptions ho;
-    ho.dir = args.data_dir;
-    ho.max_jobs = args.max_jobs;
-    ho.max_age = std::chrono::hours(args.max_age_hours);
-    ho.max_image_bytes = static_cast<std::uint64_t>(args.max_image_mb) << 20;
-    auto h = viewer::HistoryStore::Create(ho);
-    if (!Check(h, "history store")) return 2;
-    history = std::move(*h);
+    jobs::SqliteJobStoreOptions jo;
+    jo.dir = args.data_dir;
+    jo.retention.max_jobs = args.max_jobs;
+    jo.retention.max_age = std::chrono::hours(args.max_age_hours);
+    jo.retention.max_image_bytes = static_cast<std::uint64_t>(args.max_image_mb) << 20;
+    auto h = jobs::SqliteJobStore::Create(jo);
+    if (!Check(h, "job store")) return 2;
+    store = std::move(*h);
   }
 
   // Gateway: the REST API; answers come back on its own reply topic.
   std::unique_ptr<kafka::KafkaSubscriber> replies, announcements;
   std::unique_ptr<gateway::GatewayService> gateway;
   if (role != Role::kViewer) {
-    const std::string instance =
-        args.instance_id.empty() ? DefaultInstanceId(args.http_port) : TopicSafe(args.instance_id);
     gateway::GatewayOptions go;
     go.reply_topic = "kadr.replies." + instance;
     go.max_in_flight = args.max_in_flight;
@@ -230,9 +241,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     go.default_model = args.default_model;
     go.max_image_bytes = args.max_body_mb << 20;
     go.max_video_bytes = args.max_video_mb << 20;
-    go.video_dir = !args.video_dir.empty() ? args.video_dir
-                   : role == Role::kUp ? (std::filesystem::path(args.data_dir) / "videos").string()
-                                       : std::string();
+    go.video_dir = video_dir;
     // Not fatal: without a broker the gateway still serves /healthz and answers 503, and
     // the topic is created by the first reply (auto-creation) once the broker is back.
     if (Status s = EnsureKadrTopic(**publisher, go.reply_topic, 1); !s.ok()) {
@@ -253,9 +262,11 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     if (!Check(w, "worker-announcement consumer")) return 2;
     announcements = std::move(*w);
     kafka::KafkaPublisher* check = publisher->get();
-    gateway = std::make_unique<gateway::GatewayService>(
+    auto g = gateway::GatewayService::Create(
         go, **publisher, *replies, *announcements, configured,
-        [check] { return check->CheckBroker(std::chrono::seconds(1)); }, metrics, history.get());
+        [check] { return check->CheckBroker(std::chrono::seconds(1)); }, metrics);
+    if (!Check(g, "gateway")) return 2;
+    gateway = std::move(*g);
     spdlog::info("gateway instance={} reply_topic={}", instance, go.reply_topic);
   }
 
@@ -263,25 +274,38 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   // above, the live topics are created here (the camera creates them too). A pattern that
   // matches no topic yet (^kadr\.replies\..*, the live topics) delays the group's first
   // join by ~20 s on librdkafka 2.0.2, and with it the history. Not fatal.
-  if (history) {
+  std::unique_ptr<kafka::KafkaSubscriber> recorder_subscriber, live_subscriber;
+  std::unique_ptr<jobs::Recorder> recorder;
+  std::unique_ptr<viewer::LiveViewService> live_view;
+  if (store) {
     for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
       if (Status s = EnsureKadrTopic(**publisher, topic, args.partitions); !s.ok()) {
         spdlog::warn("viewer: topic {} not ready yet: {}", topic, s.ToString());
       }
     }
-    kafka::SubscriberOptions so;
-    so.group_id = "kadr.viewer";
-    so.topics = viewer::ViewerTopics();  // history topics and the live streams'
-    so.metadata_refresh_ms = 2000;
-    auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
-    if (!Check(s, "viewer consumer")) return 2;
-    viewer_subscriber = std::move(*s);
-    viewer::ViewerOptions vo;
-    vo.max_live_clients = args.max_live_clients;
-    viewer = std::make_unique<viewer::ViewerService>(vo, *history, *viewer_subscriber, metrics);
+    kafka::SubscriberOptions rs;
+    rs.group_id = "kadr.viewer";  // one recorder per deployment: one group
+    rs.topics = jobs::RecorderTopics();
+    rs.metadata_refresh_ms = 2000;
+    auto r = kafka::KafkaSubscriber::Create(*kafka_options, rs);
+    if (!Check(r, "recorder consumer")) return 2;
+    recorder_subscriber = std::move(*r);
+    recorder = std::make_unique<jobs::Recorder>(jobs::RecorderOptions{}, *store,
+                                                *recorder_subscriber, metrics);
+    kafka::SubscriberOptions ls;
+    ls.group_id = "kadr.viewer.live." + instance;  // every viewer shows every stream
+    ls.topics = viewer::LiveViewTopics();
+    ls.metadata_refresh_ms = 2000;
+    auto l = kafka::KafkaSubscriber::Create(*kafka_options, ls);
+    if (!Check(l, "live-view consumer")) return 2;
+    live_subscriber = std::move(*l);
+    viewer::LiveViewOptions lo;
+    lo.max_live_clients = args.max_live_clients;
+    live_view = std::make_unique<viewer::LiveViewService>(lo, *live_subscriber, metrics);
   }
 
-  // Camera (up only): live streams, their API on the shared port, results on kadr.live.results.
+  // Camera (up only): live streams, their API on the shared port, results on kadr.live.results;
+  // and the video jobs the gateway hands over through the video folder.
   std::optional<CameraStack> camera;
   if (role == Role::kUp) {
     std::string camera_id = args.camera.camera_id;
@@ -294,7 +318,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
       if (std::find(served.begin(), served.end(), model) != served.end()) return Status::Ok();
       return NotFoundError("unknown model '" + std::string(model) + "'");
     };
-    auto c = MakeCameraService(args.camera, camera_id, args.data_dir,
+    auto c = MakeCameraService(args.camera, camera_id, args.data_dir, video_dir,
                                args.default_model.empty() ? served.front() : args.default_model,
                                *kafka_options, **publisher, metrics, check, args.partitions);
     if (!Check(c, "camera")) return 2;
@@ -310,9 +334,14 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   auto server = http::HttpServer::Create(ho);
   if (!Check(server, "http server")) return 2;
   if (gateway && !Check(gateway->RegisterRoutes(**server), "gateway routes")) return 2;
-  if (viewer &&
-      !Check(viewer->RegisterRoutes(**server, /*job_routes=*/!gateway), "viewer routes")) {
-    return 2;
+  if (recorder) {
+    jobs::JobRoutesOptions jo;
+    jo.video_dir = video_dir;
+    if (!Check(jobs::RegisterJobRoutes(**server, jo, *store, *recorder, **publisher),
+               "job routes") ||
+        !Check(live_view->RegisterRoutes(**server), "live-view routes")) {
+      return 2;
+    }
   }
   if (camera && !Check(camera->service->RegisterRoutes(**server), "stream routes")) return 2;
   if (!Check(web::RegisterRoutes(**server), "web UI routes")) return 2;
@@ -339,10 +368,13 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
       if (Status s = service->Run(stop); !s.ok()) spdlog::warn("worker: {}", s.ToString());
     });
   }
-  std::jthread viewer_thread, gateway_thread;
-  if (viewer) {
-    viewer_thread = std::jthread([v = viewer.get(), stop] {
-      if (Status s = v->Run(stop); !s.ok()) spdlog::warn("viewer: {}", s.ToString());
+  std::jthread recorder_thread, live_thread, gateway_thread;
+  if (recorder) {
+    recorder_thread = std::jthread([r = recorder.get(), stop] {
+      if (Status s = r->Run(stop); !s.ok()) spdlog::warn("recorder: {}", s.ToString());
+    });
+    live_thread = std::jthread([v = live_view.get(), stop] {
+      if (Status s = v->Run(stop); !s.ok()) spdlog::warn("live view: {}", s.ToString());
     });
   }
   std::jthread camera_thread;
@@ -377,7 +409,8 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   for (auto& w : workers) {
     if (w->thread.joinable()) w->thread.join();  // drains, commits, leaves the group
   }
-  if (viewer_thread.joinable()) viewer_thread.join();
+  if (recorder_thread.joinable()) recorder_thread.join();
+  if (live_thread.joinable()) live_thread.join();
   (void)(*publisher)->Flush(std::chrono::seconds(5));
   spdlog::info("stopped");
   return 0;
@@ -421,9 +454,14 @@ void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
       ->envname("KADR_MAX_VIDEO_MB")
       ->check(CLI::Range(1, 65536))
       ->capture_default_str();
+}
+
+// Gateways write video jobs' outputs there, viewers serve them: a folder both can reach.
+void AddVideoDirFlag(CLI::App& sub, StackArgs& args) {
   sub.add_option("--video-dir", args.video_dir,
-                 "folder for video jobs: uploads, annotated MP4s, per-frame results "
-                 "(up: <data-dir>/videos; gateway: none, videos refused)")
+                 "folder for video jobs: uploads, annotated MP4s, per-frame results; shared by "
+                 "gateways (which write it) and viewers (which serve it) "
+                 "(up: <data-dir>/videos; otherwise none: videos refused)")
       ->envname("KADR_VIDEO_DIR");
 }
 
@@ -460,6 +498,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
   AddHttpFlags(*sub, *args);
   AddGatewayFlags(*sub, *args);
   AddViewerFlags(*sub, *args);
+  AddVideoDirFlag(*sub, *args);
   AddCameraFlags(*sub, args->camera);
   sub->add_option("--models", args->models, "models to serve, comma-separated (default: all)")
       ->envname("KADR_MODELS")
@@ -483,6 +522,7 @@ Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global) {
   CLI::App* sub = app.add_subcommand("gateway", "serve the REST API and web UI over a broker");
   AddHttpFlags(*sub, *args);
   AddGatewayFlags(*sub, *args);
+  AddVideoDirFlag(*sub, *args);
   sub->add_option("--models", args->models, "models offered (default: all configured)")
       ->envname("KADR_MODELS")
       ->delimiter(',');
@@ -493,9 +533,14 @@ Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global) {
 Command AddViewerCommand(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<StackArgs>();
   args->http_port = 8081;
-  CLI::App* sub = app.add_subcommand("viewer", "record results in the history and serve it");
+  CLI::App* sub = app.add_subcommand(
+      "viewer", "record jobs in the job store, serve the job routes and the live view");
   AddHttpFlags(*sub, *args);
   AddViewerFlags(*sub, *args);
+  AddVideoDirFlag(*sub, *args);
+  sub->add_option("--instance-id", args->instance_id,
+                  "this viewer's id, for its live-view consumer group (default: host-port)")
+      ->envname("KADR_INSTANCE_ID");
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
   return {sub, [args, &global] { return RunStack(Role::kViewer, *args, global); }};
 }

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <exception>
-#include <list>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -14,16 +14,20 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "engine/bus_dispatch.h"
+#include "engine/frame_run.h"
+#include "gateway/detail/publish.h"
 #include "gateway/detail/responses.h"
 #include "gateway/detail/upload.h"
-#include "gateway/detail/video_jobs.h"
+#include "gateway/detail/video_upload.h"
 #include "gateway/detail/wire_image.h"
 #include "http/server.h"
+#include "jobs/job.h"
+#include "jobs/job_events.h"
+#include "jobs/job_json.h"
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
 #include "video/video.h"
-#include "viewer/job_json.h"
-#include "viewer/viewer_service.h"
 
 namespace kadr::gateway {
 namespace {
@@ -87,39 +91,101 @@ std::string JoinNames(const std::vector<std::string>& names) {
 
 }  // namespace
 
-// One upload's job. Guarded by Impl::mu_ except where noted.
-struct Job {
-  viewer::JobRecord record;  // state, error, result_json, has_image as the API shows them
-  bool draw = true;
-  std::chrono::milliseconds timeout{0};
-  SteadyClock::time_point received;  // request arrived (set before publishing, then const)
-  SteadyClock::time_point deadline;  // received + timeout
-  double gateway_ms = 0;             // checking, converting and publishing
-  std::optional<double> result_ms;   // request -> result arrival
-  std::optional<protocol::FrameResult> result;
-  std::vector<std::uint8_t> image;  // the annotated JPEG
-  bool finished = false;
-  bool wait_for_image = false;  // result is in, its annotated image is on its way
-  std::uint64_t bytes = 0;      // counted in Impl::job_bytes_
-  Gauge* in_flight = nullptr;   // kadr_gateway_in_flight{model}
-  std::list<std::string>::iterator order;
-  std::condition_variable done;  // notified when finished
+// One image request on the frame engine: the dispatcher (wrapped, to time the gateway's part)
+// and the sink (its one answer) of a one-frame run.
+class ImageRequest final : public engine::Dispatcher, public engine::Sink {
+ public:
+  ImageRequest(jobs::JobRecord record, engine::BusDispatchOptions dispatch, engine::RunOptions run,
+               bus::FramePublisher& publisher, std::vector<std::uint8_t> jpeg,
+               SteadyClock::time_point received)
+      : record_(std::move(record)),
+        bus_(std::move(dispatch), publisher),
+        run_(std::move(run), *this, *this),
+        received_(received) {
+    engine::SourceFrame frame;
+    frame.encoded = std::move(jpeg);
+    frame.capture_ms = record_.created_ms;
+    frame.deadline_ms = record_.deadline_ms;
+    frames_.push_back(std::move(frame));
+  }
+
+  Status Send(const engine::Outgoing& frame, engine::FrameRun& run) override {
+    const Status s = bus_.Send(frame, run);
+    gateway_ms_ = MillisSince(received_);
+    SetSent(s);
+    return s;
+  }
+  Status Release(engine::Released frame) override {
+    result_ms_ = MillisSince(received_);
+    released_ = std::move(frame);
+    return Status::Ok();
+  }
+
+  // Sends the image and waits for its answer (or its deadline, or `stop`), with the run known
+  // to `router` meanwhile; the run's status.
+  Status Execute(engine::Router& router, const std::stop_token& stop) {
+    engine::FramesSource source(std::move(frames_));
+    router.Add(run_);
+    Status s = run_.Run(source, stop);
+    router.Remove(run_);
+    SetSent(s.ok() ? InternalError("the frame was never sent") : s);  // when Send never ran
+    return s;
+  }
+
+  // Waits until the frame has been handed to the publisher: its status (the run's, when it
+  // ended before).
+  Status WaitSent() {
+    std::unique_lock lock(mu_);
+    sent_changed_.wait(lock, [&] { return sent_.has_value(); });
+    return *sent_;
+  }
+
+  const jobs::JobRecord& record() const { return record_; }
+  const std::optional<engine::Released>& released() const { return released_; }
+  // The gateway's part: checking, converting and publishing; and request -> answer.
+  double gateway_ms() const { return gateway_ms_; }
+  std::optional<double> result_ms() const { return result_ms_; }
+  SteadyClock::time_point received() const { return received_; }
+
+ private:
+  const jobs::JobRecord record_;
+  engine::BusDispatcher bus_;
+  engine::FrameRun run_;
+  std::vector<engine::SourceFrame> frames_;
+  const SteadyClock::time_point received_;
+  double gateway_ms_ = 0;
+  std::optional<double> result_ms_;
+  std::optional<engine::Released> released_;
+
+  void SetSent(const Status& s) {
+    std::lock_guard lock(mu_);
+    if (!sent_) sent_ = s;
+    sent_changed_.notify_all();
+  }
+  std::mutex mu_;
+  std::condition_variable sent_changed_;
+  std::optional<Status> sent_;
 };
+
+// What a client is told when its frame could not be published.
+Status SendFailure(const Status& s) {
+  return s.code() == StatusCode::kTooLarge
+             ? s
+             : UnavailableError("cannot publish the frame: " + s.message());
+}
 
 class GatewayService::Impl {
  public:
   Impl(GatewayOptions options, bus::FramePublisher& publisher, bus::FrameSubscriber& replies,
        bus::FrameSubscriber& workers, std::vector<ConfiguredModel> configured,
-       std::function<Status()> broker_check, MetricsRegistry& metrics,
-       viewer::HistoryStore* history)
+       std::function<Status()> broker_check, MetricsRegistry& metrics)
       : options_(std::move(options)),
         publisher_(publisher),
         replies_(replies),
         workers_(workers),
         configured_(std::move(configured)),
         broker_check_(std::move(broker_check)),
-        metrics_(metrics),
-        history_(history) {
+        metrics_(metrics) {
     metrics_.GetGauge(kInFlightLimitName, kInFlightLimitHelp)
         .Set(static_cast<double>(options_.max_in_flight));
     metrics_.GetGauge(kBrokerUpName, kBrokerUpHelp).Set(0);
@@ -127,30 +193,14 @@ class GatewayService::Impl {
       InFlightGauge(m.name);
       metrics_.GetGauge(kModelWorkersName, kModelWorkersHelp, {{"model", m.name}});
     }
-    if (!options_.video_dir.empty()) {
-      detail::VideoJobsOptions vo;
-      vo.dir = options_.video_dir;
-      vo.reply_topic = options_.reply_topic;
-      vo.window = options_.video_window;
-      vo.max_running = options_.max_video_jobs;
-      vo.max_queued = options_.max_queued_video_jobs;
-      vo.max_kept = options_.max_videos_kept;
-      vo.frame_timeout = options_.video_frame_timeout;
-      vo.now_ms = options_.now_ms;
-      vo.history = history_;
-      video_ = std::make_unique<detail::VideoJobs>(std::move(vo), publisher_, metrics_);
-    }
   }
 
-  ~Impl() {
-    video_.reset();  // joins the video jobs' threads
-    std::lock_guard lock(lifetime_->mu);
-    lifetime_->closed = true;
-  }
+  ~Impl() { StopRequests(); }
 
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
+  Status Init();
   Status RegisterRoutes(http::HttpServer& server);
   Status Run(const std::stop_token& stop);
 
@@ -163,11 +213,6 @@ class GatewayService::Impl {
   // Route handlers.
   HttpResponse Submit(const HttpRequest& req, bool async);
   HttpResponse SubmitVideo(const detail::Upload& upload, bool async);
-  HttpResponse Cancel(const HttpRequest& req);
-  HttpResponse GetVideo(const HttpRequest& req);
-  HttpResponse GetJob(const HttpRequest& req);
-  HttpResponse GetResult(const HttpRequest& req);
-  HttpResponse GetImage(const HttpRequest& req);
   HttpResponse Models();
   HttpResponse Ready();
   HttpResponse Metrics();
@@ -175,21 +220,23 @@ class GatewayService::Impl {
                            std::function<HttpResponse(const HttpRequest&)> handler);
 
   // Run()'s work.
-  void HandleReply(const bus::InboundMessage& in);
   void HandleHeartbeat(const bus::InboundMessage& in);
   void CheckBroker();
-  void ExpireDeadlines();
   void PruneWorkers();
   void RefreshWorkerGauges();
 
-  // Jobs; all *Locked methods need mu_.
-  void InsertLocked(const std::shared_ptr<Job>& job);
-  void RemoveLocked(Job& job);
-  void FinishLocked(Job& job, const Status& error);
-  void ExpireLocked(Job& job);
-  void EvictLocked();
-  void SetImageLocked(Job& job, std::vector<std::uint8_t> image);
-  std::map<std::string, double> TimingsLocked(const Job& job, double total_ms) const;
+  // Image requests.
+  // Runs `request` to its end and settles it: its outcome (OK, or why it failed), counted,
+  // its in-flight slot released, a failure the worker did not report published in its
+  // snapshot.
+  Status Finish(ImageRequest& request, const Status& run_status);
+  std::map<std::string, double> Timings(const ImageRequest& request, double total_ms) const;
+  // Publishes the job's snapshot to kadr.jobs (the recorder's), without waiting.
+  void PublishSnapshot(const jobs::JobRecord& record);
+  // Joins the threads of asynchronous requests that have ended.
+  void ReapAsync();
+  // Stops every request still waiting and joins the asynchronous ones.
+  void StopRequests();
 
   // Models and workers; need mu_.
   std::vector<std::string> KnownModelsLocked() const;
@@ -216,22 +263,13 @@ class GatewayService::Impl {
   const std::vector<ConfiguredModel> configured_;
   const std::function<Status()> broker_check_;
   MetricsRegistry& metrics_;
-  viewer::HistoryStore* const history_;
-  std::unique_ptr<detail::VideoJobs> video_;  // when options_.video_dir is set
+  engine::Router router_;      // the image requests waiting for their answer
+  std::stop_source stopping_;  // requested when Run() ends: waiting requests answer 503
 
-  // Delivery callbacks that arrive after destruction find `closed` and do nothing.
-  struct Lifetime {
-    std::mutex mu;
-    bool closed = false;
-  };
-  std::shared_ptr<Lifetime> lifetime_ = std::make_shared<Lifetime>();
-
-  mutable std::mutex mu_;                                          // guards everything below
-  std::unordered_map<std::string, std::shared_ptr<Job>> jobs_;     // kept jobs by id
-  std::unordered_map<std::string, std::shared_ptr<Job>> pending_;  // the unfinished ones
-  std::list<std::string> order_;                                   // job ids, oldest first
-  std::uint64_t job_bytes_ = 0;
-  std::size_t in_flight_ = 0;  // slots taken: unfinished jobs plus uploads being converted
+  mutable std::mutex mu_;                     // guards everything below
+  std::map<std::string, std::thread> async_;  // asynchronous requests' threads, by job id
+  std::vector<std::string> async_done_;       // of those, the ones that have ended
+  std::size_t in_flight_ = 0;  // slots taken: unfinished requests plus uploads being converted
   bool stopped_ = false;
   std::optional<Status> broker_;  // the last broker check; none before the first
   std::map<std::string, protocol::WorkerHeartbeat> workers_by_id_;
@@ -288,106 +326,114 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
   }
   Gauge& in_flight = InFlightGauge(model.name);
   in_flight.Add(1);
-
-  auto wire = detail::ToWireImage(bytes, *info, options_.limits, options_.jpeg_quality);
-  if (!wire) {
+  auto release_slot = [&] {
     {
       std::lock_guard lock(mu_);
       --in_flight_;
     }
     in_flight.Sub(1);
+  };
+
+  auto wire = detail::ToWireImage(bytes, *info, options_.limits, options_.jpeg_quality);
+  if (!wire) {
+    release_slot();
     return ErrorResponse(wire.error());
   }
 
-  auto job = std::make_shared<Job>();
-  const std::string id = detail::NewJobId();
+  const std::string id = jobs::NewJobId(now);
   const std::chrono::milliseconds timeout = upload->timeout.value_or(options_.default_timeout);
-  job->record.id = id;
-  job->record.kind = "image";
-  job->record.model = model.name;
-  job->record.state = "queued";
-  job->record.created_ms = now;
-  job->record.updated_ms = now;
-  job->record.frames_total = 1;
-  job->record.source_name = upload->filename;
-  job->draw = upload->draw;
-  job->timeout = timeout;
-  job->received = received;
-  job->deadline = received + timeout;
-  job->in_flight = &in_flight;
+  jobs::JobRecord record;
+  record.id = id;
+  record.kind = jobs::JobKind::kImage;
+  record.model = model.name;
+  record.state = jobs::JobState::kQueued;
+  record.created_ms = now;
+  record.updated_ms = now;
+  record.frames_total = 1;
+  record.source_name = upload->filename;
+  record.deadline_ms = now + timeout.count();
 
-  protocol::FrameMeta meta;
-  meta.frame_id = id;
-  meta.stream_id = id;
-  meta.capture_ms = now;
-  meta.deadline_ms = now + timeout.count();
-  meta.model = model.name;
-  meta.reply_to = options_.reply_topic;
-  meta.annotated_to = options_.reply_topic;
-  meta.source = upload->filename;
-  meta.correlation_id = id;
-  meta.options.confidence = upload->confidence;
-  meta.options.iou = upload->iou;
-  meta.options.classes = std::move(classes).value();
-  meta.draw = upload->draw;
-  bus::Message message{protocol::FramesTopic(model.name), id, std::move(wire->jpeg), {}};
-  protocol::EncodeFrameHeaders(meta, message.headers);
-  const std::size_t frame_bytes = message.value.size();
-
-  {
-    std::lock_guard lock(mu_);
-    InsertLocked(job);
+  // The job exists before its frame does: an asynchronous client may ask for it as soon as
+  // it has the id, so its snapshot must be on the broker before the 202.
+  if (async) {
+    if (Status s = detail::PublishAndWait(publisher_, jobs::JobEventMessage(record),
+                                          options_.snapshot_timeout);
+        !s.ok()) {
+      release_slot();
+      spdlog::warn("job not recorded job={} error=\"{}\"", id, s.ToString());
+      return ErrorResponse(UnavailableError("cannot record the job on the broker: " + s.message()));
+    }
+  } else {
+    PublishSnapshot(record);
   }
-  // A transport may report the delivery from inside Publish (the in-memory bus does), so no
-  // lock is held here.
-  auto on_delivery = [this, lifetime = lifetime_, id](const Status& st) {
-    if (st.ok()) return;
-    std::lock_guard alive(lifetime->mu);
-    if (lifetime->closed) return;
-    std::lock_guard lock(mu_);
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;
-    const std::shared_ptr<Job> held = it->second;
-    spdlog::warn("frame not delivered job={} error=\"{}\"", id, st.ToString());
-    FinishLocked(
-        *held, UnavailableError("the frame could not be delivered to the broker: " + st.message()));
-  };
-  const Status published = publisher_.Publish(std::move(message), std::move(on_delivery));
-  const double gateway_ms = MillisSince(received);
-  if (!published.ok()) {
+
+  engine::BusDispatchOptions dispatch;
+  dispatch.model = model.name;
+  dispatch.reply_to = options_.reply_topic;
+  dispatch.annotated_to = options_.reply_topic;
+  dispatch.source = upload->filename;
+  dispatch.options.confidence = upload->confidence;
+  dispatch.options.iou = upload->iou;
+  dispatch.options.classes = std::move(classes).value();
+  dispatch.draw = upload->draw;
+  engine::RunOptions run;
+  run.id = id;
+  run.bare_id = true;
+  run.mode = engine::Mode::kLossless;
+  run.window = 1;
+  run.answer_timeout = timeout;
+  run.fail_on_timeout = true;
+  run.send_attempts = 3;  // a frame the broker loses on a fail-over is sent again
+  run.fail_on_send_error = true;
+  // A synchronous client gets the annotated image in its answer; an asynchronous one reads
+  // it from the job store, where the recorder puts it.
+  run.want_image = upload->draw && !async;
+  run.image_topic = options_.reply_topic;
+  auto request = std::make_shared<ImageRequest>(record, std::move(dispatch), std::move(run),
+                                                publisher_, std::move(wire->jpeg), received);
+  spdlog::debug("frame ready job={} model={} converted={} format={} ms={:.1f}", id, model.name,
+                wire->converted, imaging::FormatName(info->format), MillisSince(received));
+
+  if (async) {
     {
       std::lock_guard lock(mu_);
-      RemoveLocked(*job);
+      if (stopped_) {
+        --in_flight_;
+        in_flight.Sub(1);
+        return ErrorResponse(UnavailableError("the gateway is shutting down"));
+      }
+      async_[id] = std::thread([this, request] {
+        (void)Finish(*request, request->Execute(router_, stopping_.get_token()));
+        std::lock_guard done(mu_);
+        async_done_.push_back(request->record().id);
+      });
     }
-    spdlog::warn("frame not published job={} error=\"{}\"", id, published.ToString());
-    if (published.code() == StatusCode::kTooLarge) return ErrorResponse(published);
-    return ErrorResponse(UnavailableError("cannot publish the frame: " + published.message()));
+    // The frame is on its way before the client hears of the job (the thread settles it).
+    if (Status sent = request->WaitSent(); !sent.ok()) {
+      HttpResponse r = ErrorResponse(sent.code() == StatusCode::kCancelled
+                                         ? UnavailableError("the gateway is shutting down")
+                                         : SendFailure(sent));
+      r.headers.emplace(kJobIdHeader, id);
+      return r;
+    }
+    HttpResponse r = HttpResponse::Json(jobs::JobToJson(record), 202);
+    r.headers.emplace("Location", jobs::JobPath(id));
+    r.headers.emplace(kJobIdHeader, id);
+    return r;
   }
-  spdlog::debug("frame published job={} model={} bytes={} converted={} format={} ms={:.1f}", id,
-                model.name, frame_bytes, wire->converted, imaging::FormatName(info->format),
-                gateway_ms);
 
-  std::unique_lock lock(mu_);
-  job->gateway_ms = gateway_ms;
-  if (async) {
-    HttpResponse r = HttpResponse::Json(viewer::JobToJson(job->record), 202);
-    r.headers.emplace("Location", viewer::JobPath(id));
+  const Status outcome = Finish(*request, request->Execute(router_, stopping_.get_token()));
+  if (!outcome.ok()) {
+    HttpResponse r = ErrorResponse(outcome);
     r.headers.emplace(kJobIdHeader, id);
     return r;
   }
-  job->done.wait_until(lock, job->deadline, [&] { return job->finished; });
-  if (!job->finished) ExpireLocked(*job);
-  if (job->record.state != "done" || !job->result) {
-    HttpResponse r = ErrorResponse(job->record.error.value_or(InternalError("job failed")));
-    r.headers.emplace(kJobIdHeader, id);
-    return r;
-  }
-  if (AcceptsJpeg(req) && !job->image.empty()) return JpegResponse(job->image, id);
-  const viewer::JobRecord record = job->record;
-  const protocol::FrameResult result = *job->result;
-  const auto timings = TimingsLocked(*job, MillisSince(received));
-  lock.unlock();
-  HttpResponse r = HttpResponse::Json(viewer::ResultToJson(record, result, timings));
+  const engine::Released& answer = *request->released();
+  if (AcceptsJpeg(req) && !answer.image.empty()) return JpegResponse(answer.image, id);
+  jobs::JobRecord answered = record;
+  answered.has_image = !answer.image.empty();
+  HttpResponse r = HttpResponse::Json(
+      jobs::ResultToJson(answered, *answer.result, Timings(*request, MillisSince(received))));
   r.headers.emplace(kJobIdHeader, id);
   return r;
 }
@@ -397,7 +443,7 @@ HttpResponse GatewayService::Impl::SubmitVideo(const detail::Upload& upload, boo
     return ErrorResponse(UnsupportedError(
         "videos are processed as jobs: POST them to /api/v1/jobs and follow the job"));
   }
-  if (!video_) {
+  if (options_.video_dir.empty()) {
     return ErrorResponse(UnsupportedError(
         "this gateway does not take videos (it has no video folder; start it with --video-dir)"));
   }
@@ -407,10 +453,11 @@ HttpResponse GatewayService::Impl::SubmitVideo(const detail::Upload& upload, boo
                                        std::to_string(options_.max_video_bytes) + " bytes"));
   }
   ModelView model;
+  const std::int64_t now = NowMs();
   {
     std::lock_guard lock(mu_);
     if (stopped_) return ErrorResponse(UnavailableError("the gateway is shutting down"));
-    auto resolved = ResolveModelLocked(upload.model, NowMs());
+    auto resolved = ResolveModelLocked(upload.model, now);
     if (!resolved) return ErrorResponse(resolved.error());
     model = std::move(resolved).value();
     if (broker_ && !broker_->ok()) {
@@ -426,108 +473,124 @@ HttpResponse GatewayService::Impl::SubmitVideo(const detail::Upload& upload, boo
   request.options.classes = std::move(classes).value();
   request.draw = upload.draw;
   request.filename = upload.filename;
-  request.frame_timeout = upload.timeout;
-  return video_->Submit(upload.image, std::move(request));
+  request.frame_timeout_ms = upload.timeout ? upload.timeout->count() : 0;
+  detail::VideoUploadOptions vo;
+  vo.dir = options_.video_dir;
+  vo.snapshot_timeout = options_.snapshot_timeout;
+  vo.claim_timeout = options_.video_claim_timeout;
+  return detail::SubmitVideo(vo, upload.image, request, now, publisher_);
 }
 
-std::map<std::string, double> GatewayService::Impl::TimingsLocked(const Job& job,
-                                                                  double total_ms) const {
-  std::map<std::string, double> t{{"gateway", job.gateway_ms}, {"total", total_ms}};
-  if (job.result_ms && job.result) {
-    const auto& worker = job.result->result.timings_ms;
+// ---------------------------------------------------------------------------------------------
+// Image requests
+
+Status GatewayService::Impl::Finish(ImageRequest& request, const Status& run_status) {
+  const jobs::JobRecord& record = request.record();
+  const std::string& id = record.id;
+  Status outcome;
+  bool tell_recorder = true;  // a failure the worker's own answer does not report
+  if (run_status.ok() && request.released() && request.released()->result) {
+    const protocol::FrameResult& result = *request.released()->result;
+    tell_recorder = false;
+    switch (result.status) {
+      case protocol::FrameStatus::kOk:
+        break;
+      case protocol::FrameStatus::kSkipped:
+        outcome = DeadlineExceededError(result.error.message());
+        break;
+      case protocol::FrameStatus::kError:
+        outcome =
+            result.error.ok() ? InternalError("the worker failed without a reason") : result.error;
+        break;
+    }
+  } else if (run_status.ok()) {
+    outcome = InternalError("the frame left without an answer");
+  } else {
+    switch (run_status.code()) {
+      case StatusCode::kDeadlineExceeded:
+        outcome = DeadlineExceededError(
+            "no result from a worker of model '" + record.model + "' within " +
+            std::to_string(record.deadline_ms - record.created_ms) + " ms");
+        break;
+      case StatusCode::kCancelled:
+        // The frame is on the broker: a worker's answer still reaches the job's record.
+        outcome = UnavailableError("the gateway is shutting down");
+        tell_recorder = false;
+        break;
+      default:
+        outcome = SendFailure(run_status);
+        break;
+    }
+  }
+  const std::string outcome_name =
+      outcome.ok() ? "done" : std::string(StatusCodeName(outcome.code()));
+  metrics_.GetCounter(kJobsName, kJobsHelp, {{"model", record.model}, {"outcome", outcome_name}})
+      .Increment();
+  if (outcome.ok()) {
+    spdlog::debug("job done job={} model={}", id, record.model);
+  } else {
+    spdlog::info("job failed job={} model={} error=\"{}\"", id, record.model, outcome.ToString());
+    if (tell_recorder) {
+      jobs::JobRecord failed = record;
+      failed.state = jobs::JobState::kFailed;
+      failed.error = outcome;
+      failed.updated_ms = NowMs();
+      PublishSnapshot(failed);
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    --in_flight_;
+  }
+  InFlightGauge(record.model).Sub(1);
+  return outcome;
+}
+
+std::map<std::string, double> GatewayService::Impl::Timings(const ImageRequest& request,
+                                                            double total_ms) const {
+  std::map<std::string, double> t{{"gateway", request.gateway_ms()}, {"total", total_ms}};
+  const auto& answer = request.released();
+  if (request.result_ms() && answer && answer->result) {
+    const auto& worker = answer->result->result.timings_ms;
     const auto it = worker.find("total");
     const double worker_ms = it == worker.end() ? 0.0 : it->second;
-    t["queue"] = std::max(0.0, *job.result_ms - job.gateway_ms - worker_ms);
+    t["queue"] = std::max(0.0, *request.result_ms() - request.gateway_ms() - worker_ms);
   }
   return t;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Jobs
-
-void GatewayService::Impl::InsertLocked(const std::shared_ptr<Job>& job) {
-  const std::string& id = job->record.id;
-  jobs_[id] = job;
-  pending_[id] = job;
-  order_.push_back(id);
-  job->order = std::prev(order_.end());
-  EvictLocked();
+void GatewayService::Impl::PublishSnapshot(const jobs::JobRecord& record) {
+  const std::string id = record.id;
+  const Status s = publisher_.Publish(jobs::JobEventMessage(record), [id](const Status& st) {
+    if (!st.ok()) spdlog::warn("job snapshot not delivered job={} error=\"{}\"", id, st.ToString());
+  });
+  if (!s.ok()) spdlog::warn("job snapshot not published job={} error=\"{}\"", id, s.ToString());
 }
 
-void GatewayService::Impl::RemoveLocked(Job& job) {
-  if (!job.finished) {
-    --in_flight_;
-    job.in_flight->Sub(1);
-    job.finished = true;
-  }
-  const std::string id = job.record.id;
-  pending_.erase(id);
-  if (auto it = jobs_.find(id); it != jobs_.end() && it->second.get() == &job) {
-    job_bytes_ -= job.bytes;
-    order_.erase(job.order);
-    jobs_.erase(it);
-  }
-}
-
-void GatewayService::Impl::FinishLocked(Job& job, const Status& error) {
-  if (job.finished) return;
-  job.finished = true;
-  job.wait_for_image = false;
-  job.record.state = error.ok() ? "done" : "failed";
-  if (!error.ok()) job.record.error = error;
-  job.record.frames_done = error.ok() ? 1 : 0;
-  job.record.updated_ms = NowMs();
-  --in_flight_;
-  job.in_flight->Sub(1);
-  const std::string outcome = error.ok() ? "done" : std::string(StatusCodeName(error.code()));
-  metrics_.GetCounter(kJobsName, kJobsHelp, {{"model", job.record.model}, {"outcome", outcome}})
-      .Increment();
-  if (error.ok()) {
-    spdlog::debug("job done job={} model={}", job.record.id, job.record.model);
-  } else {
-    spdlog::info("job failed job={} model={} error=\"{}\"", job.record.id, job.record.model,
-                 error.ToString());
-  }
-  job.done.notify_all();
-  // Callers hold the job: it may now leave the tables.
-  const std::string id = job.record.id;
-  pending_.erase(id);
-  EvictLocked();
-}
-
-void GatewayService::Impl::ExpireLocked(Job& job) {
-  if (job.finished) return;
-  if (job.result) {
-    // The result is in and only the annotated image is missing: answer without it.
-    spdlog::warn("annotated image did not arrive job={}", job.record.id);
-    FinishLocked(job, Status::Ok());
-    return;
-  }
-  FinishLocked(job,
-               DeadlineExceededError("no result from a worker of model '" + job.record.model +
-                                     "' within " + std::to_string(job.timeout.count()) + " ms"));
-}
-
-void GatewayService::Impl::EvictLocked() {
-  auto it = order_.begin();
-  while ((jobs_.size() > options_.max_jobs_kept || job_bytes_ > options_.max_job_bytes) &&
-         it != order_.end()) {
-    auto job = jobs_.find(*it);
-    if (job == jobs_.end() || !job->second->finished) {
-      ++it;
-      continue;
+void GatewayService::Impl::ReapAsync() {
+  std::vector<std::thread> ended;
+  {
+    std::lock_guard lock(mu_);
+    for (const std::string& id : async_done_) {
+      if (auto it = async_.find(id); it != async_.end()) {
+        ended.push_back(std::move(it->second));
+        async_.erase(it);
+      }
     }
-    job_bytes_ -= job->second->bytes;
-    jobs_.erase(job);
-    it = order_.erase(it);
+    async_done_.clear();
   }
+  for (auto& t : ended) t.join();  // each has ended or is about to
 }
 
-void GatewayService::Impl::SetImageLocked(Job& job, std::vector<std::uint8_t> image) {
-  job.bytes += image.size();
-  job_bytes_ += image.size();
-  job.image = std::move(image);
-  job.record.has_image = true;
+void GatewayService::Impl::StopRequests() {
+  stopping_.request_stop();
+  std::map<std::string, std::thread> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(async_);
+    async_done_.clear();
+  }
+  for (auto& [id, t] : all) t.join();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -588,7 +651,6 @@ Result<GatewayService::Impl::ModelView> GatewayService::Impl::ResolveModelLocked
 // Run
 
 Status GatewayService::Impl::Run(const std::stop_token& stop) {
-  RETURN_IF_ERROR(GatewayService::ValidateOptions(options_));
   spdlog::info("gateway started reply_topic={} models={} max_in_flight={}", options_.reply_topic,
                configured_.size(), options_.max_in_flight);
   auto next_check = SteadyClock::now();
@@ -599,8 +661,15 @@ Status GatewayService::Impl::Run(const std::stop_token& stop) {
       RefreshWorkerGauges();
       next_check = SteadyClock::now() + options_.broker_check_interval;
     }
-    for (const auto& in : replies_.Poll(kPollBatch, options_.poll_timeout, {})) {
-      HandleReply(in);
+    const auto replies = replies_.Poll(kPollBatch, options_.poll_timeout, {});
+    const std::int64_t received_ms = NowMs();
+    for (const auto& in : replies) {
+      // Not a request of this gateway's (any more): late, or redelivered. The recorder has
+      // what it says.
+      if (!router_.Route(in, received_ms)) {
+        spdlog::debug("reply ignored, no request waits for it topic={} offset={}", in.token.topic,
+                      in.token.offset);
+      }
       replies_.Ack(in.token);
     }
     const auto beats = workers_.Poll(kPollBatch, std::chrono::milliseconds(0), {});
@@ -609,97 +678,19 @@ Status GatewayService::Impl::Run(const std::stop_token& stop) {
       workers_.Ack(in.token);
     }
     if (!beats.empty()) RefreshWorkerGauges();
-    ExpireDeadlines();
+    ReapAsync();
   }
-  if (video_) video_->Shutdown();
-  std::size_t failed = 0;
+  std::size_t waiting = 0;
   {
     std::lock_guard lock(mu_);
     stopped_ = true;
-    const auto pending = pending_;  // FinishLocked erases from pending_
-    for (const auto& [id, job] : pending) {
-      FinishLocked(*job, UnavailableError("the gateway is shutting down"));
-      ++failed;
-    }
+    waiting = in_flight_;
   }
+  StopRequests();  // every waiting request answers 503 "shutting down"
   (void)replies_.Close();
   (void)workers_.Close();
-  spdlog::info("gateway stopped unfinished_jobs={}", failed);
+  spdlog::info("gateway stopped unfinished_jobs={}", waiting);
   return Status::Ok();
-}
-
-void GatewayService::Impl::HandleReply(const bus::InboundMessage& in) {
-  if (video_ && video_->HandleReply(in)) return;
-  const bus::Headers& h = in.message.headers;
-  std::string id = h.Get(header::kCorrelationId).value_or("");
-  if (id.empty()) id = h.Get(header::kFrameId).value_or("");
-  const auto& value = in.message.value;
-  if (viewer::IsImageMessage(in.message)) {
-    std::lock_guard lock(mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) {
-      spdlog::debug("annotated image ignored, unknown job id={}", id);
-      return;
-    }
-    const std::shared_ptr<Job> held = it->second;  // FinishLocked may drop it from the tables
-    Job& job = *held;
-    if (!job.image.empty() || (job.finished && job.record.state != "done")) {
-      spdlog::debug("annotated image ignored, duplicate or failed job id={}", id);
-      return;
-    }
-    SetImageLocked(job, value);
-    if (job.wait_for_image) {
-      FinishLocked(job, Status::Ok());
-    } else if (job.finished) {
-      EvictLocked();  // a late image adds bytes to a kept job
-    }
-    return;
-  }
-
-  std::string text(value.begin(), value.end());
-  auto parsed = protocol::FrameResultFromJson(text);
-  if (!parsed) {
-    spdlog::warn("reply ignored, not a frame result topic={} offset={} error=\"{}\"",
-                 in.token.topic, in.token.offset, parsed.error().ToString());
-    return;
-  }
-  protocol::FrameResult result = std::move(parsed).value();
-  if (id.empty()) id = result.correlation_id.empty() ? result.frame_id : result.correlation_id;
-
-  std::lock_guard lock(mu_);
-  auto it = pending_.find(id);
-  if (it == pending_.end()) {
-    spdlog::debug("result ignored, unknown or finished job id={}", id);
-    return;
-  }
-  const std::shared_ptr<Job> held = it->second;  // FinishLocked may drop it from the tables
-  Job& job = *held;
-  job.result_ms = MillisSince(job.received);
-  job.bytes += text.size();
-  job_bytes_ += text.size();
-  job.record.result_json = std::move(text);
-  switch (result.status) {
-    case protocol::FrameStatus::kOk: {
-      // The worker publishes the annotated image before the result, on the same topic and key,
-      // so it is normally here already. One sent elsewhere never comes here: do not wait.
-      const bool image_coming =
-          job.draw && job.image.empty() && result.annotated_topic == options_.reply_topic;
-      job.result = std::move(result);
-      if (image_coming) {
-        job.wait_for_image = true;
-      } else {
-        FinishLocked(job, Status::Ok());
-      }
-      break;
-    }
-    case protocol::FrameStatus::kSkipped:
-      FinishLocked(job, DeadlineExceededError(result.error.message()));
-      break;
-    case protocol::FrameStatus::kError:
-      FinishLocked(job, result.error.ok() ? InternalError("the worker failed without a reason")
-                                          : result.error);
-      break;
-  }
 }
 
 void GatewayService::Impl::HandleHeartbeat(const bus::InboundMessage& in) {
@@ -759,16 +750,6 @@ void GatewayService::Impl::CheckBroker() {
   metrics_.GetGauge(kBrokerUpName, kBrokerUpHelp).Set(status.ok() ? 1 : 0);
 }
 
-void GatewayService::Impl::ExpireDeadlines() {
-  const auto now = SteadyClock::now();
-  std::lock_guard lock(mu_);
-  std::vector<std::shared_ptr<Job>> due;
-  for (const auto& [id, job] : pending_) {
-    if (job->deadline <= now) due.push_back(job);
-  }
-  for (const auto& job : due) ExpireLocked(*job);
-}
-
 void GatewayService::Impl::PruneWorkers() {
   const std::int64_t now = NowMs();
   std::lock_guard lock(mu_);
@@ -790,156 +771,6 @@ void GatewayService::Impl::RefreshWorkerGauges() {
   for (const auto& [name, n] : counts) {
     metrics_.GetGauge(kModelWorkersName, kModelWorkersHelp, {{"model", name}}).Set(n);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading jobs
-
-namespace {
-
-Result<std::string> JobIdFrom(const HttpRequest& req) {
-  const auto it = req.path_params.find("id");
-  const std::string id = it == req.path_params.end() ? std::string() : it->second;
-  if (!viewer::IsValidJobId(id)) return NotFoundError("unknown job '" + id + "'");
-  return id;
-}
-
-Status NotFoundJob(const std::string& id) { return NotFoundError("unknown job '" + id + "'"); }
-
-}  // namespace
-
-HttpResponse GatewayService::Impl::GetJob(const HttpRequest& req) {
-  auto id = JobIdFrom(req);
-  if (!id) return ErrorResponse(id.error());
-  if (video_) {
-    if (auto r = video_->GetJob(*id)) return std::move(*r);
-  }
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = jobs_.find(*id); it != jobs_.end()) {
-      return HttpResponse::Json(viewer::JobToJson(it->second->record));
-    }
-  }
-  if (history_ == nullptr) return ErrorResponse(NotFoundJob(*id));
-  auto record = history_->GetJob(*id);
-  if (!record) {
-    return ErrorResponse(record.error().code() == StatusCode::kNotFound ? NotFoundJob(*id)
-                                                                        : record.error());
-  }
-  return HttpResponse::Json(viewer::JobToJson(*record));
-}
-
-HttpResponse GatewayService::Impl::GetResult(const HttpRequest& req) {
-  auto id = JobIdFrom(req);
-  if (!id) return ErrorResponse(id.error());
-  if (video_) {
-    if (auto r = video_->GetResult(*id, req.Query("format").value_or("") == "jsonl")) {
-      return std::move(*r);
-    }
-  }
-  viewer::JobRecord record;
-  std::optional<protocol::FrameResult> result;
-  std::map<std::string, double> timings;
-  bool found = false;
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = jobs_.find(*id); it != jobs_.end()) {
-      const Job& job = *it->second;
-      found = true;
-      record = job.record;
-      if (job.finished && job.result) {
-        result = job.result;
-        timings = TimingsLocked(job, job.result_ms.value_or(0));
-      }
-    }
-  }
-  if (!found) {
-    if (history_ == nullptr) return ErrorResponse(NotFoundJob(*id));
-    auto stored = history_->GetJob(*id);
-    if (!stored) {
-      return ErrorResponse(stored.error().code() == StatusCode::kNotFound ? NotFoundJob(*id)
-                                                                          : stored.error());
-    }
-    record = std::move(stored).value();
-    if (record.state == "done") {
-      auto parsed = protocol::FrameResultFromJson(record.result_json);
-      if (!parsed) {
-        return ErrorResponse(InternalError("stored result of job '" + *id +
-                                           "' is unreadable: " + parsed.error().message()));
-      }
-      result = std::move(parsed).value();
-    }
-  }
-  if (record.state == "queued" || record.state == "running") {
-    return HttpResponse::Json(viewer::JobToJson(record), 202);
-  }
-  if (record.state == "done" && result) {
-    return HttpResponse::Json(viewer::ResultToJson(record, *result, timings));
-  }
-  if (record.state == "cancelled") {
-    return ErrorResponse(record.error.value_or(CancelledError("job was cancelled")));
-  }
-  return ErrorResponse(record.error.value_or(InternalError("job failed")));
-}
-
-HttpResponse GatewayService::Impl::GetImage(const HttpRequest& req) {
-  auto id = JobIdFrom(req);
-  if (!id) return ErrorResponse(id.error());
-  bool known = false;
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = jobs_.find(*id); it != jobs_.end()) {
-      known = true;
-      if (!it->second->image.empty()) return JpegResponse(it->second->image, *id);
-    }
-  }
-  // The viewer may hold it: a job from before a restart, or an image that went elsewhere.
-  if (history_ != nullptr) {
-    auto image = history_->LoadAnnotatedImage(*id);
-    if (image) return JpegResponse(std::move(image).value(), *id);
-    if (image.error().code() != StatusCode::kNotFound) return ErrorResponse(image.error());
-    known = known || history_->GetJob(*id).has_value();
-  }
-  if (!known) return ErrorResponse(NotFoundJob(*id));
-  return ErrorResponse(NotFoundError("job '" + *id + "' has no annotated image"));
-}
-
-HttpResponse GatewayService::Impl::GetVideo(const HttpRequest& req) {
-  auto id = JobIdFrom(req);
-  if (!id) return ErrorResponse(id.error());
-  if (video_) {
-    if (auto r = video_->GetVideo(*id, req.Header("Range"))) return std::move(*r);
-  }
-  {
-    std::lock_guard lock(mu_);
-    if (jobs_.count(*id) != 0) {
-      return ErrorResponse(NotFoundError("job '" + *id + "' is an image job and has no video"));
-    }
-  }
-  return ErrorResponse(NotFoundJob(*id));
-}
-
-HttpResponse GatewayService::Impl::Cancel(const HttpRequest& req) {
-  auto id = JobIdFrom(req);
-  if (!id) return ErrorResponse(id.error());
-  if (video_) {
-    if (auto r = video_->Cancel(*id)) return std::move(*r);
-  }
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = jobs_.find(*id); it != jobs_.end()) {
-      // An image is one frame, answered within its deadline: nothing worth cancelling.
-      return ErrorResponse(FailedPreconditionError(
-          it->second->finished ? "job '" + *id + "' is already " + it->second->record.state
-                               : "job '" + *id +
-                                     "' is an image job; only video jobs can be "
-                                     "cancelled"));
-    }
-  }
-  if (history_ != nullptr && history_->GetJob(*id).has_value()) {
-    return ErrorResponse(FailedPreconditionError("job '" + *id + "' is already finished"));
-  }
-  return ErrorResponse(NotFoundJob(*id));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1061,18 +892,15 @@ http::Handler GatewayService::Impl::Instrument(
   };
 }
 
+Status GatewayService::Impl::Init() {
+  return options_.video_dir.empty() ? Status::Ok() : detail::PrepareVideoFolder(options_.video_dir);
+}
+
 Status GatewayService::Impl::RegisterRoutes(http::HttpServer& server) {
-  RETURN_IF_ERROR(GatewayService::ValidateOptions(options_));
-  if (video_) RETURN_IF_ERROR(video_->Init());
   using Fn = std::function<HttpResponse(const HttpRequest&)>;
   const std::pair<std::pair<const char*, const char*>, Fn> routes[] = {
       {{"POST", "/api/v1/detect"}, [this](const HttpRequest& r) { return Submit(r, false); }},
       {{"POST", "/api/v1/jobs"}, [this](const HttpRequest& r) { return Submit(r, true); }},
-      {{"GET", "/api/v1/jobs/:id"}, [this](const HttpRequest& r) { return GetJob(r); }},
-      {{"GET", "/api/v1/jobs/:id/result"}, [this](const HttpRequest& r) { return GetResult(r); }},
-      {{"GET", "/api/v1/jobs/:id/image"}, [this](const HttpRequest& r) { return GetImage(r); }},
-      {{"GET", "/api/v1/jobs/:id/video"}, [this](const HttpRequest& r) { return GetVideo(r); }},
-      {{"DELETE", "/api/v1/jobs/:id"}, [this](const HttpRequest& r) { return Cancel(r); }},
       {{"GET", "/api/v1/models"}, [this](const HttpRequest&) { return Models(); }},
       {{"GET", "/healthz"},
        [](const HttpRequest&) { return HttpResponse::Json(R"({"status":"ok"})"); }},
@@ -1088,14 +916,18 @@ Status GatewayService::Impl::RegisterRoutes(http::HttpServer& server) {
 // ---------------------------------------------------------------------------------------------
 // GatewayService
 
-GatewayService::GatewayService(GatewayOptions options, bus::FramePublisher& publisher,
-                               bus::FrameSubscriber& replies, bus::FrameSubscriber& workers,
-                               std::vector<ConfiguredModel> configured,
-                               std::function<Status()> broker_check, MetricsRegistry& metrics,
-                               viewer::HistoryStore* history)
-    : impl_(std::make_unique<Impl>(std::move(options), publisher, replies, workers,
-                                   std::move(configured), std::move(broker_check), metrics,
-                                   history)) {}
+Result<std::unique_ptr<GatewayService>> GatewayService::Create(
+    GatewayOptions options, bus::FramePublisher& publisher, bus::FrameSubscriber& replies,
+    bus::FrameSubscriber& workers, std::vector<ConfiguredModel> configured,
+    std::function<Status()> broker_check, MetricsRegistry& metrics) {
+  RETURN_IF_ERROR(ValidateOptions(options));
+  auto impl = std::make_unique<Impl>(std::move(options), publisher, replies, workers,
+                                     std::move(configured), std::move(broker_check), metrics);
+  RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<GatewayService>(new GatewayService(std::move(impl)));
+}
+
+GatewayService::GatewayService(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 GatewayService::~GatewayService() = default;
 
@@ -1105,7 +937,9 @@ Status GatewayService::ValidateOptions(const GatewayOptions& o) {
                                 "'");
   }
   if (o.max_in_flight == 0) return InvalidArgumentError("gateway max_in_flight is 0");
-  if (o.max_jobs_kept == 0) return InvalidArgumentError("gateway max_jobs_kept is 0");
+  if (o.snapshot_timeout.count() <= 0) {
+    return InvalidArgumentError("gateway snapshot_timeout must be positive");
+  }
   if (o.default_timeout.count() <= 0 || o.max_timeout < o.default_timeout) {
     return InvalidArgumentError("gateway default_timeout must be positive and at most max_timeout");
   }
@@ -1116,13 +950,8 @@ Status GatewayService::ValidateOptions(const GatewayOptions& o) {
     return InvalidArgumentError("gateway broker_check_interval must be positive");
   }
   if (o.poll_timeout.count() < 0) return InvalidArgumentError("gateway poll_timeout is negative");
-  if (o.video_window < 1 || o.video_window > 256) {
-    return InvalidArgumentError("gateway video_window must be in 1..256");
-  }
-  if (o.max_video_jobs == 0) return InvalidArgumentError("gateway max_video_jobs is 0");
-  if (o.max_videos_kept == 0) return InvalidArgumentError("gateway max_videos_kept is 0");
-  if (o.video_frame_timeout.count() <= 0) {
-    return InvalidArgumentError("gateway video_frame_timeout must be positive");
+  if (o.video_claim_timeout.count() <= 0) {
+    return InvalidArgumentError("gateway video_claim_timeout must be positive");
   }
   return Status::Ok();
 }

@@ -1,5 +1,7 @@
 #include "protocol/frame.h"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <sstream>
 
@@ -221,6 +223,19 @@ Result<FrameResult> FrameResultFromJson(std::string_view text) {
     return InvalidArgumentError(std::string("malformed frame result: ") + e.what());
   }
   return r;
+}
+
+bool IsImageMessage(const bus::Message& m) {
+  if (auto type = m.headers.Get(header::kContentType)) {
+    std::string t = type->substr(0, type->find(';'));
+    std::transform(t.begin(), t.end(), t.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (t.starts_with("image/")) return true;
+    if (t == "application/json" || t.ends_with("+json")) return false;
+  }
+  const auto first =
+      std::find_if(m.value.begin(), m.value.end(), [](std::uint8_t c) { return !std::isspace(c); });
+  return first != m.value.end() && *first != '{';
 }
 
 }  // namespace kadr::protocol

@@ -24,6 +24,11 @@ inline constexpr std::string_view kAnnotatedTopic = "kadr.annotated";
 inline constexpr std::string_view kLiveResultsTopic = "kadr.live.results";
 inline constexpr std::string_view kLiveAnnotatedTopic = "kadr.live.annotated";
 inline constexpr std::string_view kDeadLetterTopic = "kadr.dlq";
+// Job snapshots, compacted, keyed by job id (jobs/job_events.h, docs/protocol.md "Job events").
+inline constexpr std::string_view kJobsTopic = "kadr.jobs";
+// Video jobs for the camera services (jobs/job_events.h VideoJobRequest), keyed by job id;
+// every camera service reads it in one group, so each job runs once.
+inline constexpr std::string_view kVideoJobsTopic = "kadr.video.jobs";
 inline constexpr std::string_view kWorkerGroupPrefix = "kadr.worker.";
 
 // "kadr.frames.<model>", with characters Kafka does not allow in topic names replaced by '_'.
@@ -62,6 +67,8 @@ namespace kind {
 inline constexpr char kImage[] = "image";  // an uploaded image (also: header absent, "")
 inline constexpr char kVideo[] = "video";  // a frame of a video job
 inline constexpr char kLive[] = "live";    // a frame of a live stream
+// Not a frame: a request to a job's runner on its reply topic (jobs/job_events.h).
+inline constexpr char kControl[] = "control";
 }  // namespace kind
 
 // True for "video" and "live": frames whose detections are tracked per stream.
@@ -113,5 +120,10 @@ struct FrameResult {
 
 std::string FrameResultToJson(const FrameResult& r);
 Result<FrameResult> FrameResultFromJson(std::string_view json);
+
+// Whether a message on a results or reply topic is an annotated image rather than a result:
+// by its content-type header (image/* or JSON), else — a producer that sets none — by its
+// bytes: a result is a JSON object, so anything not starting with '{' counts as an image.
+bool IsImageMessage(const bus::Message& m);
 
 }  // namespace kadr::protocol

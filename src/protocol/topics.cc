@@ -8,6 +8,7 @@ namespace {
 
 constexpr std::string_view kHour = "3600000";
 constexpr std::string_view kTenMinutes = "600000";
+constexpr std::string_view kDay = "86400000";
 constexpr std::string_view kWeek = "604800000";
 
 }  // namespace
@@ -16,7 +17,7 @@ std::map<std::string, std::string> TopicConfigs(std::string_view topic) {
   const std::string max_bytes = std::to_string(kTopicMaxMessageBytes);
   std::map<std::string, std::string> c;
   if (topic.starts_with(kFramesTopicPrefix) || topic == kAnnotatedTopic ||
-      topic.starts_with(kRepliesTopicPrefix)) {
+      topic.starts_with(kRepliesTopicPrefix) || topic.starts_with(kVideoRepliesTopicPrefix)) {
     c["max.message.bytes"] = max_bytes;
     c["retention.ms"] = kHour;
   } else if (topic == kLiveAnnotatedTopic) {
@@ -29,6 +30,12 @@ std::map<std::string, std::string> TopicConfigs(std::string_view topic) {
     c["retention.ms"] = kWeek;
   } else if (topic == kResultsTopic) {
     c["retention.ms"] = kWeek;
+  } else if (topic == kJobsTopic) {
+    // The latest snapshot of every job, kept as long as the history keeps jobs.
+    c["cleanup.policy"] = "compact,delete";
+    c["retention.ms"] = kWeek;
+  } else if (topic == kVideoJobsTopic) {
+    c["retention.ms"] = kDay;
   } else if (topic == kWorkersTopic) {
     c["retention.ms"] = kHour;
   }
@@ -37,10 +44,11 @@ std::map<std::string, std::string> TopicConfigs(std::string_view topic) {
 
 std::vector<TopicSpec> TopicPlan(const std::vector<std::string>& models, int partitions) {
   std::vector<std::string> names;
-  names.reserve(models.size() + 6);
+  names.reserve(models.size() + 7);
   for (const auto& m : models) names.push_back(FramesTopic(m));
-  for (const std::string_view t : {kResultsTopic, kAnnotatedTopic, kLiveResultsTopic,
-                                   kLiveAnnotatedTopic, kDeadLetterTopic, kWorkersTopic}) {
+  for (const std::string_view t :
+       {kResultsTopic, kAnnotatedTopic, kLiveResultsTopic, kLiveAnnotatedTopic, kDeadLetterTopic,
+        kWorkersTopic, kJobsTopic, kVideoJobsTopic}) {
     names.emplace_back(t);
   }
   std::vector<TopicSpec> plan;

@@ -15,6 +15,9 @@ namespace kadr::protocol {
 inline constexpr long long kTopicMaxMessageBytes = 17LL << 20;  // 17 MiB
 
 inline constexpr std::string_view kRepliesTopicPrefix = "kadr.replies.";
+// Each camera service's own reply topic for the frames of its video jobs:
+// kadr.video.replies.<camera id>. Outside kadr.replies.*, so the recorder does not read them.
+inline constexpr std::string_view kVideoRepliesTopicPrefix = "kadr.video.replies.";
 
 struct TopicSpec {
   std::string name;
@@ -25,7 +28,8 @@ struct TopicSpec {
 // Topic-level configs for `topic` by its role: max.message.bytes on every topic that carries
 // images (frames, annotated, replies, live annotated, dead letters); retention 1 h for frames,
 // images and replies (large, only useful while fresh), 10 min for live streams, 7 days for
-// results and dead letters, 1 h for worker announcements.
+// results and dead letters, 1 h for worker announcements; kadr.jobs compacted (and 7 days);
+// kadr.video.jobs 1 day (a request names an upload that waits on the shared video folder).
 std::map<std::string, std::string> TopicConfigs(std::string_view topic);
 
 // Every shared topic, plus kadr.frames.<model> for each of `models`, each with `partitions`

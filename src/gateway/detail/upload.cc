@@ -210,26 +210,4 @@ std::string SanitizeFileName(std::string_view name) {
   return out;
 }
 
-std::string NewJobId() {
-  static std::mutex mu;
-  static std::mt19937_64 rng = [] {
-    std::random_device rd;
-    std::seed_seq seed{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seed);
-  }();
-  std::uint64_t hi = 0;
-  std::uint64_t lo = 0;
-  {
-    std::lock_guard lock(mu);
-    hi = rng();
-    lo = rng();
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string id = "j";
-  id.reserve(25);
-  for (int i = 0; i < 8; ++i) id += kHex[(hi >> (60 - 4 * i)) & 0xF];   // 32 bits
-  for (int i = 0; i < 16; ++i) id += kHex[(lo >> (60 - 4 * i)) & 0xF];  // 64 bits
-  return id;
-}
-
 }  // namespace kadr::gateway::detail

@@ -41,7 +41,4 @@ Result<std::vector<int>> ResolveClasses(const std::vector<std::string>& items,
 // characters and invalid UTF-8 replaced, at most 128 bytes.
 std::string SanitizeFileName(std::string_view name);
 
-// "j" + 24 random hex digits (96 bits); a valid viewer::IsValidJobId.
-std::string NewJobId();
-
 }  // namespace kadr::gateway::detail

@@ -39,8 +39,8 @@ class CameraServiceTest : public ::testing::Test {
     o.runner.initial_backoff = 10ms;
     o.runner.max_backoff = 20ms;
     o.probe_timeout = 1000ms;
-    auto s =
-        CameraService::Create(o, publisher_, subscriber_, metrics_, OnlyModelM, std::move(factory));
+    auto s = CameraService::Create(o, publisher_, subscriber_, nullptr, metrics_, OnlyModelM,
+                                   std::move(factory));
     EXPECT_TRUE(s.has_value()) << s.error().ToString();
     return s.has_value() ? std::move(*s) : nullptr;
   }
@@ -55,10 +55,9 @@ class CameraServiceTest : public ::testing::Test {
 TEST_F(CameraServiceTest, RoutesResultsToTheirStreamAndReportsStats) {
   ScriptedSources sources({SourceScript{}});
   auto service = Make(sources.Factory());
-  ApiError error;
   auto created =
-      service->AddStream(R"({"source":"rtsp://admin:hunter2@cam:8554/x","name":"dock"})", &error);
-  ASSERT_TRUE(created.has_value()) << error.message;
+      service->AddStream(R"({"source":"rtsp://admin:hunter2@cam:8554/x","name":"dock"})");
+  ASSERT_TRUE(created.has_value()) << created.error().ToString();
   const json stream = json::parse(*created);
   const std::string id = stream["id"];
   EXPECT_EQ(stream["source"], "rtsp://***@cam:8554/x");
@@ -85,37 +84,54 @@ TEST_F(CameraServiceTest, RoutesResultsToTheirStreamAndReportsStats) {
 
 TEST_F(CameraServiceTest, RejectsBadRequestsWithPreciseErrors) {
   auto service = Make(OpenCvSourceFactory());
+  http::HttpServerOptions ho;
+  ho.port = 0;
+  auto server = http::HttpServer::Create(ho);
+  ASSERT_TRUE(server.has_value());
+  ASSERT_TRUE(service->RegisterRoutes(**server).ok());
+  ASSERT_TRUE((*server)->Start().ok());
+  httplib::Client client("127.0.0.1", (*server)->port());
   const auto text = dir_ / "notes.txt";
   std::ofstream(text) << "hello";
   struct Case {
     std::string body;
     int status;
     std::string code;
+    StatusCode status_code;  // what C++ callers of AddStream get
     std::string message_part;
   };
   const std::vector<Case> cases = {
-      {R"({"model":"m"})", 400, "invalid_argument", "source is required"},
-      {R"({"source":"/dev/video99"})", 400, "no_such_device", "no such device /dev/video99"},
-      {R"({"source":")" + text.string() + R"("})", 415, "not_a_video", "not a video"},
+      {R"({"model":"m"})", 400, "invalid_argument", StatusCode::kInvalidArgument,
+       "source is required"},
+      {R"({"source":"/dev/video99"})", 400, "no_such_device", StatusCode::kNotFound,
+       "no such device /dev/video99"},
+      {R"({"source":")" + text.string() + R"("})", 415, "not_a_video", StatusCode::kUnsupported,
+       "not a video"},
       {R"({"source":")" + (dir_ / "none.mp4").string() + R"("})", 400, "no_such_file",
-       "no such file"},
-      {R"({"source":"rtsp://h/x","model":"nope"})", 404, "not_found", "unknown model 'nope'"},
-      {R"({"source":"rtsp://u:hunter2@127.0.0.1:1/x"})", 502, "source_unreachable", "127.0.0.1:1"},
+       StatusCode::kNotFound, "no such file"},
+      {R"({"source":"rtsp://h/x","model":"nope"})", 404, "not_found", StatusCode::kNotFound,
+       "unknown model 'nope'"},
+      {R"({"source":"rtsp://u:hunter2@127.0.0.1:1/x"})", 502, "source_unreachable",
+       StatusCode::kUnavailable, "127.0.0.1:1"},
   };
   for (const Case& c : cases) {
-    ApiError e;
-    auto r = service->AddStream(c.body, &e);
-    ASSERT_FALSE(r.has_value()) << c.body;
-    EXPECT_EQ(e.http_status, c.status) << c.body << ": " << e.message;
-    EXPECT_EQ(e.code, c.code) << c.body << ": " << e.message;
-    EXPECT_NE(e.message.find(c.message_part), std::string::npos) << e.message;
-    EXPECT_EQ(e.message.find("hunter2"), std::string::npos) << e.message;
+    auto r = client.Post("/api/v1/streams", c.body, "application/json");
+    ASSERT_TRUE(r) << c.body;
+    EXPECT_EQ(r->status, c.status) << c.body << ": " << r->body;
+    const json e = json::parse(r->body)["error"];
+    EXPECT_EQ(e["code"], c.code) << c.body << ": " << r->body;
+    const std::string message = e["message"];
+    EXPECT_NE(message.find(c.message_part), std::string::npos) << message;
+    EXPECT_EQ(message.find("hunter2"), std::string::npos) << message;
+    auto direct = service->AddStream(c.body);
+    ASSERT_FALSE(direct.has_value()) << c.body;
+    EXPECT_EQ(direct.error().code(), c.status_code) << direct.error().ToString();
+    EXPECT_EQ(direct.error().message().find("hunter2"), std::string::npos);
   }
   EXPECT_TRUE(service->StreamIds().empty());
   // Without the probe the unreachable stream is created, and keeps trying.
-  ApiError e;
-  auto r = service->AddStream(R"({"source":"rtsp://u:hunter2@127.0.0.1:1/x","probe":false})", &e);
-  ASSERT_TRUE(r.has_value()) << e.message;
+  auto r = service->AddStream(R"({"source":"rtsp://u:hunter2@127.0.0.1:1/x","probe":false})");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
   const std::string id = json::parse(*r)["id"];
   ASSERT_TRUE(WaitFor([&] { return service->Snapshot(id)->stats.last_error.has_value(); }));
   const json j = json::parse(*service->StreamJson(id));
@@ -124,7 +140,25 @@ TEST_F(CameraServiceTest, RejectsBadRequestsWithPreciseErrors) {
             std::string::npos)
       << j.dump();
   EXPECT_EQ(j.dump().find("hunter2"), std::string::npos);
+  (*server)->Stop();
   service->StopAll();
+}
+
+// A C++ caller over the limit hears kResourceExhausted, as the route answers 429.
+TEST_F(CameraServiceTest, TooManyStreamsIsResourceExhausted) {
+  ScriptedSources sources({SourceScript{}});
+  CameraOptions o;
+  o.data_dir = dir_;
+  o.default_model = "m";
+  o.max_streams = 1;
+  auto service = CameraService::Create(o, publisher_, subscriber_, nullptr, metrics_, OnlyModelM,
+                                       sources.Factory());
+  ASSERT_TRUE(service.has_value());
+  ASSERT_TRUE((*service)->AddStream(R"({"source":"rtsp://cam/a","probe":false})").has_value());
+  auto second = (*service)->AddStream(R"({"source":"rtsp://cam/b","probe":false})");
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(second.error().code(), StatusCode::kResourceExhausted);
+  (*service)->StopAll();
 }
 
 TEST_F(CameraServiceTest, StreamsComeBackAfterARestart) {
@@ -132,11 +166,10 @@ TEST_F(CameraServiceTest, StreamsComeBackAfterARestart) {
   std::string id;
   {
     auto service = Make(sources.Factory());
-    ApiError e;
-    auto r = service->AddStream(R"({"source":"rtsp://u:p@cam/x","fps":5,"name":"gate"})", &e);
-    ASSERT_TRUE(r.has_value()) << e.message;
+    auto r = service->AddStream(R"({"source":"rtsp://u:p@cam/x","fps":5,"name":"gate"})");
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
     id = json::parse(*r)["id"];
-    auto other = service->AddStream(R"({"source":"rtsp://cam/y"})", &e);
+    auto other = service->AddStream(R"({"source":"rtsp://cam/y"})");
     ASSERT_TRUE(other.has_value());
     ASSERT_TRUE(service->RemoveStream(json::parse(*other)["id"]).ok());
     EXPECT_EQ(service->RemoveStream("sunknown").code(), StatusCode::kNotFound);

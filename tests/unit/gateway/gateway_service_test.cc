@@ -17,10 +17,12 @@
 
 #include "bus/fake_bus.h"
 #include "http/server.h"
+#include "jobs/job_routes.h"
+#include "jobs/memory_job_store.h"
+#include "jobs/recorder.h"
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
 #include "support/test_data.h"
-#include "viewer/history_store.h"
 
 namespace kadr::gateway {
 namespace {
@@ -189,12 +191,20 @@ class GatewayServiceTest : public ::testing::Test {
   void Start(GatewayOptions options, bool announce = true,
              std::vector<ConfiguredModel> models = DefaultModels()) {
     worker_ = std::make_unique<FakeWorker>(bus_, kModel);
-    service_ = std::make_unique<GatewayService>(
+    auto service = GatewayService::Create(
         std::move(options), publisher_, replies_, workers_, std::move(models),
         [this]() -> Status {
           return broker_ok_ ? Status::Ok() : UnavailableError("broker not answering");
         },
-        metrics_, history_.get());
+        metrics_);
+    ASSERT_TRUE(service.has_value()) << service.error().ToString();
+    service_ = std::move(service).value();
+    // The job reads are the recorder's: it materialises the gateway's snapshots and the
+    // workers' answers into the store the job routes read.
+    jobs::RecorderOptions ro;
+    ro.poll_timeout = 2ms;
+    ro.now_ms = [this] { return now_.load(); };
+    recorder_ = std::make_unique<jobs::Recorder>(ro, store_, recorder_in_, metrics_);
     http::HttpServerOptions http_options;
     http_options.port = 0;
     http_options.threads = 8;
@@ -202,8 +212,12 @@ class GatewayServiceTest : public ::testing::Test {
     ASSERT_TRUE(server.has_value());
     server_ = std::move(server).value();
     ASSERT_TRUE(service_->RegisterRoutes(*server_).ok());
+    jobs::JobRoutesOptions jo;
+    jo.now_ms = [this] { return now_.load(); };
+    ASSERT_TRUE(jobs::RegisterJobRoutes(*server_, jo, store_, *recorder_, publisher_).ok());
     ASSERT_TRUE(server_->Start().ok());
     run_ = std::jthread([this](const std::stop_token& stop) { run_status_ = service_->Run(stop); });
+    record_ = std::jthread([this](const std::stop_token& stop) { (void)recorder_->Run(stop); });
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
     client_->set_read_timeout(10s);
     if (announce) Announce(kModel);
@@ -213,6 +227,7 @@ class GatewayServiceTest : public ::testing::Test {
   void TearDown() override {
     if (server_) server_->Stop();
     run_ = {};  // requests stop and joins
+    record_ = {};
     worker_.reset();
   }
 
@@ -258,7 +273,10 @@ class GatewayServiceTest : public ::testing::Test {
   std::atomic<std::int64_t> now_{1'764'115'200'000};
   std::atomic<bool> broker_ok_{true};
   MetricsRegistry metrics_;
-  std::unique_ptr<viewer::HistoryStore> history_;
+  jobs::MemoryJobStore store_;
+  bus::FakeSubscriber recorder_in_{bus_, {std::string(protocol::kJobsTopic), kReplyTopic}};
+  std::unique_ptr<jobs::Recorder> recorder_;
+  std::jthread record_;
   std::unique_ptr<FakeWorker> worker_;
   std::unique_ptr<GatewayService> service_;
   std::unique_ptr<http::HttpServer> server_;
@@ -562,14 +580,19 @@ TEST_F(GatewayServiceTest, BrokerDownIs503) {
 
 TEST_F(GatewayServiceTest, PublishFailureIs503) {
   Start();
-  publisher_.FailNext(1, UnavailableError("all brokers down"));
+  // The job's snapshot and its frame, sent three times.
+  publisher_.FailNext(4, UnavailableError("all brokers down"));
   auto r = Post("/api/v1/detect", jpeg_);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 503);
   EXPECT_EQ(ErrorOf(r)["code"], "unavailable");
   const std::string id = r->get_header_value("X-Kadr-Job-Id");
-  auto job = json::parse(client_->Get("/api/v1/jobs/" + id)->body);
-  EXPECT_EQ(job["state"], "failed");
+  // The job store follows the gateway's answer as soon as the recorder has read the failure.
+  json job;
+  EXPECT_TRUE(WaitFor([&] {
+    job = json::parse(client_->Get("/api/v1/jobs/" + id)->body);
+    return job["state"] == "failed";
+  })) << job.dump();
   EXPECT_EQ(job["error"]["code"], "unavailable");
 
   // A frame the publisher refuses outright (over its size limit) is 413.
@@ -589,8 +612,12 @@ TEST_F(GatewayServiceTest, NoResultBeforeTheDeadlineIs504) {
   EXPECT_EQ(r->status, 504);
   EXPECT_EQ(ErrorOf(r)["code"], "deadline_exceeded");
   const std::string id = r->get_header_value("X-Kadr-Job-Id");
-  auto job = json::parse(client_->Get("/api/v1/jobs/" + id)->body);
-  EXPECT_EQ(job["state"], "failed");
+  // The job store follows the gateway's answer as soon as the recorder has read the failure.
+  json job;
+  EXPECT_TRUE(WaitFor([&] {
+    job = json::parse(client_->Get("/api/v1/jobs/" + id)->body);
+    return job["state"] == "failed";
+  })) << job.dump();
   EXPECT_EQ(job["error"]["code"], "deadline_exceeded");
 
   // Async jobs expire too, from Run's loop.
@@ -782,47 +809,6 @@ TEST_F(GatewayServiceTest, MetricsExposeRequestsJobsWorkersAndBroker) {
   }
 }
 
-TEST_F(GatewayServiceTest, FinishedJobsFallBackToTheHistory) {
-  auto store = viewer::HistoryStore::Create({kadr::testing::MakeTempDir()});
-  ASSERT_TRUE(store.has_value());
-  history_ = std::move(store).value();
-  const std::string id = "j00000000000000000000beef";
-  protocol::FrameResult result;
-  result.frame_id = result.correlation_id = id;
-  result.result.model = "m";
-  result.result.image_width = 10;
-  result.result.image_height = 20;
-  viewer::JobRecord record;
-  record.id = id;
-  record.kind = "image";
-  record.model = "m";
-  record.state = "done";
-  record.frames_done = 1;
-  record.result_json = protocol::FrameResultToJson(result);
-  ASSERT_TRUE(history_->PutJob(record).ok());
-  const std::string annotated = Encode(Picture(8, 8), ".jpg");
-  ASSERT_TRUE(history_->SaveAnnotatedImage(id, Bytes(annotated)).ok());
-  viewer::JobRecord failed = record;
-  failed.id = "j00000000000000000000dead";
-  failed.state = "failed";
-  failed.error = DeadlineExceededError("too late");
-  ASSERT_TRUE(history_->PutJob(failed).ok());
-  Start();
-
-  auto job = client_->Get("/api/v1/jobs/" + id);
-  ASSERT_TRUE(job);
-  ASSERT_EQ(job->status, 200);
-  EXPECT_EQ(json::parse(job->body)["state"], "done");
-  auto res = client_->Get("/api/v1/jobs/" + id + "/result");
-  ASSERT_EQ(res->status, 200);
-  EXPECT_EQ(json::parse(res->body)["image"], json({{"width", 10}, {"height", 20}}));
-  auto image = client_->Get("/api/v1/jobs/" + id + "/image");
-  ASSERT_EQ(image->status, 200);
-  EXPECT_EQ(image->body, annotated);
-  EXPECT_EQ(client_->Get("/api/v1/jobs/" + failed.id + "/result")->status, 504);
-  EXPECT_EQ(client_->Get("/api/v1/jobs/" + failed.id + "/image")->status, 404);
-}
-
 TEST_F(GatewayServiceTest, StoppingAnswersWaitingRequests503) {
   Start();
   worker_->mode = FakeWorker::Mode::kSilent;
@@ -845,21 +831,6 @@ TEST_F(GatewayServiceTest, StoppingAnswersWaitingRequests503) {
   // New uploads are refused; reading still works.
   EXPECT_EQ(Post("/api/v1/detect", jpeg_)->status, 503);
   EXPECT_EQ(client_->Get("/healthz")->status, 200);
-}
-
-TEST_F(GatewayServiceTest, JobsKeptInMemoryAreBounded) {
-  GatewayOptions options = Options();
-  options.max_jobs_kept = 2;
-  Start(options);
-  std::vector<std::string> ids;
-  for (int i = 0; i < 3; ++i) {
-    auto r = Post("/api/v1/detect", jpeg_);
-    ASSERT_EQ(r->status, 200);
-    ids.push_back(json::parse(r->body)["job_id"]);
-  }
-  EXPECT_EQ(client_->Get("/api/v1/jobs/" + ids[0])->status, 404);
-  EXPECT_EQ(client_->Get("/api/v1/jobs/" + ids[1])->status, 200);
-  EXPECT_EQ(client_->Get("/api/v1/jobs/" + ids[2])->status, 200);
 }
 
 TEST(GatewayOptionsTest, ValidatesOptions) {

@@ -7,8 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include "viewer/history_store.h"
-
 namespace kadr::gateway::detail {
 namespace {
 
@@ -138,18 +136,6 @@ TEST(SanitizeFileNameTest, KeepsTheLastComponentAsSafeText) {
   for (int i = 0; i < 100; ++i) accents += "\xC3\xA9";
   EXPECT_EQ(SanitizeFileName(accents).size(), 128u);
   EXPECT_EQ(SanitizeFileName("x" + accents).size(), 127u);
-}
-
-TEST(NewJobIdTest, RandomValidIds) {
-  const std::regex pattern("j[0-9a-f]{24}");
-  std::set<std::string> seen;
-  for (int i = 0; i < 1000; ++i) {
-    const std::string id = NewJobId();
-    ASSERT_TRUE(std::regex_match(id, pattern)) << id;
-    ASSERT_TRUE(viewer::IsValidJobId(id));
-    seen.insert(id);
-  }
-  EXPECT_EQ(seen.size(), 1000u);
 }
 
 }  // namespace

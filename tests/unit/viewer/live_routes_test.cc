@@ -20,9 +20,10 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "bus/fake_bus.h"
+#include "jobs/recorder.h"
 #include "protocol/frame.h"
 #include "support/test_data.h"
-#include "viewer/viewer_service.h"
+#include "viewer/live_view_service.h"
 
 namespace kadr::viewer {
 namespace {
@@ -134,7 +135,6 @@ std::vector<MjpegPart> ParseParts(const std::string& body) {
 class LiveRoutesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    history_.dir = kadr::testing::MakeTempDir();
     options_.live_check_interval = 20ms;
     options_.max_live_clients = 2;
   }
@@ -143,19 +143,15 @@ class LiveRoutesTest : public ::testing::Test {
     if (server_) server_->Stop();
     server_.reset();
     service_.reset();
-    std::filesystem::remove_all(history_.dir);
   }
 
   void Start() {
-    auto created = HistoryStore::Create(history_);
-    ASSERT_TRUE(created.has_value()) << created.error().ToString();
-    store_ = std::move(created).value();
     subscriber_ = std::make_unique<bus::FakeSubscriber>(bus_, kTopic);
-    service_ = std::make_unique<ViewerService>(options_, *store_, *subscriber_, metrics_);
+    service_ = std::make_unique<LiveViewService>(options_, *subscriber_, metrics_);
     auto server = http::HttpServer::Create({.port = 0, .threads = 6});
     ASSERT_TRUE(server.has_value());
     server_ = std::move(server).value();
-    ASSERT_TRUE(service_->RegisterRoutes(*server_, true).ok());
+    ASSERT_TRUE(service_->RegisterRoutes(*server_).ok());
     ASSERT_TRUE(server_->Start().ok());
   }
 
@@ -198,45 +194,48 @@ class LiveRoutesTest : public ::testing::Test {
     return false;
   }
 
-  HistoryOptions history_;
-  ViewerOptions options_;
+  LiveViewOptions options_;
   bus::FakeBus bus_;
   MetricsRegistry metrics_;
-  std::unique_ptr<HistoryStore> store_;
   std::unique_ptr<bus::FakeSubscriber> subscriber_;
-  std::unique_ptr<ViewerService> service_;
+  std::unique_ptr<LiveViewService> service_;
   std::unique_ptr<http::HttpServer> server_;
   std::vector<std::thread> readers_;
 };
 
-TEST(ViewerTopicsTest, CoverTheHistoryAndTheLiveTopics) {
-  const std::vector<std::string> topics = ViewerTopics();
-  auto covered = [&](std::string_view topic) {
+TEST(LiveViewTopicsTest, CoverTheLiveTopicsAndTheRecorderTheRest) {
+  const auto covered = [](const std::vector<std::string>& topics, std::string_view topic) {
     for (const auto& t : topics) {
       if (t == topic) return true;
       if (t.starts_with('^') && std::regex_match(std::string(topic), std::regex(t))) return true;
     }
     return false;
   };
-  for (std::string_view topic :
-       {protocol::kResultsTopic, protocol::kAnnotatedTopic, protocol::kLiveResultsTopic,
-        protocol::kLiveAnnotatedTopic, std::string_view("kadr.replies.host-8080")}) {
-    EXPECT_TRUE(covered(topic)) << topic;
+  const std::vector<std::string> live = LiveViewTopics();
+  const std::vector<std::string> recorded = jobs::RecorderTopics();
+  for (std::string_view topic : {protocol::kLiveResultsTopic, protocol::kLiveAnnotatedTopic}) {
+    EXPECT_TRUE(covered(live, topic)) << topic;
+    EXPECT_FALSE(covered(recorded, topic)) << topic;
   }
-  EXPECT_FALSE(covered("kadr.live.results.other"));
-  EXPECT_FALSE(covered(protocol::kDeadLetterTopic));
+  for (std::string_view topic :
+       {protocol::kResultsTopic, protocol::kAnnotatedTopic, protocol::kJobsTopic,
+        std::string_view("kadr.replies.host-8080")}) {
+    EXPECT_TRUE(covered(recorded, topic)) << topic;
+    EXPECT_FALSE(covered(live, topic)) << topic;
+  }
+  EXPECT_FALSE(covered(live, "kadr.live.results.other"));
+  EXPECT_FALSE(covered(recorded, protocol::kDeadLetterTopic));
 }
 
-TEST_F(LiveRoutesTest, LiveMessagesFeedTheHubAndNeverTheHistory) {
+TEST_F(LiveRoutesTest, LiveMessagesFeedTheHub) {
   Start();
   const std::string jpeg = Jpeg(10);
   Publish(Message("s1", 4, "live", jpeg, "image/jpeg"));
   Publish(Message("s1", 4, "live", ResultJson("s1", 4, 2), "application/json"));
-  EXPECT_EQ(*store_->CountJobs(), 0U);
-  const ViewerStats stats = service_->stats();
+  const LiveViewStats stats = service_->stats();
   EXPECT_EQ(stats.live_frames, 1U);
   EXPECT_EQ(stats.live_results, 1U);
-  EXPECT_EQ(stats.images_stored + stats.results_stored, 0U);
+  EXPECT_EQ(stats.ignored, 0U);
   EXPECT_EQ(subscriber_->acked().size(), 2U);
 
   auto frame = Client()->Get("/api/v1/streams/s1/frame");
@@ -250,17 +249,17 @@ TEST_F(LiveRoutesTest, LiveMessagesFeedTheHubAndNeverTheHistory) {
   EXPECT_EQ(json::parse(*result->data)["detections"].size(), 2U);
 }
 
-TEST_F(LiveRoutesTest, VideoJobMessagesAreAcknowledgedAndIgnored) {
+TEST_F(LiveRoutesTest, MessagesOfOtherKindsAreAcknowledgedAndIgnored) {
   Start();
   Publish(Message("job1", 0, "video", Jpeg(10), "image/jpeg"));
   Publish(Message("job1", 0, "video", ResultJson("job1", 0, 1), "application/json"));
-  EXPECT_EQ(service_->stats().video_ignored, 2U);
+  EXPECT_EQ(service_->stats().ignored, 2U);
   EXPECT_EQ(subscriber_->acked().size(), 2U);
-  EXPECT_EQ(*store_->CountJobs(), 0U);
   EXPECT_EQ(service_->live_hub().stream_count(), 0U);
-  // No kind (an upload) is still recorded in the history.
+  // No kind (an upload): the recorder's, not the live view's.
   Publish(Message("img1", 0, "", ResultJson("img1", 0, 1), "application/json"));
-  EXPECT_EQ(*store_->CountJobs(), 1U);
+  EXPECT_EQ(service_->stats().ignored, 3U);
+  EXPECT_EQ(service_->live_hub().stream_count(), 0U);
 }
 
 TEST_F(LiveRoutesTest, MalformedLiveMessagesAreCountedAndDoNotBlockLaterOnes) {

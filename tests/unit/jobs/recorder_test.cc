@@ -1,4 +1,4 @@
-#include "viewer/viewer_service.h"
+#include "jobs/recorder.h"
 
 #include <atomic>
 #include <chrono>
@@ -19,11 +19,14 @@
 #include <opencv2/imgproc.hpp>
 
 #include "bus/fake_bus.h"
+#include "jobs/job_events.h"
+#include "jobs/job_json.h"
+#include "jobs/job_routes.h"
+#include "jobs/sqlite_job_store.h"
 #include "protocol/frame.h"
 #include "support/test_data.h"
-#include "viewer/job_json.h"
 
-namespace kadr::viewer {
+namespace kadr::jobs {
 namespace {
 
 using namespace std::chrono_literals;
@@ -32,7 +35,7 @@ namespace fs = std::filesystem;
 namespace header = protocol::header;
 
 // Everything arrives on one fake topic; in production the subscriber reads several.
-constexpr char kTopic[] = "viewer-in";
+constexpr char kTopic[] = "recorder-in";
 constexpr std::int64_t kT0 = 1'764'115'200'000;
 
 std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
@@ -99,7 +102,42 @@ bus::Message ImageMessage(const std::string& stream, int width = 800, int height
   return m;
 }
 
-class ViewerServiceTest : public ::testing::Test {
+bus::Message Snapshot(const JobRecord& job) {
+  bus::Message m = JobEventMessage(job);
+  m.topic = kTopic;
+  return m;
+}
+
+JobRecord QueuedImage(const std::string& id, std::int64_t created_ms, std::int64_t deadline_ms) {
+  JobRecord job;
+  job.id = id;
+  job.kind = JobKind::kImage;
+  job.model = "yolox_nano";
+  job.state = JobState::kQueued;
+  job.created_ms = created_ms;
+  job.updated_ms = created_ms;
+  job.source_name = "upload.jpg";
+  job.deadline_ms = deadline_ms;
+  return job;
+}
+
+JobRecord RunningVideo(const std::string& id) {
+  JobRecord job;
+  job.id = id;
+  job.kind = JobKind::kVideo;
+  job.model = "yolox_nano";
+  job.state = JobState::kRunning;
+  job.created_ms = kT0;
+  job.updated_ms = kT0;
+  job.frames_total = 10;
+  job.frames_done = 3;
+  job.source_name = "clip.mp4";
+  job.control_topic = "kadr.replies.gw-a";
+  job.details_json = R"({"video":{"fps":25,"width":64,"height":48}})";
+  return job;
+}
+
+class RecorderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     history_.dir = kadr::testing::MakeTempDir();
@@ -112,13 +150,13 @@ class ViewerServiceTest : public ::testing::Test {
   }
 
   // (Re)creates the store, subscriber and service over the same directory: a restart.
-  void Open(bool job_routes = true) {
-    auto created = HistoryStore::Create(history_);
+  void Open() {
+    auto created = SqliteJobStore::Create(history_);
     ASSERT_TRUE(created.has_value()) << created.error().ToString();
     store_ = std::move(created).value();
     subscriber_ = std::make_unique<bus::FakeSubscriber>(*bus_, kTopic);
     metrics_ = std::make_unique<MetricsRegistry>();
-    service_ = std::make_unique<ViewerService>(options_, *store_, *subscriber_, *metrics_);
+    service_ = std::make_unique<Recorder>(options_, *store_, *subscriber_, *metrics_);
 
     http::HttpServerOptions server_options;
     server_options.port = 0;
@@ -126,7 +164,12 @@ class ViewerServiceTest : public ::testing::Test {
     auto server = http::HttpServer::Create(server_options);
     ASSERT_TRUE(server.has_value());
     server_ = std::move(server).value();
-    ASSERT_TRUE(service_->RegisterRoutes(*server_, job_routes).ok());
+    JobRoutesOptions routes;
+    routes.now_ms = [this] { return now_ms_.load(); };
+    routes.recent_wait = 200ms;
+    routes.cancel_wait = 2s;
+    routes.video_dir = history_.dir.string();
+    ASSERT_TRUE(RegisterJobRoutes(*server_, routes, *store_, *service_, publisher_).ok());
     ASSERT_TRUE(server_->Start().ok());
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
     client_->set_read_timeout(5s);
@@ -165,44 +208,25 @@ class ViewerServiceTest : public ::testing::Test {
   }
 
   std::atomic<std::int64_t> now_ms_{kT0 + 1000};
-  HistoryOptions history_;
-  ViewerOptions options_;
+  SqliteJobStoreOptions history_;
+  RecorderOptions options_;
   std::unique_ptr<bus::FakeBus> bus_ = std::make_unique<bus::FakeBus>();
-  std::unique_ptr<HistoryStore> store_;
+  bus::FakePublisher publisher_{*bus_};
+  std::unique_ptr<SqliteJobStore> store_;
   std::unique_ptr<bus::FakeSubscriber> subscriber_;
   std::unique_ptr<MetricsRegistry> metrics_;
-  std::unique_ptr<ViewerService> service_;
+  std::unique_ptr<Recorder> service_;
   std::unique_ptr<http::HttpServer> server_;
   std::unique_ptr<httplib::Client> client_;
 };
 
-TEST(JobIdForStreamTest, KeepsValidIdsAndHashesOthersIntoValidDistinctIds) {
-  EXPECT_EQ(JobIdForStream("cam1"), "cam1");
-  EXPECT_EQ(JobIdForStream("j7f3c2a9d0e1b4c5a6f7e8d9c"), "j7f3c2a9d0e1b4c5a6f7e8d9c");
-  EXPECT_EQ(JobIdForStream(""), "");
-
-  const std::string a = JobIdForStream("rtsp://cam/1");
-  const std::string b = JobIdForStream("rtsp://cam/2");
-  EXPECT_TRUE(IsValidJobId(a)) << a;
-  EXPECT_TRUE(IsValidJobId(b)) << b;
-  EXPECT_NE(a, b);
-  EXPECT_TRUE(a.starts_with("rtsp___cam_1-")) << a;
-  EXPECT_EQ(a, JobIdForStream("rtsp://cam/1"));  // stable, so a stream keeps its job
-
-  const std::string long_a = JobIdForStream(std::string(100, 'x') + "a");
-  const std::string long_b = JobIdForStream(std::string(100, 'x') + "b");
-  EXPECT_TRUE(IsValidJobId(long_a)) << long_a;
-  EXPECT_LE(long_a.size(), 64U);
-  EXPECT_NE(long_a, long_b);
-}
-
-TEST_F(ViewerServiceTest, ResultThenImageMakesADoneJobWithImageAndThumbnail) {
+TEST_F(RecorderTest, ResultThenImageMakesADoneJobWithImageAndThumbnail) {
   const auto result = MakeResult("j1", protocol::FrameStatus::kOk, kT0, 3);
   Publish(ResultMessage(result));
   Drain();
   JobRecord job = Job("j1");
-  EXPECT_EQ(job.state, "done");
-  EXPECT_EQ(job.kind, "image");
+  EXPECT_EQ(job.state, JobState::kDone);
+  EXPECT_EQ(job.kind, JobKind::kImage);
   EXPECT_EQ(job.model, "yolox_nano");
   EXPECT_EQ(job.source_name, "j1.jpg");
   EXPECT_EQ(job.created_ms, kT0);
@@ -216,20 +240,20 @@ TEST_F(ViewerServiceTest, ResultThenImageMakesADoneJobWithImageAndThumbnail) {
   Publish(ImageMessage("j1"));
   Drain();
   job = Job("j1");
-  EXPECT_EQ(job.state, "done");
+  EXPECT_EQ(job.state, JobState::kDone);
   EXPECT_TRUE(job.has_image);
   EXPECT_TRUE(store_->LoadThumbnail("j1").has_value());
   EXPECT_EQ(subscriber_->acked(), (std::set<std::int64_t>{0, 1}));
-  const ViewerStats stats = service_->stats();
+  const RecorderStats stats = service_->stats();
   EXPECT_EQ(stats.results_stored, 1U);
   EXPECT_EQ(stats.images_stored, 1U);
 }
 
-TEST_F(ViewerServiceTest, ImageBeforeResultCreatesARunningJobThatTheResultCompletes) {
+TEST_F(RecorderTest, ImageBeforeResultCreatesARunningJobThatTheResultCompletes) {
   Publish(ImageMessage("j2"));
   Drain();
   JobRecord job = Job("j2");
-  EXPECT_EQ(job.state, "running");
+  EXPECT_EQ(job.state, JobState::kRunning);
   EXPECT_TRUE(job.has_image);
   EXPECT_EQ(job.model, "yolox_nano");
   EXPECT_EQ(job.source_name, "j2.jpg");
@@ -239,7 +263,7 @@ TEST_F(ViewerServiceTest, ImageBeforeResultCreatesARunningJobThatTheResultComple
   Publish(ResultMessage(MakeResult("j2", protocol::FrameStatus::kOk, kT0, 2)));
   Drain();
   job = Job("j2");
-  EXPECT_EQ(job.state, "done");
+  EXPECT_EQ(job.state, JobState::kDone);
   EXPECT_TRUE(job.has_image);  // PutJob keeps the image
   EXPECT_EQ(job.created_ms, kT0);
   EXPECT_EQ(job.updated_ms, kT0 + 1050);
@@ -247,7 +271,7 @@ TEST_F(ViewerServiceTest, ImageBeforeResultCreatesARunningJobThatTheResultComple
   EXPECT_EQ(json::parse(JobToJson(job))["detections_count"], 2);
 }
 
-TEST_F(ViewerServiceTest, ErrorAndSkippedResultsMarkTheJobFailedWithTheirCode) {
+TEST_F(RecorderTest, ErrorAndSkippedResultsMarkTheJobFailedWithTheirCode) {
   auto error = MakeResult("bad", protocol::FrameStatus::kError, kT0);
   error.error = InvalidArgumentError("truncated JPEG");
   auto skipped = MakeResult("late", protocol::FrameStatus::kSkipped, 0);
@@ -257,11 +281,11 @@ TEST_F(ViewerServiceTest, ErrorAndSkippedResultsMarkTheJobFailedWithTheirCode) {
   Drain();
 
   JobRecord bad = Job("bad");
-  EXPECT_EQ(bad.state, "failed");
+  EXPECT_EQ(bad.state, JobState::kFailed);
   ASSERT_TRUE(bad.error.has_value());
   EXPECT_EQ(*bad.error, InvalidArgumentError("truncated JPEG"));
   JobRecord late = Job("late");
-  EXPECT_EQ(late.state, "failed");
+  EXPECT_EQ(late.state, JobState::kFailed);
   ASSERT_TRUE(late.error.has_value());
   EXPECT_EQ(late.error->code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(late.created_ms, kT0 + 1000);  // no capture time: now
@@ -277,7 +301,7 @@ TEST_F(ViewerServiceTest, ErrorAndSkippedResultsMarkTheJobFailedWithTheirCode) {
   EXPECT_EQ(service_->stats().results_stored, 2U);
 }
 
-TEST_F(ViewerServiceTest, MalformedMessagesAreCountedAndAckedAndLaterOnesStillStored) {
+TEST_F(RecorderTest, MalformedMessagesAreCountedAndAckedAndLaterOnesStillStored) {
   bus::Message not_json{kTopic, "x1", Bytes("{not json"), {}};
   not_json.headers.Set(header::kContentType, "application/json");
   Publish(not_json);
@@ -296,26 +320,22 @@ TEST_F(ViewerServiceTest, MalformedMessagesAreCountedAndAckedAndLaterOnesStillSt
   Drain();
 
   EXPECT_EQ(subscriber_->acked(), (std::set<std::int64_t>{0, 1, 2, 3, 4}));
-  const ViewerStats stats = service_->stats();
-  EXPECT_EQ(stats.results_malformed, 2U);
-  EXPECT_EQ(stats.images_malformed, 2U);
+  const RecorderStats stats = service_->stats();
+  EXPECT_EQ(stats.malformed, 4U);
   EXPECT_EQ(stats.results_stored, 1U);
-  EXPECT_EQ(stats.results_failed + stats.images_failed, 0U);
-  EXPECT_EQ(Job("good").state, "done");
+  EXPECT_EQ(stats.failed, 0U);
+  EXPECT_EQ(Job("good").state, JobState::kDone);
   EXPECT_EQ(store_->CountJobs().value(), 1U);
   const std::string text = metrics_->RenderPrometheus();
-  EXPECT_NE(text.find(R"(kadr_viewer_records_total{kind="result",outcome="malformed"} 2)"),
+  EXPECT_NE(text.find(R"(kadr_jobs_records_total{kind="any",outcome="malformed"} 4)"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find(R"(kadr_viewer_records_total{kind="image",outcome="malformed"} 2)"),
-            std::string::npos)
-      << text;
-  EXPECT_NE(text.find(R"(kadr_viewer_records_total{kind="result",outcome="stored"} 1)"),
+  EXPECT_NE(text.find(R"(kadr_jobs_records_total{kind="result",outcome="stored"} 1)"),
             std::string::npos)
       << text;
 }
 
-TEST_F(ViewerServiceTest, RedeliveredMessagesAreHarmless) {
+TEST_F(RecorderTest, RedeliveredMessagesAreHarmless) {
   const auto result = MakeResult("dup", protocol::FrameStatus::kOk, kT0);
   for (int i = 0; i < 2; ++i) {
     Publish(ImageMessage("dup"));
@@ -324,13 +344,13 @@ TEST_F(ViewerServiceTest, RedeliveredMessagesAreHarmless) {
   Drain();
   EXPECT_EQ(store_->CountJobs().value(), 1U);
   const JobRecord job = Job("dup");
-  EXPECT_EQ(job.state, "done");
+  EXPECT_EQ(job.state, JobState::kDone);
   EXPECT_TRUE(job.has_image);
   EXPECT_EQ(job.result_json, protocol::FrameResultToJson(result));
   EXPECT_EQ(subscriber_->acked().size(), 4U);
 }
 
-TEST_F(ViewerServiceTest, StoreFailureIsCountedAndAckedAndDoesNotBlockTheStream) {
+TEST_F(RecorderTest, StoreFailureIsCountedAndAckedAndDoesNotBlockTheStream) {
   Close();
   options_.store_attempts = 2;
   options_.store_retry_backoff = 0ms;
@@ -341,16 +361,16 @@ TEST_F(ViewerServiceTest, StoreFailureIsCountedAndAckedAndDoesNotBlockTheStream)
   Publish(ImageMessage("f1"));
   Publish(ResultMessage(MakeResult("f2", protocol::FrameStatus::kOk, kT0)));
   Drain();
-  const ViewerStats stats = service_->stats();
-  EXPECT_EQ(stats.images_failed, 1U);
-  EXPECT_EQ(stats.images_malformed, 0U);
+  const RecorderStats stats = service_->stats();
+  EXPECT_EQ(stats.failed, 1U);
+  EXPECT_EQ(stats.malformed, 0U);
   EXPECT_EQ(stats.results_stored, 1U);
   EXPECT_EQ(subscriber_->acked(), (std::set<std::int64_t>{0, 1}));
-  EXPECT_EQ(Job("f2").state, "done");
+  EXPECT_EQ(Job("f2").state, JobState::kDone);
   EXPECT_FALSE(Job("f1").has_image);
 }
 
-TEST_F(ViewerServiceTest, KeyOrHashedStreamNamesTheJobWhenTheHeaderDoesNot) {
+TEST_F(RecorderTest, KeyOrHashedStreamNamesTheJobWhenTheHeaderDoesNot) {
   bus::Message keyed = ResultMessage(MakeResult("ignored", protocol::FrameStatus::kOk, kT0));
   keyed.headers = {};
   keyed.headers.Set(header::kContentType, "application/json");
@@ -358,13 +378,13 @@ TEST_F(ViewerServiceTest, KeyOrHashedStreamNamesTheJobWhenTheHeaderDoesNot) {
   Publish(keyed);
   Publish(ResultMessage(MakeResult("rtsp://cam/1", protocol::FrameStatus::kOk, kT0)));
   Drain();
-  EXPECT_EQ(Job("from-key").state, "done");
+  EXPECT_EQ(Job("from-key").state, JobState::kDone);
   const std::string id = JobIdForStream("rtsp://cam/1");
-  EXPECT_EQ(Job(id).state, "done");
+  EXPECT_EQ(Job(id).state, JobState::kDone);
   EXPECT_EQ(Get("/api/v1/jobs/" + id)->status, 200);
 }
 
-TEST_F(ViewerServiceTest, UnlabelledPngIsSniffedAndStoredAsJpeg) {
+TEST_F(RecorderTest, UnlabelledPngIsSniffedAndStoredAsJpeg) {
   bus::Message png{kTopic, "png1", EncodeImage(300, 100, ".png"), {}};
   Publish(png);
   Drain();
@@ -376,10 +396,11 @@ TEST_F(ViewerServiceTest, UnlabelledPngIsSniffedAndStoredAsJpeg) {
   EXPECT_EQ((*image)[1], 0xD8);
 }
 
-TEST_F(ViewerServiceTest, RetentionRunsEveryNRecordsAndEveryInterval) {
+TEST_F(RecorderTest, RetentionRunsEveryNRecordsAndEveryInterval) {
   Close();
-  history_.max_jobs = 2;
-  history_.max_age = std::chrono::hours(24 * 365 * 100);  // the store ages by the real clock
+  history_.retention.max_jobs = 2;
+  history_.retention.max_age =
+      std::chrono::hours(24 * 365 * 100);  // the store ages by the real clock
   options_.enforce_every_records = 3;
   options_.enforce_interval = 10s;
   Open();
@@ -399,7 +420,7 @@ TEST_F(ViewerServiceTest, RetentionRunsEveryNRecordsAndEveryInterval) {
   EXPECT_EQ(store_->CountJobs().value(), 2U);  // the interval passed
 }
 
-TEST_F(ViewerServiceTest, ListIsNewestFirstWithPaginationAndRejectsBadValues) {
+TEST_F(RecorderTest, ListIsNewestFirstWithPaginationAndRejectsBadValues) {
   for (int i = 0; i < 5; ++i) {
     Publish(
         ResultMessage(MakeResult("job" + std::to_string(i), protocol::FrameStatus::kOk, kT0 + i)));
@@ -435,7 +456,7 @@ TEST_F(ViewerServiceTest, ListIsNewestFirstWithPaginationAndRejectsBadValues) {
   }
 }
 
-TEST_F(ViewerServiceTest, ThumbnailIsASmallerJpegAndImageIsTheOriginal) {
+TEST_F(RecorderTest, ThumbnailIsASmallerJpegAndImageIsTheOriginal) {
   const bus::Message image = ImageMessage("t1", 800, 600);
   Publish(image);
   Publish(ResultMessage(MakeResult("t1", protocol::FrameStatus::kOk, kT0)));
@@ -464,7 +485,7 @@ TEST_F(ViewerServiceTest, ThumbnailIsASmallerJpegAndImageIsTheOriginal) {
   EXPECT_EQ(tiny.rows, 50);
 }
 
-TEST_F(ViewerServiceTest, JobRoutesAnswerInTheApiShape) {
+TEST_F(RecorderTest, JobRoutesAnswerInTheApiShape) {
   Publish(ResultMessage(MakeResult("done1", protocol::FrameStatus::kOk, kT0, 2)));
   Publish(ImageMessage("done1"));
   Publish(ImageMessage("running1"));
@@ -492,7 +513,7 @@ TEST_F(ViewerServiceTest, JobRoutesAnswerInTheApiShape) {
   EXPECT_EQ(json::parse(r->body)["state"], "running");
 }
 
-TEST_F(ViewerServiceTest, UnknownJobsAre404AndInvalidIdsAre400) {
+TEST_F(RecorderTest, UnknownJobsAndInvalidIdsAre404) {
   Publish(ResultMessage(MakeResult("noimg", protocol::FrameStatus::kOk, kT0)));
   Drain();
   for (const char* path : {"/api/v1/jobs/nope", "/api/v1/jobs/nope/result",
@@ -507,26 +528,12 @@ TEST_F(ViewerServiceTest, UnknownJobsAre404AndInvalidIdsAre400) {
        {"/api/v1/jobs/bad.id", "/api/v1/jobs/bad.id/result", "/api/v1/jobs/bad.id/image",
         "/api/v1/jobs/bad.id/thumbnail", "/api/v1/jobs/%2E%2E/thumbnail"}) {
     auto r = Get(path);
-    EXPECT_EQ(r->status, 400) << path;
-    EXPECT_EQ(ErrorCode(r), "invalid_argument") << path;
+    EXPECT_EQ(r->status, 404) << path;
+    EXPECT_EQ(ErrorCode(r), "not_found") << path;
   }
 }
 
-TEST_F(ViewerServiceTest, WithoutJobRoutesOnlyTheListAndThumbnailsAreServed) {
-  Close();
-  Open(/*job_routes=*/false);
-  Publish(ResultMessage(MakeResult("g1", protocol::FrameStatus::kOk, kT0)));
-  Publish(ImageMessage("g1"));
-  Drain();
-  EXPECT_EQ(Get("/api/v1/jobs")->status, 200);
-  EXPECT_EQ(Get("/api/v1/jobs/g1/thumbnail")->status, 200);
-  // Left to the gateway: no route here.
-  EXPECT_EQ(Get("/api/v1/jobs/g1")->status, 404);
-  EXPECT_EQ(Get("/api/v1/jobs/g1/result")->status, 404);
-  EXPECT_EQ(Get("/api/v1/jobs/g1/image")->status, 404);
-}
-
-TEST_F(ViewerServiceTest, HistorySurvivesARestart) {
+TEST_F(RecorderTest, HistorySurvivesARestart) {
   Publish(ResultMessage(MakeResult("keep", protocol::FrameStatus::kOk, kT0)));
   Publish(ImageMessage("keep"));
   Drain();
@@ -544,7 +551,7 @@ TEST_F(ViewerServiceTest, HistorySurvivesARestart) {
   EXPECT_EQ(Get("/api/v1/jobs/keep/result")->status, 200);
 }
 
-TEST_F(ViewerServiceTest, RunRecordsUntilStoppedAndClosesTheSubscriber) {
+TEST_F(RecorderTest, RunRecordsUntilStoppedAndClosesTheSubscriber) {
   Publish(ResultMessage(MakeResult("r1", protocol::FrameStatus::kOk, kT0)));
   Status run_status = InternalError("not run");
   {
@@ -556,8 +563,167 @@ TEST_F(ViewerServiceTest, RunRecordsUntilStoppedAndClosesTheSubscriber) {
   }  // requests stop and joins
   EXPECT_TRUE(run_status.ok()) << run_status.ToString();
   EXPECT_TRUE(subscriber_->closed());
-  EXPECT_EQ(Job("r1").state, "done");
+  EXPECT_EQ(Job("r1").state, JobState::kDone);
+}
+
+TEST_F(RecorderTest, SnapshotsAndResultsMergeAlongTheStateMachineInAnyOrder) {
+  // The gateway's snapshot first, then the worker's answer: done, the snapshot's fields kept.
+  Publish(Snapshot(QueuedImage("s1", kT0, kT0 + 30000)));
+  Drain();
+  EXPECT_EQ(Job("s1").state, JobState::kQueued);
+  EXPECT_EQ(Job("s1").deadline_ms, kT0 + 30000);
+  Publish(ImageMessage("s1"));
+  Drain();
+  EXPECT_EQ(Job("s1").state, JobState::kRunning);
+  Publish(ResultMessage(MakeResult("s1", protocol::FrameStatus::kOk, kT0)));
+  Drain();
+  JobRecord job = Job("s1");
+  EXPECT_EQ(job.state, JobState::kDone);
+  EXPECT_EQ(job.source_name, "upload.jpg");
+  EXPECT_TRUE(job.has_image);
+
+  // The answer first, then a late snapshot: it cannot move a done job back, only fill in.
+  Publish(ResultMessage(MakeResult("s2", protocol::FrameStatus::kOk, kT0 + 5)));
+  Drain();
+  JobRecord late = QueuedImage("s2", kT0, kT0 + 30000);
+  late.source_name = "late.jpg";
+  Publish(Snapshot(late));
+  Drain();
+  job = Job("s2");
+  EXPECT_EQ(job.state, JobState::kDone);
+  EXPECT_EQ(job.created_ms, kT0);  // the runner's own time
+  EXPECT_EQ(job.deadline_ms, kT0 + 30000);
+  EXPECT_FALSE(job.result_json.empty());
+  EXPECT_EQ(service_->stats().stale, 1U);
+  EXPECT_EQ(service_->stats().events_stored, 2U);
+}
+
+TEST_F(RecorderTest, AJobWithoutAnAnswerFailsPastItsDeadlineAndALateAnswerCannotReviveIt) {
+  Publish(Snapshot(QueuedImage("lost", kT0, kT0 + 500)));
+  Drain();
+  now_ms_ = kT0 + 500 + options_.overdue_grace.count() - 1;
+  EXPECT_EQ(service_->PollOnce(0ms), 0U);
+  EXPECT_EQ(Job("lost").state, JobState::kQueued);  // within the grace
+  now_ms_ += 1 + options_.sweep_interval.count();
+  EXPECT_EQ(service_->PollOnce(0ms), 0U);
+  JobRecord job = Job("lost");
+  EXPECT_EQ(job.state, JobState::kFailed);
+  ASSERT_TRUE(job.error.has_value());
+  EXPECT_EQ(job.error->code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(job.error->message().find("500 ms"), std::string::npos) << job.error->message();
+  EXPECT_EQ(service_->stats().overdue, 1U);
+  EXPECT_EQ(Get("/api/v1/jobs/lost/result")->status, 504);
+
+  Publish(ResultMessage(MakeResult("lost", protocol::FrameStatus::kOk, kT0)));
+  Drain();
+  EXPECT_EQ(Job("lost").state, JobState::kFailed);
+  EXPECT_EQ(service_->stats().stale, 1U);
+}
+
+TEST_F(RecorderTest, VideoAndLiveFramesAndControlMessagesAreIgnored) {
+  for (const char* kind : {protocol::kind::kVideo, protocol::kind::kLive}) {
+    bus::Message m =
+        ResultMessage(MakeResult(std::string("k-") + kind, protocol::FrameStatus::kOk, kT0));
+    m.headers.Set(header::kKind, kind);
+    Publish(m);
+  }
+  bus::Message cancel = CancelRequestMessage(RunningVideo("v0"));
+  cancel.topic = kTopic;
+  Publish(cancel);
+  Drain();
+  EXPECT_EQ(store_->CountJobs().value(), 0U);
+  EXPECT_EQ(service_->stats().ignored, 3U);
+  EXPECT_EQ(subscriber_->acked().size(), 3U);
+}
+
+TEST_F(RecorderTest, AJobJustMadeIsWaitedForAndAnOldUnknownOneIsNotFoundAtOnce) {
+  const std::string fresh = NewJobId(now_ms_.load());
+  std::jthread late_snapshot([&] {
+    std::this_thread::sleep_for(50ms);
+    Publish(Snapshot(QueuedImage(fresh, now_ms_.load(), 0)));
+    Drain();
+  });
+  auto r = Get("/api/v1/jobs/" + fresh);
+  EXPECT_EQ(r->status, 200) << r->body;
+  late_snapshot.join();
+
+  const std::string old = NewJobId(now_ms_.load() - 60'000);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(Get("/api/v1/jobs/" + old)->status, 404);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 150ms);  // not waited for
+}
+
+TEST_F(RecorderTest, CancelAsksTheJobsRunnerAndAnswersWithTheCancelledJob) {
+  Publish(Snapshot(RunningVideo("v1")));
+  Drain();
+  std::jthread runner([&] {
+    // The runner: sees the request on its reply topic and says it cancelled.
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (bus_->Size("kadr.replies.gw-a") == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    const auto requests = bus_->Topic("kadr.replies.gw-a");
+    ASSERT_EQ(requests.size(), 1U);
+    EXPECT_EQ(CancelRequestJobId(requests[0]), "v1");
+    JobRecord cancelled = RunningVideo("v1");
+    cancelled.state = JobState::kCancelled;
+    cancelled.error = CancelledError("the job was cancelled");
+    Publish(Snapshot(cancelled));
+    Drain();
+  });
+  auto r = client_->Delete("/api/v1/jobs/v1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["state"], "cancelled");
+  runner.join();
+  // Finished and image jobs cannot be cancelled; unknown ones are not found.
+  EXPECT_EQ(client_->Delete("/api/v1/jobs/v1")->status, 409);
+  Publish(ResultMessage(MakeResult("img", protocol::FrameStatus::kOk, kT0)));
+  Publish(Snapshot(QueuedImage("img2", kT0, kT0 + 60'000)));
+  Drain();
+  EXPECT_EQ(client_->Delete("/api/v1/jobs/img")->status, 409);
+  EXPECT_EQ(client_->Delete("/api/v1/jobs/img2")->status, 409);
+  EXPECT_EQ(client_->Delete("/api/v1/jobs/nope")->status, 404);
+}
+
+TEST_F(RecorderTest, AVideoJobsResultAndVideoAreServedFromTheSharedFolder) {
+  JobRecord job = RunningVideo("v2");
+  Publish(Snapshot(job));
+  Drain();
+  auto r = Get("/api/v1/jobs/v2");
+  ASSERT_EQ(r->status, 200);
+  json body = json::parse(r->body);
+  EXPECT_EQ(body["kind"], "video");
+  EXPECT_EQ(body["video"]["fps"], 25);  // the runner's details
+  EXPECT_EQ(body["progress"]["frames_done"], 3);
+  EXPECT_EQ(Get("/api/v1/jobs/v2/result")->status, 202);
+  EXPECT_EQ(Get("/api/v1/jobs/v2/video")->status, 409);
+
+  std::ofstream(VideoOutputPath(history_.dir.string(), "v2", ".jsonl"))
+      << R"({"index":0,"detections":[]})"
+      << "\n"
+      << R"({"index":1,"detections":[]})"
+      << "\n";
+  std::ofstream(VideoOutputPath(history_.dir.string(), "v2", ".mp4"), std::ios::binary)
+      << "0123456789";
+  job.state = JobState::kDone;
+  job.frames_done = job.frames_total;
+  Publish(Snapshot(job));
+  Drain();
+  r = Get("/api/v1/jobs/v2/result");
+  ASSERT_EQ(r->status, 200) << r->body;
+  body = json::parse(r->body);
+  EXPECT_EQ(body["frames"].size(), 2U);
+  EXPECT_EQ(body["video"]["width"], 64);
+  r = client_->Get("/api/v1/jobs/v2/video", {{"Range", "bytes=2-5"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, "2345");
+  EXPECT_EQ(Get("/api/v1/jobs/s-none/video")->status, 404);
+  Publish(ResultMessage(MakeResult("img", protocol::FrameStatus::kOk, kT0)));
+  Drain();
+  EXPECT_EQ(Get("/api/v1/jobs/img/video")->status, 404);
 }
 
 }  // namespace
-}  // namespace kadr::viewer
+}  // namespace kadr::jobs

@@ -1,4 +1,4 @@
-#include "viewer/job_json.h"
+#include "jobs/job_json.h"
 
 #include <string>
 #include <vector>
@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-namespace kadr::viewer {
+namespace kadr::jobs {
 namespace {
 
 using nlohmann::json;
@@ -14,9 +14,9 @@ using nlohmann::json;
 JobRecord DoneJob() {
   JobRecord job;
   job.id = "j1";
-  job.kind = "image";
+  job.kind = JobKind::kImage;
   job.model = "yolox_nano";
-  job.state = "done";
+  job.state = JobState::kDone;
   job.created_ms = 1764115200000;
   job.updated_ms = 1764115200060;
   job.frames_total = 1;
@@ -74,7 +74,7 @@ TEST(JobJsonTest, JobWithoutImageHasNoImageLinks) {
 
 TEST(JobJsonTest, JobWithoutResultHasNoDetectionsCount) {
   JobRecord job = DoneJob();
-  job.state = "queued";
+  job.state = JobState::kQueued;
   job.frames_done = 0;
   const json j = json::parse(JobToJson(job));
   EXPECT_FALSE(j.contains("detections_count"));
@@ -93,7 +93,7 @@ TEST(JobJsonTest, UnparsableStoredResultHasNoDetectionsCount) {
 
 TEST(JobJsonTest, FailedJobCarriesItsErrorAndNoDetectionsCount) {
   JobRecord job = DoneJob();
-  job.state = "failed";
+  job.state = JobState::kFailed;
   job.error = DeadlineExceededError("deadline passed 120 ms before processing");
   protocol::FrameResult r = OkResult();
   r.status = protocol::FrameStatus::kSkipped;
@@ -172,4 +172,4 @@ TEST(JobJsonTest, ListHasJobsInOrderAndTotal) {
 }
 
 }  // namespace
-}  // namespace kadr::viewer
+}  // namespace kadr::jobs

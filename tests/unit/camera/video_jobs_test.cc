@@ -1,5 +1,6 @@
-// Video jobs through the gateway with the in-memory bus and a fake worker (fast and
-// deterministic); the real pipeline is tests/integration/video_job_test.cc.
+// Video jobs end to end on the in-memory bus with a fake worker (fast and deterministic): a
+// gateway takes the upload, a camera service runs the job, the recorder materialises it and
+// the job routes serve it. The real pipeline is tests/integration/video_job_test.cc.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -19,22 +20,29 @@
 #include <opencv2/imgproc.hpp>
 
 #include "bus/fake_bus.h"
+#include "camera/camera_service.h"
 #include "gateway/gateway_service.h"
 #include "http/server.h"
+#include "jobs/job_routes.h"
+#include "jobs/memory_job_store.h"
+#include "jobs/recorder.h"
 #include "protocol/frame.h"
 #include "protocol/heartbeat.h"
 #include "support/test_data.h"
 #include "video/video.h"
-#include "viewer/history_store.h"
 
-namespace kadr::gateway {
+namespace kadr::camera {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr char kReplyTopic[] = "kadr.replies.video";
+using gateway::GatewayOptions;
+using gateway::GatewayService;
+
+constexpr char kReplyTopic[] = "kadr.replies.gw";             // the gateway's
+constexpr char kCameraReplies[] = "kadr.video.replies.cam1";  // the camera service's
 constexpr char kModel[] = "m";
 
 std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
@@ -136,26 +144,53 @@ class VideoJobsTest : public ::testing::Test {
     o.broker_check_interval = 5ms;
     o.poll_timeout = 2ms;
     o.video_dir = (dir_ / "videos").string();
-    o.video_window = 4;
-    o.max_video_jobs = 1;
     return o;
   }
 
-  void Start(GatewayOptions options) {
+  CameraOptions CameraOpts() {
+    CameraOptions o;
+    o.data_dir = dir_ / "camera";
+    o.poll_timeout = 2ms;
+    o.video.dir = (dir_ / "videos").string();
+    o.video.camera_id = "cam1";
+    o.video.reply_topic = kCameraReplies;
+    o.video.window = 4;
+    o.video.max_running = 1;
+    return o;
+  }
+
+  void Start(GatewayOptions options, CameraOptions camera_options) {
     worker_ = std::make_unique<FakeWorker>(bus_);
-    ConfiguredModel m;
+    gateway::ConfiguredModel m;
     m.name = kModel;
     m.labels = {"person", "car"};
-    service_ = std::make_unique<GatewayService>(
-        std::move(options), publisher_, replies_, workers_, std::vector<ConfiguredModel>{m},
-        [] { return Status::Ok(); }, metrics_, history_.get());
+    const std::string video_dir =
+        options.video_dir.empty() ? camera_options.video.dir : options.video_dir;
+    auto service = GatewayService::Create(
+        std::move(options), publisher_, replies_, workers_,
+        std::vector<gateway::ConfiguredModel>{m}, [] { return Status::Ok(); }, metrics_);
+    ASSERT_TRUE(service.has_value()) << service.error().ToString();
+    service_ = std::move(service).value();
+    auto camera = CameraService::Create(
+        std::move(camera_options), publisher_, camera_results_, &camera_requests_, metrics_,
+        [](std::string_view) { return Status::Ok(); }, OpenCvSourceFactory());
+    ASSERT_TRUE(camera.has_value()) << camera.error().ToString();
+    camera_ = std::move(camera).value();
+    jobs::RecorderOptions ro;
+    ro.poll_timeout = 2ms;
+    recorder_ = std::make_unique<jobs::Recorder>(ro, store_, recorder_in_, metrics_);
     http::HttpServerOptions ho;
     ho.port = 0;
     ho.threads = 4;
     server_ = std::move(http::HttpServer::Create(ho)).value();
     ASSERT_TRUE(service_->RegisterRoutes(*server_).ok());
+    jobs::JobRoutesOptions jo;
+    jo.video_dir = video_dir;
+    ASSERT_TRUE(jobs::RegisterJobRoutes(*server_, jo, store_, *recorder_, publisher_).ok());
     ASSERT_TRUE(server_->Start().ok());
     run_ = std::jthread([this](const std::stop_token& stop) { (void)service_->Run(stop); });
+    camera_run_ = std::jthread([this](const std::stop_token& stop) { (void)camera_->Run(stop); });
+    record_ = std::jthread([this](const std::stop_token& stop) { (void)recorder_->Run(stop); });
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
     client_->set_read_timeout(20s);
     protocol::WorkerHeartbeat hb;
@@ -169,6 +204,7 @@ class VideoJobsTest : public ::testing::Test {
                  {}});
     ASSERT_TRUE(WaitFor([&] { return !workers_.acked().empty(); }));
   }
+  void Start(GatewayOptions options) { Start(std::move(options), CameraOpts()); }
 
   static std::int64_t UnixMillisNow() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -179,6 +215,8 @@ class VideoJobsTest : public ::testing::Test {
   void TearDown() override {
     if (server_) server_->Stop();
     run_ = {};
+    camera_run_ = {};  // stops the camera service's jobs where they are
+    record_ = {};
     worker_.reset();
   }
 
@@ -202,12 +240,20 @@ class VideoJobsTest : public ::testing::Test {
   bus::FakePublisher publisher_{bus_};
   bus::FakeSubscriber replies_{bus_, kReplyTopic};
   bus::FakeSubscriber workers_{bus_, std::string(protocol::kWorkersTopic)};
+  bus::FakeSubscriber camera_results_{bus_, kCameraReplies};
+  bus::FakeSubscriber camera_requests_{bus_, std::string(protocol::kVideoJobsTopic)};
   MetricsRegistry metrics_;
-  std::unique_ptr<viewer::HistoryStore> history_;  // optional; set before Start()
+  // The job reads: the recorder materialises snapshots and answers into the store.
+  jobs::MemoryJobStore store_;
+  bus::FakeSubscriber recorder_in_{bus_, {std::string(protocol::kJobsTopic), kReplyTopic}};
+  std::unique_ptr<jobs::Recorder> recorder_;
   std::unique_ptr<FakeWorker> worker_;
   std::unique_ptr<GatewayService> service_;
+  std::unique_ptr<CameraService> camera_;
   std::unique_ptr<http::HttpServer> server_;
   std::jthread run_;
+  std::jthread camera_run_;
+  std::jthread record_;
   std::unique_ptr<httplib::Client> client_;
 };
 
@@ -240,8 +286,9 @@ TEST_F(VideoJobsTest, VideoJobProducesAnMp4WithEveryFrameAndPerFrameResults) {
     EXPECT_EQ(f.headers.Get(protocol::header::kKind), "video");
     EXPECT_EQ(f.headers.Get(protocol::header::kSequence), std::to_string(i));
     EXPECT_EQ(f.headers.Get(protocol::header::kCorrelationId), id + ":" + std::to_string(i));
-    EXPECT_EQ(f.headers.Get(protocol::header::kReplyTo), kReplyTopic);
-    EXPECT_EQ(f.headers.Get(protocol::header::kAnnotatedTo), kReplyTopic);
+    // Answers go to the camera service that runs the job, not to the gateway.
+    EXPECT_EQ(f.headers.Get(protocol::header::kReplyTo), kCameraReplies);
+    EXPECT_EQ(f.headers.Get(protocol::header::kAnnotatedTo), kCameraReplies);
   }
 
   auto video = client_->Get("/api/v1/jobs/" + id + "/video");
@@ -299,9 +346,9 @@ TEST_F(VideoJobsTest, VideoJobProducesAnMp4WithEveryFrameAndPerFrameResults) {
   const fs::path videos = dir_ / "videos";
   EXPECT_FALSE(fs::exists(videos / (id + ".src")));
   EXPECT_TRUE(fs::exists(videos / (id + ".mp4")));
-  EXPECT_TRUE(fs::exists(videos / (id + ".json")));
+  EXPECT_TRUE(fs::exists(videos / (id + ".jsonl")));
   EXPECT_NE(metrics_.RenderPrometheus().find(
-                "kadr_gateway_video_frames_total{model=\"m\",outcome=\"ok\"} 23"),
+                "kadr_camera_video_frames_total{model=\"m\",outcome=\"ok\"} 23"),
             std::string::npos);
 }
 
@@ -416,7 +463,7 @@ TEST_F(VideoJobsTest, OversizedVideoIs413) {
 TEST_F(VideoJobsTest, WithoutAVideoFolderVideosAreRefused) {
   GatewayOptions o = Options();
   o.video_dir.clear();
-  Start(o);
+  Start(o, CameraOpts());
   auto r = client_->Post("/api/v1/jobs", MakeVideo(dir_, 3), "video/mp4");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 415);
@@ -435,12 +482,13 @@ TEST_F(VideoJobsTest, FinishedJobIsReadableAfterARestart) {
     TearDown();
     client_.reset();
     server_.reset();
+    camera_.reset();
     service_.reset();
   }
-  // A leftover upload from a crash is removed at start.
-  std::ofstream(dir_ / "videos" / "jdeadbeef.src") << "x";
+  // A partial output from a crash is removed at start.
+  std::ofstream(dir_ / "videos" / "jdeadbeef.part.mp4") << "x";
   Start(Options());
-  EXPECT_FALSE(fs::exists(dir_ / "videos" / "jdeadbeef.src"));
+  EXPECT_FALSE(fs::exists(dir_ / "videos" / "jdeadbeef.part.mp4"));
   const json job = GetJson("/api/v1/jobs/" + id);
   EXPECT_EQ(job["state"], "done");
   EXPECT_EQ(job["kind"], "video");
@@ -450,12 +498,9 @@ TEST_F(VideoJobsTest, FinishedJobIsReadableAfterARestart) {
   EXPECT_EQ(GetJson("/api/v1/jobs/" + id + "/result")["frames"].size(), 5u);
 }
 
-// The history list (the viewer's GET /api/v1/jobs, e.g. the web UI's History page) shows
-// finished video jobs: the gateway records them in the history it was given.
-TEST_F(VideoJobsTest, FinishedJobsAreRecordedInTheHistory) {
-  viewer::HistoryOptions ho;
-  ho.dir = dir_ / "history";
-  history_ = std::move(viewer::HistoryStore::Create(ho)).value();
+// The job list (GET /api/v1/jobs, e.g. the web UI's History page) shows finished video jobs:
+// their snapshots reach the job store.
+TEST_F(VideoJobsTest, FinishedJobsAreRecordedInTheJobStore) {
   Start(Options());
   auto r =
       client_->Post("/api/v1/jobs?model=" + std::string(kModel), MakeVideo(dir_, 5), "video/mp4");
@@ -463,18 +508,17 @@ TEST_F(VideoJobsTest, FinishedJobsAreRecordedInTheHistory) {
   ASSERT_EQ(r->status, 202);
   const std::string id = json::parse(r->body)["id"];
   WaitForState(id, "done");
-  auto record = history_->GetJob(id);
+  auto record = store_.GetJob(id);
   ASSERT_TRUE(record.has_value()) << record.error().ToString();
-  EXPECT_EQ(record->kind, "video");
-  EXPECT_EQ(record->state, "done");
+  EXPECT_EQ(record->kind, jobs::JobKind::kVideo);
+  EXPECT_EQ(record->state, jobs::JobState::kDone);
   EXPECT_EQ(record->model, kModel);
   EXPECT_EQ(record->frames_total, 5);
   EXPECT_EQ(record->frames_done, 5);
-  auto list = history_->ListJobs(10, 0);
-  ASSERT_TRUE(list.has_value());
-  ASSERT_EQ(list->size(), 1u);
-  EXPECT_EQ((*list)[0].id, id);
+  auto list = GetJson("/api/v1/jobs");
+  ASSERT_EQ(list["jobs"].size(), 1u) << list.dump();
+  EXPECT_EQ(list["jobs"][0]["id"], id);
 }
 
 }  // namespace
-}  // namespace kadr::gateway
+}  // namespace kadr::camera

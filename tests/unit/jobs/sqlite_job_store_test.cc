@@ -1,4 +1,4 @@
-#include "viewer/history_store.h"
+#include "jobs/sqlite_job_store.h"
 
 #include <unistd.h>
 
@@ -17,7 +17,7 @@
 
 #include <gtest/gtest.h>
 
-namespace kadr::viewer {
+namespace kadr::jobs {
 namespace {
 
 namespace fs = std::filesystem;
@@ -31,9 +31,9 @@ std::int64_t NowMs() {
 JobRecord MakeJob(std::string id, std::int64_t created_ms) {
   JobRecord job;
   job.id = std::move(id);
-  job.kind = "image";
+  job.kind = JobKind::kImage;
   job.model = "yolov8n";
-  job.state = "done";
+  job.state = JobState::kDone;
   job.created_ms = created_ms;
   job.updated_ms = created_ms + 5;
   job.source_name = "street.jpg";
@@ -54,7 +54,7 @@ std::string ReadFile(const fs::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-class HistoryStoreTest : public ::testing::Test {
+class SqliteJobStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -68,9 +68,9 @@ class HistoryStoreTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  HistoryStore& Open() {
+  SqliteJobStore& Open() {
     store_.reset();
-    auto created = HistoryStore::Create(options_);
+    auto created = SqliteJobStore::Create(options_);
     EXPECT_TRUE(created.has_value()) << created.status().ToString();
     if (!created.has_value()) throw std::runtime_error("cannot open store");
     store_ = std::move(created).value();
@@ -82,8 +82,8 @@ class HistoryStoreTest : public ::testing::Test {
   fs::path DbPath() const { return dir_ / "history.db"; }
 
   fs::path dir_;
-  HistoryOptions options_;
-  std::unique_ptr<HistoryStore> store_;
+  SqliteJobStoreOptions options_;
+  std::unique_ptr<SqliteJobStore> store_;
 };
 
 TEST(JobIdTest, AcceptsOnlyShortIdsFromTheSafeAlphabet) {
@@ -100,13 +100,13 @@ TEST(JobIdTest, AcceptsOnlyShortIdsFromTheSafeAlphabet) {
   EXPECT_FALSE(IsValidJobId("j\xc3\xa9"));
 }
 
-TEST_F(HistoryStoreTest, PutThenGetRoundTripsEveryField) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, PutThenGetRoundTripsEveryField) {
+  SqliteJobStore& store = Open();
   JobRecord job;
   job.id = "job-1_A";
-  job.kind = "video";
+  job.kind = JobKind::kVideo;
   job.model = "yolov8n-seg";
-  job.state = "failed";
+  job.state = JobState::kFailed;
   job.created_ms = 1'700'000'000'123;
   job.updated_ms = 1'700'000'004'567;
   job.frames_total = 250;
@@ -114,6 +114,9 @@ TEST_F(HistoryStoreTest, PutThenGetRoundTripsEveryField) {
   job.source_name = "clip \"one\" \xc3\xa9.mp4";
   job.error = Status(StatusCode::kDeadlineExceeded, "frame 17 missed its deadline");
   job.result_json = R"({"frame_id":"f17","status":"ok","result":{"detections":[]}})";
+  job.deadline_ms = 1'700'000'030'000;
+  job.control_topic = "kadr.replies.gw-1";
+  job.details_json = R"({"video":{"fps":25}})";
   ASSERT_TRUE(store.PutJob(job).ok());
 
   auto got = store.GetJob("job-1_A");
@@ -130,20 +133,44 @@ TEST_F(HistoryStoreTest, PutThenGetRoundTripsEveryField) {
   ASSERT_TRUE(got->error.has_value());
   EXPECT_EQ(*got->error, *job.error);
   EXPECT_EQ(got->result_json, job.result_json);
+  EXPECT_EQ(got->deadline_ms, job.deadline_ms);
+  EXPECT_EQ(got->control_topic, job.control_topic);
+  EXPECT_EQ(got->details_json, job.details_json);
   EXPECT_FALSE(got->has_image);
 }
 
-TEST_F(HistoryStoreTest, PutJobWithSameIdUpdatesEveryField) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, OverdueJobsAreTheUnfinishedOnesPastTheirDeadlineOldestFirst) {
+  SqliteJobStore& store = Open();
+  const auto put = [&](const std::string& id, JobState state, std::int64_t deadline) {
+    JobRecord job = MakeJob(id, 1000);
+    job.state = state;
+    job.deadline_ms = deadline;
+    ASSERT_TRUE(store.PutJob(job).ok());
+  };
+  put("late2", JobState::kQueued, 200);
+  put("late1", JobState::kRunning, 100);
+  put("future", JobState::kQueued, 5000);
+  put("finished", JobState::kDone, 100);
+  put("none", JobState::kQueued, 0);
+  auto overdue = store.ListOverdue(1000, 10);
+  ASSERT_TRUE(overdue.has_value()) << overdue.error().ToString();
+  ASSERT_EQ(overdue->size(), 2U);
+  EXPECT_EQ((*overdue)[0].id, "late1");
+  EXPECT_EQ((*overdue)[1].id, "late2");
+  EXPECT_EQ(store.ListOverdue(1000, 1)->size(), 1U);
+}
+
+TEST_F(SqliteJobStoreTest, PutJobWithSameIdUpdatesEveryField) {
+  SqliteJobStore& store = Open();
   JobRecord job = MakeJob("j1", 1000);
-  job.state = "running";
+  job.state = JobState::kRunning;
   job.error = Status(StatusCode::kUnavailable, "broker down");
   ASSERT_TRUE(store.PutJob(job).ok());
 
   JobRecord updated = job;
-  updated.kind = "stream";
+  updated.kind = JobKind::kStream;
   updated.model = "other";
-  updated.state = "done";
+  updated.state = JobState::kDone;
   updated.created_ms = 2000;
   updated.updated_ms = 3000;
   updated.frames_total = 9;
@@ -155,9 +182,9 @@ TEST_F(HistoryStoreTest, PutJobWithSameIdUpdatesEveryField) {
 
   auto got = store.GetJob("j1");
   ASSERT_TRUE(got.has_value());
-  EXPECT_EQ(got->kind, "stream");
+  EXPECT_EQ(got->kind, JobKind::kStream);
   EXPECT_EQ(got->model, "other");
-  EXPECT_EQ(got->state, "done");
+  EXPECT_EQ(got->state, JobState::kDone);
   EXPECT_EQ(got->created_ms, 2000);
   EXPECT_EQ(got->updated_ms, 3000);
   EXPECT_EQ(got->frames_total, 9);
@@ -168,20 +195,20 @@ TEST_F(HistoryStoreTest, PutJobWithSameIdUpdatesEveryField) {
   EXPECT_EQ(store.CountJobs().value(), 1u);
 }
 
-TEST_F(HistoryStoreTest, PutJobKeepsTheStoredImage) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, PutJobKeepsTheStoredImage) {
+  SqliteJobStore& store = Open();
   JobRecord job = MakeJob("j1", 1000);
   ASSERT_TRUE(store.PutJob(job).ok());
   ASSERT_TRUE(store.SaveAnnotatedImage("j1", Bytes(10, 1)).ok());
   job.has_image = false;  // ignored by PutJob
-  job.state = "done";
+  job.state = JobState::kDone;
   ASSERT_TRUE(store.PutJob(job).ok());
   EXPECT_TRUE(store.GetJob("j1")->has_image);
   EXPECT_TRUE(store.LoadAnnotatedImage("j1").has_value());
 }
 
-TEST_F(HistoryStoreTest, UnknownJobIsNotFound) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, UnknownJobIsNotFound) {
+  SqliteJobStore& store = Open();
   EXPECT_EQ(store.GetJob("nope").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store.LoadAnnotatedImage("nope").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store.LoadThumbnail("nope").status().code(), StatusCode::kNotFound);
@@ -189,15 +216,15 @@ TEST_F(HistoryStoreTest, UnknownJobIsNotFound) {
   EXPECT_FALSE(fs::exists(ImagePath("nope")));
 }
 
-TEST_F(HistoryStoreTest, JobWithoutImageHasNoImageToLoad) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, JobWithoutImageHasNoImageToLoad) {
+  SqliteJobStore& store = Open();
   ASSERT_TRUE(store.PutJob(MakeJob("j1", 1)).ok());
   EXPECT_EQ(store.LoadAnnotatedImage("j1").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(store.LoadThumbnail("j1").status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(HistoryStoreTest, ListsNewestFirstAndPages) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, ListsNewestFirstAndPages) {
+  SqliteJobStore& store = Open();
   // Inserted out of order; "c" and "d" share a timestamp and are ordered by id, descending.
   for (auto [id, t] : std::vector<std::pair<std::string, std::int64_t>>{
            {"a", 100}, {"e", 500}, {"c", 300}, {"b", 200}, {"d", 300}}) {
@@ -222,8 +249,8 @@ TEST_F(HistoryStoreTest, ListsNewestFirstAndPages) {
   EXPECT_EQ(store.CountJobs().value(), 5u);
 }
 
-TEST_F(HistoryStoreTest, SavedImagesLoadBackAndReplaceEarlierOnes) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, SavedImagesLoadBackAndReplaceEarlierOnes) {
+  SqliteJobStore& store = Open();
   ASSERT_TRUE(store.PutJob(MakeJob("j1", 1)).ok());
   std::vector<std::uint8_t> jpeg = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 0xFF, 0xD9};
   ASSERT_TRUE(store.SaveAnnotatedImage("j1", jpeg).ok());
@@ -249,15 +276,15 @@ TEST_F(HistoryStoreTest, SavedImagesLoadBackAndReplaceEarlierOnes) {
   EXPECT_EQ(names, (std::vector<std::string>{"j1.jpg", "j1.thumb.jpg"}));
 }
 
-TEST_F(HistoryStoreTest, EmptyImageIsRejected) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, EmptyImageIsRejected) {
+  SqliteJobStore& store = Open();
   ASSERT_TRUE(store.PutJob(MakeJob("j1", 1)).ok());
   EXPECT_EQ(store.SaveAnnotatedImage("j1", {}).code(), StatusCode::kInvalidArgument);
 }
 
-TEST_F(HistoryStoreTest, DataSurvivesClosingAndReopening) {
+TEST_F(SqliteJobStoreTest, DataSurvivesClosingAndReopening) {
   {
-    HistoryStore& store = Open();
+    SqliteJobStore& store = Open();
     JobRecord job = MakeJob("persist", 42);
     job.error = Status(StatusCode::kInvalidArgument, "corrupt JPEG");
     job.result_json = "{}";
@@ -266,7 +293,7 @@ TEST_F(HistoryStoreTest, DataSurvivesClosingAndReopening) {
     ASSERT_TRUE(store.SaveAnnotatedImage("persist", Bytes(100, 9)).ok());
     ASSERT_TRUE(store.SaveThumbnail("persist", Bytes(10, 8)).ok());
   }
-  HistoryStore& store = Open();  // closes the first store, then reopens the directory
+  SqliteJobStore& store = Open();  // closes the first store, then reopens the directory
   EXPECT_EQ(store.CountJobs().value(), 2u);
   auto got = store.GetJob("persist");
   ASSERT_TRUE(got.has_value());
@@ -279,9 +306,9 @@ TEST_F(HistoryStoreTest, DataSurvivesClosingAndReopening) {
   EXPECT_EQ(store.ListJobs(10, 0).value()[0].id, "other");
 }
 
-TEST_F(HistoryStoreTest, EnforceKeepsOnlyTheNewestMaxJobs) {
-  options_.max_jobs = 3;
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, EnforceKeepsOnlyTheNewestMaxJobs) {
+  options_.retention.max_jobs = 3;
+  SqliteJobStore& store = Open();
   const std::int64_t now = NowMs();
   for (int i = 0; i < 5; ++i) {
     std::string id = "j" + std::to_string(i);
@@ -304,9 +331,9 @@ TEST_F(HistoryStoreTest, EnforceKeepsOnlyTheNewestMaxJobs) {
   EXPECT_EQ(store.CountJobs().value(), 3u);
 }
 
-TEST_F(HistoryStoreTest, EnforceDeletesJobsOlderThanMaxAge) {
-  options_.max_age = std::chrono::hours(24);
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, EnforceDeletesJobsOlderThanMaxAge) {
+  options_.retention.max_age = std::chrono::hours(24);
+  SqliteJobStore& store = Open();
   const std::int64_t now = NowMs();
   const std::int64_t day_ms = 24 * 3600 * 1000;
   ASSERT_TRUE(store.PutJob(MakeJob("ancient", now - 30 * day_ms)).ok());
@@ -326,9 +353,9 @@ TEST_F(HistoryStoreTest, EnforceDeletesJobsOlderThanMaxAge) {
   EXPECT_TRUE(store.GetJob("fresh").has_value());
 }
 
-TEST_F(HistoryStoreTest, EnforceDeletesOldestImagesUntilUnderTheByteBudget) {
-  options_.max_image_bytes = 250;
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, EnforceDeletesOldestImagesUntilUnderTheByteBudget) {
+  options_.retention.max_image_bytes = 250;
+  SqliteJobStore& store = Open();
   const std::int64_t now = NowMs();
   // j0 oldest. Sizes: j0 100, j1 no image, j2 80+20, j3 100 -> 300 bytes in all.
   for (int i = 0; i < 4; ++i)
@@ -355,8 +382,8 @@ TEST_F(HistoryStoreTest, EnforceDeletesOldestImagesUntilUnderTheByteBudget) {
   EXPECT_EQ(store.CountJobs().value(), 2u);
 }
 
-TEST_F(HistoryStoreTest, RejectsInvalidJobIdsWithoutTouchingTheFileSystem) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, RejectsInvalidJobIdsWithoutTouchingTheFileSystem) {
+  SqliteJobStore& store = Open();
   for (const std::string& bad :
        std::vector<std::string>{"../etc", "", "a/b", "..", "x.jpg", std::string(65, 'a')}) {
     JobRecord job = MakeJob(bad, 1);
@@ -373,13 +400,13 @@ TEST_F(HistoryStoreTest, RejectsInvalidJobIdsWithoutTouchingTheFileSystem) {
   EXPECT_FALSE(fs::exists(dir_ / "etc.jpg"));
 }
 
-TEST_F(HistoryStoreTest, CorruptDatabaseFileGivesAnErrorNamingTheFile) {
+TEST_F(SqliteJobStoreTest, CorruptDatabaseFileGivesAnErrorNamingTheFile) {
   fs::create_directories(dir_);
   std::string garbage;
   for (int i = 0; i < 400; ++i) garbage += "this is not a database ";
   WriteFile(DbPath(), garbage);
 
-  auto created = HistoryStore::Create(options_);
+  auto created = SqliteJobStore::Create(options_);
   ASSERT_FALSE(created.has_value());
   EXPECT_EQ(created.status().code(), StatusCode::kInternal);
   EXPECT_NE(created.status().message().find(DbPath().string()), std::string::npos)
@@ -389,9 +416,9 @@ TEST_F(HistoryStoreTest, CorruptDatabaseFileGivesAnErrorNamingTheFile) {
   EXPECT_EQ(ReadFile(DbPath()), garbage);  // left alone for the operator to inspect
 }
 
-TEST_F(HistoryStoreTest, DamagedDatabasePagesAreDetectedAtCreate) {
+TEST_F(SqliteJobStoreTest, DamagedDatabasePagesAreDetectedAtCreate) {
   {
-    HistoryStore& store = Open();
+    SqliteJobStore& store = Open();
     for (int i = 0; i < 200; ++i) {
       JobRecord job = MakeJob("j" + std::to_string(i), i);
       job.result_json = std::string(500, 'x');
@@ -405,23 +432,23 @@ TEST_F(HistoryStoreTest, DamagedDatabasePagesAreDetectedAtCreate) {
   for (std::size_t i = 4096; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 131 % 251);
   WriteFile(DbPath(), bytes);
 
-  auto created = HistoryStore::Create(options_);
+  auto created = SqliteJobStore::Create(options_);
   ASSERT_FALSE(created.has_value());
   EXPECT_EQ(created.status().code(), StatusCode::kInternal) << created.status().ToString();
   EXPECT_NE(created.status().message().find(DbPath().string()), std::string::npos)
       << created.status().message();
 }
 
-TEST_F(HistoryStoreTest, UnopenableDatabaseGivesAnErrorNamingTheFile) {
+TEST_F(SqliteJobStoreTest, UnopenableDatabaseGivesAnErrorNamingTheFile) {
   fs::create_directories(DbPath());  // a directory where the file should be
-  auto created = HistoryStore::Create(options_);
+  auto created = SqliteJobStore::Create(options_);
   ASSERT_FALSE(created.has_value());
   EXPECT_EQ(created.status().code(), StatusCode::kUnavailable) << created.status().ToString();
   EXPECT_NE(created.status().message().find(DbPath().string()), std::string::npos)
       << created.status().message();
 }
 
-TEST_F(HistoryStoreTest, DatabaseFromANewerSchemaIsRefused) {
+TEST_F(SqliteJobStoreTest, DatabaseFromANewerSchemaIsRefused) {
   Open();
   store_.reset();
   // PRAGMA user_version is the big-endian 32-bit integer at offset 60 of the header.
@@ -432,15 +459,15 @@ TEST_F(HistoryStoreTest, DatabaseFromANewerSchemaIsRefused) {
   bytes[62] = 0;
   bytes[63] = 99;
   WriteFile(DbPath(), bytes);
-  auto created = HistoryStore::Create(options_);
+  auto created = SqliteJobStore::Create(options_);
   ASSERT_FALSE(created.has_value());
   EXPECT_EQ(created.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(created.status().message().find("99"), std::string::npos);
 }
 
-TEST_F(HistoryStoreTest, CreateRemovesFilesACrashLeftBehind) {
+TEST_F(SqliteJobStoreTest, CreateRemovesFilesACrashLeftBehind) {
   {
-    HistoryStore& store = Open();
+    SqliteJobStore& store = Open();
     ASSERT_TRUE(store.PutJob(MakeJob("kept", 1)).ok());
     ASSERT_TRUE(store.PutJob(MakeJob("noimage", 2)).ok());
     ASSERT_TRUE(store.SaveAnnotatedImage("kept", Bytes(4, 1)).ok());
@@ -452,7 +479,7 @@ TEST_F(HistoryStoreTest, CreateRemovesFilesACrashLeftBehind) {
   WriteFile(dir_ / "images" / "noimage.jpg", "unrecorded");
   WriteFile(dir_ / "images" / "README", "not ours");
 
-  HistoryStore& store = Open();
+  SqliteJobStore& store = Open();
   EXPECT_FALSE(fs::exists(dir_ / "images" / "kept.jpg.tmp"));
   EXPECT_FALSE(fs::exists(ImagePath("gone")));
   EXPECT_FALSE(fs::exists(ThumbPath("gone")));
@@ -461,8 +488,8 @@ TEST_F(HistoryStoreTest, CreateRemovesFilesACrashLeftBehind) {
   EXPECT_EQ(store.LoadAnnotatedImage("kept").value(), Bytes(4, 1));
 }
 
-TEST_F(HistoryStoreTest, ConcurrentPutJobsAreAllStored) {
-  HistoryStore& store = Open();
+TEST_F(SqliteJobStoreTest, ConcurrentPutJobsAreAllStored) {
+  SqliteJobStore& store = Open();
   constexpr int kThreads = 4;
   constexpr int kJobsPerThread = 50;
   std::atomic<int> failures{0};
@@ -473,9 +500,9 @@ TEST_F(HistoryStoreTest, ConcurrentPutJobsAreAllStored) {
       for (int i = 0; i < kJobsPerThread; ++i) {
         std::string id = "t" + std::to_string(t) + "-" + std::to_string(i);
         JobRecord job = MakeJob(id, t * 1000 + i);
-        job.state = "running";
+        job.state = JobState::kRunning;
         if (!store.PutJob(job).ok()) ++failures;
-        job.state = "done";
+        job.state = JobState::kDone;
         if (!store.PutJob(job).ok()) ++failures;
         if (i % 10 == 0 && !store.ListJobs(5, 0).has_value()) ++failures;
       }
@@ -486,8 +513,8 @@ TEST_F(HistoryStoreTest, ConcurrentPutJobsAreAllStored) {
   EXPECT_EQ(store.CountJobs().value(), static_cast<std::size_t>(kThreads * kJobsPerThread));
   auto all = store.ListJobs(SIZE_MAX, 0);
   ASSERT_TRUE(all.has_value());
-  for (const JobRecord& job : *all) EXPECT_EQ(job.state, "done");
+  for (const JobRecord& job : *all) EXPECT_EQ(job.state, JobState::kDone);
 }
 
 }  // namespace
-}  // namespace kadr::viewer
+}  // namespace kadr::jobs

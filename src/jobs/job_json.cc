@@ -1,4 +1,4 @@
-#include "viewer/job_json.h"
+#include "jobs/job_json.h"
 
 #include <cstdint>
 #include <optional>
@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace kadr::viewer {
+namespace kadr::jobs {
 namespace {
 
 using nlohmann::json;
@@ -40,9 +40,9 @@ json JobObject(const JobRecord& job) {
     links["thumbnail"] = self + "/thumbnail";
   }
   json j = {{"id", job.id},
-            {"kind", job.kind},
+            {"kind", JobKindName(job.kind)},
             {"model", job.model},
-            {"state", job.state},
+            {"state", JobStateName(job.state)},
             {"created_ms", job.created_ms},
             {"updated_ms", job.updated_ms},
             {"progress", {{"frames_done", job.frames_done}, {"frames_total", job.frames_total}}},
@@ -52,6 +52,12 @@ json JobObject(const JobRecord& job) {
     j["error"] = {{"code", StatusCodeName(job.error->code())}, {"message", job.error->message()}};
   }
   j["links"] = std::move(links);
+  if (!job.details_json.empty()) {
+    // Kind-specific fields (a video's "video", its progress figures and links) go over the
+    // common ones, objects merged member by member.
+    const json details = json::parse(job.details_json, nullptr, /*allow_exceptions=*/false);
+    if (details.is_object()) j.merge_patch(details);
+  }
   return j;
 }
 
@@ -87,4 +93,4 @@ std::string JobListToJson(const std::vector<JobRecord>& jobs, std::size_t total)
   return Dump(json{{"jobs", std::move(list)}, {"total", total}});
 }
 
-}  // namespace kadr::viewer
+}  // namespace kadr::jobs

@@ -1,4 +1,4 @@
-#include "viewer/history_store.h"
+#include "jobs/sqlite_job_store.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,7 +18,7 @@
 #include "common/clock.h"
 #include "common/sqlite_status.h"
 
-namespace kadr::viewer {
+namespace kadr::jobs {
 namespace {
 
 namespace fs = std::filesystem;
@@ -35,7 +35,7 @@ constexpr int kBusyTimeoutMs = 5000;
 
 // kMigrations[v] takes a database at PRAGMA user_version v to v + 1; each runs in its own
 // transaction together with the version bump. Append new steps; never edit a shipped one.
-constexpr std::array<const char*, 1> kMigrations = {
+constexpr std::array<const char*, 2> kMigrations = {
     // v0 -> v1: the jobs table. image_bytes / thumb_bytes are the sizes of the files under
     // images/ (0: none), kept here so that retention never has to stat the directory.
     R"sql(
@@ -58,12 +58,21 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_created ON jobs (created_ms, id);
 )sql",
+    // v1 -> v2: the job model's deadline (overdue jobs are failed by the recorder), the
+    // runner's control topic and the kind-specific details (docs/adr/0008).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN deadline_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN control_topic TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN details_json TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_by_deadline ON jobs (deadline_ms) WHERE deadline_ms > 0
+  AND state IN ('queued', 'running');
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(kMigrations.size());
 
 constexpr char kJobColumns[] =
     "id, kind, model, state, created_ms, updated_ms, frames_total, frames_done, source_name, "
-    "error_code, error_message, result_json, has_image";
+    "error_code, error_message, result_json, has_image, deadline_ms, control_topic, details_json";
 
 Status SqliteError(sqlite3* db, int rc, std::string_view what) {
   std::string m(what);
@@ -184,9 +193,10 @@ StatusCode StatusCodeFromName(std::string_view name) {
 JobRecord ReadJob(sqlite3_stmt* s) {
   JobRecord job;
   job.id = ColumnText(s, 0);
-  job.kind = ColumnText(s, 1);
+  job.kind = ParseJobKind(ColumnText(s, 1)).value_or(JobKind::kImage);
   job.model = ColumnText(s, 2);
-  job.state = ColumnText(s, 3);
+  // A state from a newer kadr reads as failed: still shown, never resumed.
+  job.state = ParseJobState(ColumnText(s, 3)).value_or(JobState::kFailed);
   job.created_ms = sqlite3_column_int64(s, 4);
   job.updated_ms = sqlite3_column_int64(s, 5);
   job.frames_total = sqlite3_column_int64(s, 6);
@@ -197,6 +207,9 @@ JobRecord ReadJob(sqlite3_stmt* s) {
   }
   job.result_json = ColumnText(s, 11);
   job.has_image = sqlite3_column_int64(s, 12) != 0;
+  job.deadline_ms = sqlite3_column_int64(s, 13);
+  job.control_topic = ColumnText(s, 14);
+  job.details_json = ColumnText(s, 15);
   return job;
 }
 
@@ -274,14 +287,6 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 
 }  // namespace
 
-bool IsValidJobId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxJobIdLength) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '-';
-  });
-}
-
 namespace {
 Status CheckJobId(std::string_view id) {
   if (IsValidJobId(id)) return Status::Ok();
@@ -290,11 +295,11 @@ Status CheckJobId(std::string_view id) {
 }
 }  // namespace
 
-struct HistoryStore::Db {
+struct SqliteJobStore::Db {
   // Declared first so that it is destroyed after every statement.
   ConnPtr conn;
   StmtPtr begin, commit, rollback;
-  StmtPtr put, get, list, count, files_of, set_image, set_thumb, delete_job;
+  StmtPtr put, get, list, overdue, count, files_of, set_image, set_thumb, delete_job;
   StmtPtr older_than, beyond_newest, total_image_bytes, oldest_with_images;
 
   sqlite3* c() const { return conn.get(); }
@@ -320,14 +325,20 @@ struct HistoryStore::Db {
         {&rollback, "ROLLBACK"},
         {&put,
          "INSERT INTO jobs (id, kind, model, state, created_ms, updated_ms, frames_total, "
-         "frames_done, source_name, error_code, error_message, result_json) "
-         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+         "frames_done, source_name, error_code, error_message, result_json, deadline_ms, "
+         "control_topic, details_json) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
          "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, model = excluded.model, "
          "state = excluded.state, created_ms = excluded.created_ms, "
          "updated_ms = excluded.updated_ms, frames_total = excluded.frames_total, "
          "frames_done = excluded.frames_done, source_name = excluded.source_name, "
          "error_code = excluded.error_code, error_message = excluded.error_message, "
-         "result_json = excluded.result_json"},
+         "result_json = excluded.result_json, deadline_ms = excluded.deadline_ms, "
+         "control_topic = excluded.control_topic, details_json = excluded.details_json"},
+        {&overdue,
+         "SELECT " + cols +
+             " FROM jobs WHERE deadline_ms > 0 AND deadline_ms <= ?1 AND state IN ('queued', "
+             "'running') ORDER BY deadline_ms ASC LIMIT ?2"},
         {&get, "SELECT " + cols + " FROM jobs WHERE id = ?1"},
         {&list,
          "SELECT " + cols + " FROM jobs ORDER BY created_ms DESC, id DESC LIMIT ?1 OFFSET ?2"},
@@ -400,7 +411,8 @@ struct HistoryStore::Db {
   };
 };
 
-Result<std::unique_ptr<HistoryStore>> HistoryStore::Create(const HistoryOptions& options) {
+Result<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Create(
+    const SqliteJobStoreOptions& options) {
   if (options.dir.empty()) return InvalidArgumentError("history directory not set");
   const fs::path images_dir = options.dir / kImagesDirName;
   std::error_code ec;
@@ -489,37 +501,40 @@ Result<std::unique_ptr<HistoryStore>> HistoryStore::Create(const HistoryOptions&
     return UnavailableError("cannot clean up " + images_dir.string() + ": " + ec.message());
   }
 
-  return std::unique_ptr<HistoryStore>(new HistoryStore(options, std::move(db)));
+  return std::unique_ptr<SqliteJobStore>(new SqliteJobStore(options, std::move(db)));
 }
 
-HistoryStore::HistoryStore(HistoryOptions options, std::unique_ptr<Db> db)
+SqliteJobStore::SqliteJobStore(SqliteJobStoreOptions options, std::unique_ptr<Db> db)
     : options_(std::move(options)),
       images_dir_(options_.dir / kImagesDirName),
       db_(std::move(db)) {}
 
-HistoryStore::~HistoryStore() = default;
+SqliteJobStore::~SqliteJobStore() = default;
 
-fs::path HistoryStore::ImagePath(std::string_view job_id, bool thumbnail) const {
+fs::path SqliteJobStore::ImagePath(std::string_view job_id, bool thumbnail) const {
   std::string name(job_id);
   name += thumbnail ? kThumbSuffix : kImageSuffix;
   return images_dir_ / name;
 }
 
-Status HistoryStore::PutJob(const JobRecord& job) {
+Status SqliteJobStore::PutJob(const JobRecord& job) {
   RETURN_IF_ERROR(CheckJobId(job.id));
   std::lock_guard lock(mu_);
   StmtUse use(db_->put);
   Binder b(db_->put.get());
   b.Text(1, job.id)
-      .Text(2, job.kind)
+      .Text(2, JobKindName(job.kind))
       .Text(3, job.model)
-      .Text(4, job.state)
+      .Text(4, JobStateName(job.state))
       .Int(5, job.created_ms)
       .Int(6, job.updated_ms)
       .Int(7, job.frames_total)
       .Int(8, job.frames_done)
       .Text(9, job.source_name)
-      .Text(12, job.result_json);
+      .Text(12, job.result_json)
+      .Int(13, job.deadline_ms)
+      .Text(14, job.control_topic)
+      .Text(15, job.details_json);
   if (job.error.has_value()) {
     b.Text(10, StatusCodeName(job.error->code())).Text(11, job.error->message());
   } else {
@@ -529,17 +544,18 @@ Status HistoryStore::PutJob(const JobRecord& job) {
   return db_->Step(db_->put, "storing job " + job.id);
 }
 
-Status HistoryStore::SaveAnnotatedImage(const std::string& job_id,
-                                        std::span<const std::uint8_t> jpeg) {
+Status SqliteJobStore::SaveAnnotatedImage(const std::string& job_id,
+                                          std::span<const std::uint8_t> jpeg) {
   return SaveImageFile(job_id, jpeg, /*thumbnail=*/false);
 }
 
-Status HistoryStore::SaveThumbnail(const std::string& job_id, std::span<const std::uint8_t> jpeg) {
+Status SqliteJobStore::SaveThumbnail(const std::string& job_id,
+                                     std::span<const std::uint8_t> jpeg) {
   return SaveImageFile(job_id, jpeg, /*thumbnail=*/true);
 }
 
-Status HistoryStore::SaveImageFile(const std::string& job_id, std::span<const std::uint8_t> jpeg,
-                                   bool thumbnail) {
+Status SqliteJobStore::SaveImageFile(const std::string& job_id, std::span<const std::uint8_t> jpeg,
+                                     bool thumbnail) {
   RETURN_IF_ERROR(CheckJobId(job_id));
   if (jpeg.empty()) return InvalidArgumentError("empty image for job " + job_id);
   std::lock_guard lock(mu_);
@@ -555,7 +571,7 @@ Status HistoryStore::SaveImageFile(const std::string& job_id, std::span<const st
   return db_->Step(update, "recording image of job " + job_id);
 }
 
-Result<JobRecord> HistoryStore::GetJob(const std::string& job_id) {
+Result<JobRecord> SqliteJobStore::GetJob(const std::string& job_id) {
   RETURN_IF_ERROR(CheckJobId(job_id));
   std::lock_guard lock(mu_);
   StmtUse use(db_->get);
@@ -566,16 +582,16 @@ Result<JobRecord> HistoryStore::GetJob(const std::string& job_id) {
   return ReadJob(db_->get.get());
 }
 
-Result<std::vector<std::uint8_t>> HistoryStore::LoadAnnotatedImage(const std::string& job_id) {
+Result<std::vector<std::uint8_t>> SqliteJobStore::LoadAnnotatedImage(const std::string& job_id) {
   return LoadImageFile(job_id, /*thumbnail=*/false);
 }
 
-Result<std::vector<std::uint8_t>> HistoryStore::LoadThumbnail(const std::string& job_id) {
+Result<std::vector<std::uint8_t>> SqliteJobStore::LoadThumbnail(const std::string& job_id) {
   return LoadImageFile(job_id, /*thumbnail=*/true);
 }
 
-Result<std::vector<std::uint8_t>> HistoryStore::LoadImageFile(const std::string& job_id,
-                                                              bool thumbnail) {
+Result<std::vector<std::uint8_t>> SqliteJobStore::LoadImageFile(const std::string& job_id,
+                                                                bool thumbnail) {
   RETURN_IF_ERROR(CheckJobId(job_id));
   std::lock_guard lock(mu_);
   ASSIGN_OR_RETURN(std::optional<Db::Files> files, db_->FilesOf(job_id));
@@ -587,7 +603,7 @@ Result<std::vector<std::uint8_t>> HistoryStore::LoadImageFile(const std::string&
   return ReadWholeFile(ImagePath(job_id, thumbnail));
 }
 
-Result<std::vector<JobRecord>> HistoryStore::ListJobs(std::size_t limit, std::size_t offset) {
+Result<std::vector<JobRecord>> SqliteJobStore::ListJobs(std::size_t limit, std::size_t offset) {
   std::vector<JobRecord> jobs;
   if (limit == 0) return jobs;
   std::lock_guard lock(mu_);
@@ -603,7 +619,22 @@ Result<std::vector<JobRecord>> HistoryStore::ListJobs(std::size_t limit, std::si
   return jobs;
 }
 
-Result<std::size_t> HistoryStore::CountJobs() {
+Result<std::vector<JobRecord>> SqliteJobStore::ListOverdue(std::int64_t now_ms, std::size_t limit) {
+  std::vector<JobRecord> jobs;
+  if (limit == 0) return jobs;
+  std::lock_guard lock(mu_);
+  StmtUse use(db_->overdue);
+  RETURN_IF_ERROR(
+      Binder(db_->overdue.get()).Int(1, now_ms).Int(2, ClampToInt64(limit)).Done(db_->c()));
+  int rc;
+  while ((rc = sqlite3_step(db_->overdue.get())) == SQLITE_ROW) {
+    jobs.push_back(ReadJob(db_->overdue.get()));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_->c(), rc, "listing overdue jobs");
+  return jobs;
+}
+
+Result<std::size_t> SqliteJobStore::CountJobs() {
   std::lock_guard lock(mu_);
   StmtUse use(db_->count);
   int rc = sqlite3_step(db_->count.get());
@@ -611,11 +642,12 @@ Result<std::size_t> HistoryStore::CountJobs() {
   return static_cast<std::size_t>(sqlite3_column_int64(db_->count.get(), 0));
 }
 
-Status HistoryStore::Enforce() {
+Status SqliteJobStore::Enforce() {
   using std::chrono::duration_cast;
   using std::chrono::milliseconds;
   const std::int64_t now_ms = UnixMillis();
-  const std::int64_t cutoff_ms = now_ms - duration_cast<milliseconds>(options_.max_age).count();
+  const std::int64_t cutoff_ms =
+      now_ms - duration_cast<milliseconds>(options_.retention.max_age).count();
 
   std::lock_guard lock(mu_);
   std::vector<std::string> doomed;
@@ -641,8 +673,9 @@ Status HistoryStore::Enforce() {
   std::size_t from = doomed.size();
   {  // max_jobs
     StmtUse use(db_->beyond_newest);
-    RETURN_IF_ERROR(
-        Binder(db_->beyond_newest.get()).Int(1, ClampToInt64(options_.max_jobs)).Done(db_->c()));
+    RETURN_IF_ERROR(Binder(db_->beyond_newest.get())
+                        .Int(1, ClampToInt64(options_.retention.max_jobs))
+                        .Done(db_->c()));
     RETURN_IF_ERROR(db_->CollectIds(db_->beyond_newest, doomed));
   }
   RETURN_IF_ERROR(delete_from(from));
@@ -656,7 +689,7 @@ Status HistoryStore::Enforce() {
       if (rc != SQLITE_ROW) return SqliteError(db_->c(), rc, "summing image sizes");
       total = sqlite3_column_int64(db_->total_image_bytes.get(), 0);
     }
-    const std::int64_t budget = ClampToInt64(options_.max_image_bytes);
+    const std::int64_t budget = ClampToInt64(options_.retention.max_image_bytes);
     if (total > budget) {
       StmtUse use(db_->oldest_with_images);
       sqlite3_stmt* s = db_->oldest_with_images.get();
@@ -687,4 +720,4 @@ Status HistoryStore::Enforce() {
   return result;
 }
 
-}  // namespace kadr::viewer
+}  // namespace kadr::jobs
