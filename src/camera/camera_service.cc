@@ -107,13 +107,13 @@ CameraService::CameraService(CameraOptions options, bus::FramePublisher& publish
       streams_gauge_(metrics.GetGauge("kadr_camera_streams", "Live streams of this camera.")),
       results_ignored_(metrics.GetCounter(
           "kadr_camera_results_total",
-          "Messages read from kadr.live.results: routed to a stream, ignored (not ours), "
-          "malformed.",
+          "Answers read from kadr.live.results and the video reply topic that reached no run: "
+          "ignored (another camera's, a stream gone, late) or malformed.",
           {{"outcome", "ignored"}})),
       results_malformed_(metrics.GetCounter(
           "kadr_camera_results_total",
-          "Messages read from kadr.live.results: routed to a stream, ignored (not ours), "
-          "malformed.",
+          "Answers read from kadr.live.results and the video reply topic that reached no run: "
+          "ignored (another camera's, a stream gone, late) or malformed.",
           {{"outcome", "malformed"}})) {
   if (requests_ != nullptr && !options_.video.dir.empty()) {
     VideoJobsOptions vo = options_.video;

@@ -1,56 +1,35 @@
 #include "camera/stream_store.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
+#include <iterator>
 #include <mutex>
 #include <system_error>
 
 #include <spdlog/spdlog.h>
-#include <sqlite3.h>
 
-#include "common/sqlite_status.h"
+#include "storage/sqlite.h"
 
 namespace kadr::camera {
 namespace {
 
 constexpr char kDbFileName[] = "streams.db";
-constexpr int kBusyTimeoutMs = 5000;
-constexpr int kSchemaVersion = 1;
-constexpr char kSchema[] = R"sql(
+// Step v: PRAGMA user_version v -> v + 1 (storage/sqlite.h).
+constexpr std::string_view kMigrations[] = {
+    R"sql(
 CREATE TABLE IF NOT EXISTS streams (
   seq        INTEGER PRIMARY KEY AUTOINCREMENT,
   id         TEXT NOT NULL UNIQUE,
   spec_json  TEXT NOT NULL
 );
-PRAGMA user_version = 1;
-)sql";
-
-Status SqliteError(sqlite3* db, int rc, std::string_view what) {
-  std::string m = "streams database: " + std::string(what) + ": ";
-  m += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  return {SqliteStatusCode(rc), std::move(m)};
-}
-
-struct Stmt {
-  sqlite3_stmt* s = nullptr;
-  ~Stmt() { sqlite3_finalize(s); }
+)sql",
 };
 
 }  // namespace
 
 struct StreamStore::Impl {
   mutable std::mutex mu;
-  sqlite3* db = nullptr;
-  ~Impl() { sqlite3_close_v2(db); }
-
-  Status Exec(const char* sql) const {
-    char* err = nullptr;
-    const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &err);
-    sqlite3_free(err);
-    return rc == SQLITE_OK ? Status::Ok() : SqliteError(db, rc, "exec");
-  }
+  // Declared first so that it is destroyed after its statements.
+  std::unique_ptr<storage::Database> db;
+  std::unique_ptr<storage::Statement> put, remove, list;
 };
 
 StreamStore::StreamStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -60,81 +39,54 @@ Result<std::unique_ptr<StreamStore>> StreamStore::Create(const std::filesystem::
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return UnavailableError("cannot create " + dir.string() + ": " + ec.message());
-  const std::filesystem::path file = dir / kDbFileName;
-  // Created 0600 before SQLite opens it: it holds source URLs with their credentials.
-  if (const int fd = ::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600); fd >= 0) {
-    ::close(fd);
-  }
+  storage::DatabaseOptions options;
+  options.path = dir / kDbFileName;
+  options.name = "streams database";
+  options.migrations.assign(std::begin(kMigrations), std::end(kMigrations));
+  options.file_mode = 0600;  // it holds source URLs with their credentials
   auto impl = std::make_unique<Impl>();
-  const int rc =
-      sqlite3_open_v2(file.c_str(), &impl->db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(impl->db, rc, "open " + file.string());
-  sqlite3_busy_timeout(impl->db, kBusyTimeoutMs);
-  int version = 0;
-  {
-    Stmt st;
-    if (sqlite3_prepare_v2(impl->db, "PRAGMA user_version", -1, &st.s, nullptr) == SQLITE_OK &&
-        sqlite3_step(st.s) == SQLITE_ROW) {
-      version = sqlite3_column_int(st.s, 0);
-    }
-  }
-  if (version > kSchemaVersion) {
-    return FailedPreconditionError(file.string() + " has schema version " +
-                                   std::to_string(version) + ", newer than this kadr's " +
-                                   std::to_string(kSchemaVersion));
-  }
-  RETURN_IF_ERROR(impl->Exec(kSchema));
+  ASSIGN_OR_RETURN(impl->db, storage::Database::Open(options));
+  ASSIGN_OR_RETURN(impl->put,
+                   impl->db->Prepare("INSERT INTO streams (id, spec_json) VALUES (?1, ?2) "
+                                     "ON CONFLICT(id) DO UPDATE SET spec_json = "
+                                     "excluded.spec_json"));
+  ASSIGN_OR_RETURN(impl->remove, impl->db->Prepare("DELETE FROM streams WHERE id = ?1"));
+  ASSIGN_OR_RETURN(impl->list, impl->db->Prepare("SELECT id, spec_json FROM streams ORDER BY seq"));
   return std::unique_ptr<StreamStore>(new StreamStore(std::move(impl)));
 }
 
 Status StreamStore::Put(const StreamSpec& spec) {
-  std::lock_guard lock(impl_->mu);
-  Stmt st;
-  int rc = sqlite3_prepare_v2(impl_->db,
-                              "INSERT INTO streams (id, spec_json) VALUES (?1, ?2) "
-                              "ON CONFLICT(id) DO UPDATE SET spec_json = excluded.spec_json",
-                              -1, &st.s, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(impl_->db, rc, "prepare insert");
   const std::string json = SpecToStorageJson(spec);
-  sqlite3_bind_text(st.s, 1, spec.id.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st.s, 2, json.c_str(), -1, SQLITE_TRANSIENT);
-  rc = sqlite3_step(st.s);
-  return rc == SQLITE_DONE ? Status::Ok() : SqliteError(impl_->db, rc, "insert");
+  std::lock_guard lock(impl_->mu);
+  storage::Statement::Use put(*impl_->put);
+  put->Bind(1, spec.id).Bind(2, json);
+  return put->Run();
 }
 
 Status StreamStore::Delete(const std::string& id) {
   std::lock_guard lock(impl_->mu);
-  Stmt st;
-  int rc = sqlite3_prepare_v2(impl_->db, "DELETE FROM streams WHERE id = ?1", -1, &st.s, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(impl_->db, rc, "prepare delete");
-  sqlite3_bind_text(st.s, 1, id.c_str(), -1, SQLITE_TRANSIENT);
-  rc = sqlite3_step(st.s);
-  if (rc != SQLITE_DONE) return SqliteError(impl_->db, rc, "delete");
-  if (sqlite3_changes(impl_->db) == 0) return NotFoundError("unknown stream '" + id + "'");
+  storage::Statement::Use remove(*impl_->remove);
+  remove->Bind(1, id);
+  RETURN_IF_ERROR(remove->Run());
+  if (impl_->db->Changes() == 0) return NotFoundError("unknown stream '" + id + "'");
   return Status::Ok();
 }
 
 Result<std::vector<StreamSpec>> StreamStore::List() const {
   std::lock_guard lock(impl_->mu);
-  Stmt st;
-  int rc = sqlite3_prepare_v2(impl_->db, "SELECT id, spec_json FROM streams ORDER BY seq", -1,
-                              &st.s, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(impl_->db, rc, "prepare list");
+  storage::Statement::Use list(*impl_->list);
   std::vector<StreamSpec> out;
-  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
-    const auto* id = reinterpret_cast<const char*>(sqlite3_column_text(st.s, 0));
-    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(st.s, 1));
-    auto spec = SpecFromStorageJson(text != nullptr ? text : "");
+  while (true) {
+    ASSIGN_OR_RETURN(const bool row, list->Step());
+    if (!row) return out;
+    const std::string id = list->Text(0);
+    auto spec = SpecFromStorageJson(list->Text(1));
     if (!spec) {
-      spdlog::warn("camera: skipping stored stream id={} error=\"{}\"", id != nullptr ? id : "",
-                   spec.error().message());
+      spdlog::warn("camera: skipping stored stream id={} error=\"{}\"", id, spec.error().message());
       continue;
     }
     out.push_back(std::move(*spec));
   }
-  if (rc != SQLITE_DONE) return SqliteError(impl_->db, rc, "list");
-  return out;
 }
 
 }  // namespace kadr::camera

@@ -60,7 +60,7 @@ struct StackArgs {
   int http_threads = 80;  // > max_in_flight: a waiting synchronous request holds one
   std::size_t max_body_mb = 32;
   std::size_t max_video_mb = 512;  // gateway: largest video upload
-  std::string video_dir;           // gateway: video jobs' folder (up: <data-dir>/videos)
+  std::string video_dir;           // the shared video folder (up: <data-dir>/videos)
   int timeout_ms = 30000;
   CameraFlags camera;  // up: the camera service (live streams)
   std::string data_dir = "kadr-data";
@@ -284,7 +284,10 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
       }
     }
     kafka::SubscriberOptions rs;
-    rs.group_id = "kadr.viewer";  // one recorder per deployment: one group
+    // Every viewer is a whole replica of the job store: its own group reads every job event
+    // and answer (from the earliest retained on its first start), so any viewer answers any
+    // job read and viewers scale out like gateways.
+    rs.group_id = "kadr.viewer.jobs." + instance;
     rs.topics = jobs::RecorderTopics();
     rs.metadata_refresh_ms = 2000;
     auto r = kafka::KafkaSubscriber::Create(*kafka_options, rs);
@@ -456,11 +459,13 @@ void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
       ->capture_default_str();
 }
 
-// Gateways write video jobs' outputs there, viewers serve them: a folder both can reach.
+// The video folder: gateways put uploads there, camera services run the jobs and write their
+// outputs there, viewers serve them: one folder all of them reach.
 void AddVideoDirFlag(CLI::App& sub, StackArgs& args) {
   sub.add_option("--video-dir", args.video_dir,
                  "folder for video jobs: uploads, annotated MP4s, per-frame results; shared by "
-                 "gateways (which write it) and viewers (which serve it) "
+                 "gateways (uploads), camera services (which run the jobs) and viewers (which "
+                 "serve them) "
                  "(up: <data-dir>/videos; otherwise none: videos refused)")
       ->envname("KADR_VIDEO_DIR");
 }

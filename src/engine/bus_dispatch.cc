@@ -50,7 +50,15 @@ Status BusDispatcher::Send(const Outgoing& frame, FrameRun& run) {
   meta.kind = options_.kind;
   bus::Message message{topic_, meta.stream_id, std::move(bytes), {}};
   protocol::EncodeFrameHeaders(meta, message.headers);
-  return publisher_.Publish(std::move(message), run.DeliveryCallback(frame.id));
+  auto on_delivery = run.DeliveryCallback(frame.id);
+  if (options_.on_delivered) {
+    on_delivery = [run_callback = std::move(on_delivery), delivered = options_.on_delivered,
+                   id = frame.id](const Status& s) {
+      run_callback(s);
+      if (s.ok()) delivered(id);
+    };
+  }
+  return publisher_.Publish(std::move(message), std::move(on_delivery));
 }
 
 void Router::Add(FrameRun& run) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -33,6 +34,9 @@ struct BusDispatchOptions {
   protocol::DetectOptions options;
   bool draw = true;
   int jpeg_quality = 90;  // frames given as pixels are encoded so (1..100)
+  // Told of every frame the broker took (after the run's own delivery handling), from a
+  // transport thread; must be quick. Optional.
+  std::function<void(const std::string& frame_id)> on_delivered;
 };
 
 class BusDispatcher final : public Dispatcher {

@@ -99,7 +99,7 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
                bus::FramePublisher& publisher, std::vector<std::uint8_t> jpeg,
                SteadyClock::time_point received)
       : record_(std::move(record)),
-        bus_(std::move(dispatch), publisher),
+        bus_(WithDeliveryHook(std::move(dispatch)), publisher),
         run_(std::move(run), *this, *this),
         received_(received) {
     engine::SourceFrame frame;
@@ -112,7 +112,6 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   Status Send(const engine::Outgoing& frame, engine::FrameRun& run) override {
     const Status s = bus_.Send(frame, run);
     gateway_ms_ = MillisSince(received_);
-    SetSent(s);
     return s;
   }
   Status Release(engine::Released frame) override {
@@ -128,16 +127,17 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
     router.Add(run_);
     Status s = run_.Run(source, stop);
     router.Remove(run_);
-    SetSent(s.ok() ? InternalError("the frame was never sent") : s);  // when Send never ran
+    // An answer means the broker had the frame, even if its delivery report comes later;
+    // else the run's failure says why it never will.
+    SetDelivered(s);
     return s;
   }
 
-  // Waits until the frame has been handed to the publisher: its status (the run's, when it
-  // ended before).
-  Status WaitSent() {
-    std::unique_lock lock(mu_);
-    sent_changed_.wait(lock, [&] { return sent_.has_value(); });
-    return *sent_;
+  // Waits until the broker has taken the frame: OK, or why it never will (the run's end).
+  Status WaitDelivered() {
+    std::unique_lock lock(delivery_->mu);
+    delivery_->changed.wait(lock, [&] { return delivery_->status.has_value(); });
+    return *delivery_->status;
   }
 
   const jobs::JobRecord& record() const { return record_; }
@@ -148,7 +148,9 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   SteadyClock::time_point received() const { return received_; }
 
  private:
+  struct Delivery;
   const jobs::JobRecord record_;
+  const std::shared_ptr<Delivery> delivery_ = std::make_shared<Delivery>();
   engine::BusDispatcher bus_;
   engine::FrameRun run_;
   std::vector<engine::SourceFrame> frames_;
@@ -157,14 +159,25 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   std::optional<double> result_ms_;
   std::optional<engine::Released> released_;
 
-  void SetSent(const Status& s) {
-    std::lock_guard lock(mu_);
-    if (!sent_) sent_ = s;
-    sent_changed_.notify_all();
+  // The frame's delivery, shared with the transport's callback (which may come after this
+  // request is gone).
+  struct Delivery {
+    std::mutex mu;
+    std::condition_variable changed;
+    std::optional<Status> status;
+    void Set(const Status& s) {
+      std::lock_guard lock(mu);
+      if (!status) status = s;
+      changed.notify_all();
+    }
+  };
+  engine::BusDispatchOptions WithDeliveryHook(engine::BusDispatchOptions options) {
+    options.on_delivered = [delivery = delivery_](const std::string&) {
+      delivery->Set(Status::Ok());
+    };
+    return options;
   }
-  std::mutex mu_;
-  std::condition_variable sent_changed_;
-  std::optional<Status> sent_;
+  void SetDelivered(const Status& s) { delivery_->Set(s); }
 };
 
 // What a client is told when its frame could not be published.
@@ -408,8 +421,8 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
         async_done_.push_back(request->record().id);
       });
     }
-    // The frame is on its way before the client hears of the job (the thread settles it).
-    if (Status sent = request->WaitSent(); !sent.ok()) {
+    // The frame is on the broker before the client hears of the job (the thread settles it).
+    if (Status sent = request->WaitDelivered(); !sent.ok()) {
       HttpResponse r = ErrorResponse(sent.code() == StatusCode::kCancelled
                                          ? UnavailableError("the gateway is shutting down")
                                          : SendFailure(sent));

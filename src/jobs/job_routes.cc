@@ -355,8 +355,16 @@ HttpResponse Routes::Cancel(const HttpRequest& req) {
         "job '" + id + "' is an image job; only video jobs can be cancelled"));
   }
   if (job.control_topic.empty()) {
-    return HttpResponse::Error(
-        FailedPreconditionError("job '" + id + "' has no runner that takes cancel requests"));
+    // No camera service has taken the video job yet: its cancel follows its request on
+    // kadr.video.jobs (same key, same partition), and the job is cancelled at once.
+    JobRecord cancelled = job;
+    cancelled.state = JobState::kCancelled;
+    cancelled.error = CancelledError("the job was cancelled");
+    cancelled.updated_ms = NowMs();
+    cancelled.deadline_ms = 0;
+    if (Status s = publisher_.Publish(JobEventMessage(cancelled), {}); !s.ok()) {
+      spdlog::warn("cancelled snapshot not published job={} error=\"{}\"", id, s.ToString());
+    }
   }
   if (Status s = publisher_.Publish(CancelRequestMessage(job), {}); !s.ok()) {
     spdlog::warn("cancel request not published job={} error=\"{}\"", id, s.ToString());
@@ -365,7 +373,8 @@ HttpResponse Routes::Cancel(const HttpRequest& req) {
     r.headers.emplace("Retry-After", "2");
     return r;
   }
-  spdlog::info("cancel requested job={} runner={}", id, job.control_topic);
+  spdlog::info("cancel requested job={} runner={}", id,
+               job.control_topic.empty() ? "none yet" : job.control_topic);
   auto now = recorder_.WaitForJob(id, options_.cancel_wait,
                                   [](const JobRecord& j) { return IsFinished(j.state); });
   if (!now) return StoreError(now.error(), "job " + id);

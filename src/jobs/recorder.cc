@@ -147,6 +147,13 @@ Status Recorder::StoreEvent(const bus::InboundMessage& in, bool& stale) {
       FillIn(kept, job);
       kept.kind = job.kind;
       if (job.created_ms > 0) kept.created_ms = job.created_ms;  // the runner's own time
+      if (!IsFinished(existing->state) && job.updated_ms >= existing->updated_ms) {
+        // A runner that took the job again (a camera service after a restart, queued there
+        // before it runs again) still vouches for it: its deadline and control topic count.
+        kept.deadline_ms = job.deadline_ms;
+        if (!job.control_topic.empty()) kept.control_topic = job.control_topic;
+        kept.updated_ms = job.updated_ms;
+      }
       job = std::move(kept);
     }
   }
