@@ -11,8 +11,8 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 
 import {
-  allEnvNames, composeDir, composeFile, composeGpuFile, envNamesOf, environmentMap, isKadrImage,
-  knownEnvNames, loadYaml, readComposeServices, requireKadrBin,
+  allEnvNames, composeDir, composeFile, composeGpuFile, dockerfile, envNamesOf, environmentMap,
+  isKadrImage, knownEnvNames, loadYaml, readComposeServices, readYamlDocuments, requireKadrBin,
 } from './support.mjs';
 
 const MIB = 1024 * 1024;
@@ -86,16 +86,53 @@ describe('deploy/compose', () => {
     }
   });
 
-  test('workers scale with --scale: no container_name, no host ports, a model each', () => {
-    const workers = Object.entries(services).filter(([, s]) => isKadrImage(s.image) && s.command?.[0] === 'worker');
-    assert.ok(workers.length >= 1);
-    for (const [name, s] of workers) {
+  test('workers and gateways scale with --scale: no container_name, no host ports; a model per worker, no fixed gateway id', () => {
+    const scaled = Object.entries(services)
+      .filter(([, s]) => isKadrImage(s.image) && ['worker', 'gateway'].includes(s.command?.[0]));
+    assert.deepEqual([...new Set(scaled.map(([, s]) => s.command[0]))].sort(), ['gateway', 'worker']);
+    for (const [name, s] of scaled) {
       assert.equal(s.container_name, undefined, `${name}: container_name prevents --scale`);
       assert.equal(s.ports, undefined, `${name}: host ports collide when scaled`);
-      assert.ok(s.environment.KADR_MODEL, `${name}: KADR_MODEL`);
-      assert.equal(s.environment.KADR_HTTP_PORT, '8083', `${name}: health and metrics on 8083`);
       assert.ok((s.volumes ?? []).some((v) => /:\/models:ro$/.test(v)), `${name}: models read-only at /models`);
+      if (s.command[0] === 'worker') {
+        assert.ok(s.environment.KADR_MODEL, `${name}: KADR_MODEL`);
+        assert.equal(s.environment.KADR_HTTP_PORT, '8083', `${name}: health and metrics on 8083`);
+      } else {
+        // Each replica's reply topic is kadr.replies.<instance id>: the default
+        // <hostname>-<port> differs per container, a fixed id would be one topic for all.
+        assert.equal(s.environment.KADR_INSTANCE_ID, undefined, `${name}: a fixed KADR_INSTANCE_ID is shared by every replica`);
+        assert.equal(s.hostname, undefined, `${name}: a fixed hostname makes every replica's default instance id the same`);
+      }
     }
+  });
+
+  test('gateway, camera and viewer share one named video volume, mounted where KADR_VIDEO_DIR points; the image makes it writable', async () => {
+    const [doc] = await readYamlDocuments(composeFile);
+    const mounts = {};
+    for (const role of ['gateway', 'camera', 'viewer']) {
+      const entries = Object.entries(services).filter(([, s]) => isKadrImage(s.image) && s.command?.[0] === role);
+      assert.equal(entries.length, 1, `one ${role} service`);
+      const [[name, s]] = entries;
+      const dir = s.environment.KADR_VIDEO_DIR;
+      assert.ok(dir, `${name}: no KADR_VIDEO_DIR (gateway: videos refused; camera: no video jobs; viewer: no /video)`);
+      const mount = (s.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === dir);
+      assert.ok(mount, `${name}: no volume mounted at KADR_VIDEO_DIR ${dir}`);
+      assert.notEqual(mount[2], 'ro', `${name}: the video volume is read-only`);
+      mounts[name] = { source: mount[0], target: dir };
+    }
+    const [first, ...rest] = Object.values(mounts);
+    for (const [name, m] of Object.entries(mounts)) {
+      assert.deepEqual(m, first, `${name}: another video folder than ${JSON.stringify(first)}`);
+    }
+    assert.ok(rest.length === 2);
+    assert.match(first.source, /^[A-Za-z0-9][A-Za-z0-9_.-]*$/, `the video folder ${first.source} is not a named volume`);
+    assert.ok(Object.hasOwn(doc.volumes ?? {}, first.source), `volume ${first.source} is not declared under volumes:`);
+    // A new named volume takes the ownership of the image's folder at its mount point; with
+    // none there it would be root's, and uid 10001 could not write it.
+    const text = fs.readFileSync(dockerfile, 'utf8').replace(/\\\r?\n/g, ' ');
+    const owned = [...text.matchAll(/install -d -o 10001 -g 10001(?: -m \d+)?((?: \/[^\s&;]+)+)/g)]
+      .flatMap((m) => m[1].trim().split(/\s+/));
+    assert.ok(owned.includes(first.target), `${path.basename(dockerfile)} does not create ${first.target} owned by 10001 (creates: ${owned})`);
   });
 
   test('every kadr service\'s KADR_* variables are ones its command reads; kadr.json\'s settings are known', () => {
@@ -158,6 +195,22 @@ describe('deploy/compose', () => {
     for (const [name, addr] of [['gateway', 'GATEWAY_ADDR'], ['viewer', 'VIEWER_ADDR'], ['camera', 'CAMERA_ADDR']]) {
       assert.equal(services.proxy.environment[addr], `${name}:${services[name].environment.KADR_HTTP_PORT}`, addr);
     }
+  });
+
+  test('the proxy template: every /api/v1/jobs/{id} route to the viewer, the list by method, no fallback from a gateway', () => {
+    const template = fs.readFileSync(path.join(composeDir, 'proxy', 'kadr.conf.template'), 'utf8');
+    const config = template.replace(/#.*$/gm, '');
+    assert.doesNotMatch(config, /\berror_page\b|\bproxy_intercept_errors\b/, 'a fallback on a backend\'s error status');
+    const jobs = config.match(/location \/api\/v1\/jobs\/ \{([^}]*)\}/);
+    assert.ok(jobs, 'no prefix location /api/v1/jobs/ (the job, its result, image, thumbnail, video; DELETE)');
+    assert.match(jobs[1], /proxy_pass http:\/\/\$kadr_viewer;/);
+    const otherJobs = [...config.matchAll(/location\s+(?:[=~^*]+\s+)?(\S*jobs\S*)\s*\{/g)].map((m) => m[1]);
+    assert.deepEqual(otherJobs.sort(), ['/api/v1/jobs', '/api/v1/jobs/'], 'other locations for job routes');
+    const list = config.match(/map \$request_method \$kadr_jobs_list_backend \{([\s\S]*?)\n\}/);
+    assert.ok(list, 'no method map for /api/v1/jobs');
+    assert.match(list[1], /^\s*GET\s+\$\{VIEWER_ADDR\};/m);
+    assert.match(list[1], /^\s*HEAD\s+\$\{VIEWER_ADDR\};/m);
+    assert.match(list[1], /^\s*default\s+\$\{GATEWAY_ADDR\};/m);
   });
 
   test('the proxy template: live view unbuffered with a long read timeout, uploads up to the video limit', () => {

@@ -3,13 +3,20 @@
 // Apache Kafka with the compose file's broker settings (scripts/kafka.sh, which runs a node with
 // deploy/kafka/broker.properties, the file the compose file mounts), with each service's KADR_HTTP_PORT on
 // a free port, KADR_HOST on 127.0.0.1 and every container path mapped to what its volume
-// provides: named volumes to temp dirs, the models to $KADR_TEST_DATA/models, bind mounts to
-// the files next to the compose file. The topics job must exit 0; every service's compose
-// health check (`kadr health` with the service's environment) must pass; an image sent to the
-// gateway must come back with detections from the worker process; the proxy's nginx template,
-// rendered as the nginx image does and run by Debian's nginx, must route detect, the history,
-// a thumbnail, the stream API and the live view (an SSE event and a frame of a looping video)
-// to the right processes; SIGTERM must stop every process with exit status 0.
+// provides: named volumes to temp dirs (the shared `videos` volume to one folder that gateway,
+// camera and viewer all see), the models to $KADR_TEST_DATA/models, bind mounts to the files
+// next to the compose file. The topics job must exit 0; every service's compose health check
+// (`kadr health` with the service's environment) must pass; an image sent to the gateway must
+// come back with detections from the worker process. The proxy's nginx template, rendered as
+// the nginx image does and run by Debian's nginx, must send detect and job submissions to the
+// gateway and every job read to the viewer: an image job's record, result, image, thumbnail
+// and the list; a video job (a clip made with ffmpeg) that the camera process runs through the
+// shared folder, its MP4 (and a Range of it); cancel. The gateway itself answers 404 to job
+// reads, and jobs stay readable while it is stopped (no fallback: the viewer's recorder has
+// them). A second gateway process (what `--scale gateway=2` starts: same environment, its own
+// default instance id) takes a job that is read through the proxy. The stream API goes to the
+// camera and the live view (an SSE event and a frame of a looping video) to the viewer.
+// SIGTERM must stop every process with exit status 0.
 //
 // Not exercised (no Docker engine here): the images themselves (the apache/kafka image too:
 // the same Kafka version runs from Maven Central's jars), docker-compose's scheduling,
@@ -171,16 +178,6 @@ async function readUntil(url, pattern, timeoutMs) {
   } finally {
     clearTimeout(timer);
     controller.abort();
-  }
-}
-
-// Runs one part of a test; a failure names the part.
-async function part(label, fn) {
-  try {
-    await fn();
-  } catch (error) {
-    error.message = `${label}: ${error.message}`;
-    throw error;
   }
 }
 
@@ -380,7 +377,58 @@ describe('deploy/compose services as processes', { skip, concurrency: false }, (
     }, { timeoutMs: 90_000, intervalMs: 500, what: `POST ${base}/api/v1/detect` });
   }
 
-  step('the proxy (Debian\'s nginx, the compose template) routes each path to its service', async () => {
+  // The proxy's origin once the first proxy step has started it; the jobs the steps share.
+  let origin = '';
+  let imageJobId = '';
+  const gatewayUrl = () => `http://127.0.0.1:${ports.gateway}`;
+  const needProxy = () => assert.ok(origin, 'the proxy did not start (see the first proxy step)');
+  const needImageJob = () => assert.ok(imageJobId, 'no image job was submitted (see the image job step)');
+
+  // POST /api/v1/jobs: 202 with the job and its Location.
+  async function submitJob(base, body, contentType) {
+    const response = await fetch(`${base}/api/v1/jobs`, {
+      method: 'POST', headers: { 'content-type': contentType }, body,
+    });
+    const text = await response.text();
+    assert.equal(response.status, 202, `POST ${base}/api/v1/jobs (${contentType}): ${text}`);
+    const job = JSON.parse(text);
+    assert.ok(job.id, `no job id: ${text}`);
+    assert.equal(response.headers.get('location'), `/api/v1/jobs/${job.id}`);
+    return job;
+  }
+
+  // Polls GET {base}/api/v1/jobs/{id} until the job is finished; it must be done.
+  async function waitDone(base, id, timeoutMs = 60_000) {
+    const job = await eventually(async () => {
+      const r = await fetch(`${base}/api/v1/jobs/${id}`);
+      if (r.status !== 200) return { ok: false, status: r.status, text: await r.text() };
+      const body = await r.json();
+      return ['done', 'failed', 'cancelled'].includes(body.state) ? body : { ok: false, state: body.state, progress: body.progress };
+    }, { timeoutMs, what: `job ${id} finished, read at ${base}` });
+    assert.equal(job.state, 'done', `job ${id}: ${JSON.stringify(job)}`);
+    return job;
+  }
+
+  // GET {origin}{path}: the status (and content type) expected, the response returned.
+  async function expectGet(route, status, contentType = null, init = {}) {
+    const r = await fetch(`${origin}${route}`, init);
+    const what = `${init.method ?? 'GET'} ${route} through the proxy`;
+    assert.equal(r.status, status, `${what}: ${r.status} ${(await r.clone().text()).slice(0, 400)}`);
+    if (contentType) assert.match(r.headers.get('content-type') ?? '', contentType, `${what}: content type`);
+    return r;
+  }
+
+  // An image job's record, result, annotated image and thumbnail, read through the proxy.
+  async function expectImageJobReadable(id) {
+    const job = await waitDone(origin, id);
+    assert.equal(job.kind, 'image');
+    const result = await (await expectGet(`/api/v1/jobs/${id}/result`, 200, /^application\/json/)).json();
+    assert.ok(result.detections.some((d) => d.label === 'bus'), `no bus in the result: ${JSON.stringify(result).slice(0, 300)}`);
+    await expectGet(`/api/v1/jobs/${id}/image`, 200, /^image\/jpeg/);
+    await expectGet(`/api/v1/jobs/${id}/thumbnail`, 200, /^image\/jpeg/);
+  }
+
+  step('the proxy (Debian\'s nginx, the compose template) starts and sends POST /api/v1/detect to the gateway', async () => {
     const nginx = findNginx();
     assert.ok(nginx, 'nginx not found: apt-get install nginx (scripts/setup-debian.sh does) or set KADR_NGINX');
     const service = services.proxy;
@@ -417,85 +465,161 @@ describe('deploy/compose services as processes', { skip, concurrency: false }, (
     assert.equal(check.status, 0, `nginx -t:\n${check.stderr}`);
     proxy = new Child('proxy', nginx, ['-p', dir, '-c', `${dir}/nginx.conf`, '-e', 'stderr'], { env: baseEnv(), cwd: dir });
     children.push(proxy);
-    const origin = `http://127.0.0.1:${proxyPort}`;
     const healthUrl = service.healthcheck.test.at(-1).replace(/127\.0\.0\.1:\d+/, `127.0.0.1:${proxyPort}`);
     await eventually(async () => (await fetch(healthUrl)).status === 200, { timeoutMs: 10_000, what: `proxy ${healthUrl}` });
+    origin = `http://127.0.0.1:${proxyPort}`;
 
-    await part('POST /api/v1/detect → gateway', async () => {
-      const body = await detect(origin);
-      assert.ok(body.detections.length > 0);
-      jobId = body.job_id;
-    });
+    const body = await detect(origin);
+    assert.ok(body.detections.length > 0);
+    jobId = body.job_id;
+  });
 
-    await part('GET /api/v1/jobs/{id} and its image → gateway', async () => {
-      const job = await fetch(`${origin}/api/v1/jobs/${jobId}`);
-      assert.equal(job.status, 200, await job.clone().text());
-      assert.equal((await job.json()).id, jobId);
-      const image = await fetch(`${origin}/api/v1/jobs/${jobId}/image`);
-      assert.equal(image.status, 200);
-      assert.match(image.headers.get('content-type'), /^image\/jpeg/);
-    });
+  step('an image job POSTed through the proxy is read through the proxy from the viewer: job, result, image, thumbnail, list', async () => {
+    needProxy();
+    const job = await submitJob(origin, fs.readFileSync(busJpg), 'image/jpeg');
+    assert.equal(job.kind, 'image');
+    imageJobId = job.id;
+    await expectImageJobReadable(imageJobId);
+    // The gateway has no job list: a 200 with the job in it comes from the viewer.
+    const list = await eventually(async () => {
+      const r = await fetch(`${origin}/api/v1/jobs?limit=50`);
+      if (r.status !== 200) return { ok: false, status: r.status, text: await r.text() };
+      const body = await r.json();
+      return [imageJobId, jobId].every((id) => body.jobs.some((j) => j.id === id)) ? body : { ok: false, body };
+    }, { timeoutMs: 30_000, what: `jobs ${imageJobId} and ${jobId} in the list through the proxy` });
+    assert.ok(list.total >= 2);
+    await expectGet('/api/v1/jobs?limit=1', 200, null, { method: 'HEAD' });
+  });
 
-    await part('GET /api/v1/jobs (the history) and a thumbnail → viewer', async () => {
-      // The gateway has no list: a 200 with the job in it comes from the viewer.
-      const list = await eventually(async () => {
-        const r = await fetch(`${origin}/api/v1/jobs?limit=50`);
-        if (r.status !== 200) return { ok: false, status: r.status, text: await r.text() };
-        const body = await r.json();
-        return body.jobs.some((j) => j.id === jobId) ? body : { ok: false, body };
-      }, { timeoutMs: 30_000, what: `job ${jobId} in the history through the proxy` });
-      assert.ok(list.total >= 1);
-      const thumb = await fetch(`${origin}/api/v1/jobs/${jobId}/thumbnail`);
-      assert.equal(thumb.status, 200, await thumb.clone().text());
-      assert.match(thumb.headers.get('content-type'), /^image\/jpeg/);
-    });
+  step('no fallback: the gateway answers 404 to the job routes, the proxy sends them to the viewer', async () => {
+    needProxy();
+    needImageJob();
+    for (const suffix of ['', '/result', '/image', '/thumbnail']) {
+      const direct = await fetch(`${gatewayUrl()}/api/v1/jobs/${imageJobId}${suffix}`);
+      assert.equal(direct.status, 404, `GET /api/v1/jobs/{id}${suffix} at the gateway's own port: the gateway answers job reads`);
+      await expectGet(`/api/v1/jobs/${imageJobId}${suffix}`, 200);
+    }
+    // The synchronous detect's job too, and cancel: the viewer's answer (an image job cannot
+    // be cancelled: 409), where the gateway has no such route.
+    await expectGet(`/api/v1/jobs/${jobId}`, 200, /^application\/json/);
+    const direct = await fetch(`${gatewayUrl()}/api/v1/jobs/${imageJobId}`, { method: 'DELETE' });
+    assert.equal(direct.status, 404, 'DELETE /api/v1/jobs/{id} at the gateway\'s own port');
+    await expectGet(`/api/v1/jobs/${imageJobId}`, 409, null, { method: 'DELETE' });
+  });
 
-    await part('a job the gateway no longer knows (restarted) → the viewer\'s history', async () => {
-      const exit = await long.gateway.stop();
-      assert.equal(exit.code, 0, `gateway exited ${exit.code} (${exit.signal}) on SIGTERM`);
-      const { args, env, cwd } = launches.gateway;
-      long.gateway = new Child('gateway', bin, args, { env, cwd });
-      children.push(long.gateway);
-      await eventually(async () => (await healthCheck('gateway')).code === 0,
-        { timeoutMs: START_TIMEOUT_MS, intervalMs: 500, what: 'restarted gateway: health check' });
-      const direct = await fetch(`http://127.0.0.1:${ports.gateway}/api/v1/jobs/${jobId}`);
-      assert.equal(direct.status, 404, 'the restarted gateway still knows the job: nothing to fall back from');
-      const viaProxy = await fetch(`${origin}/api/v1/jobs/${jobId}`);
-      assert.equal(viaProxy.status, 200, await viaProxy.clone().text());
-      assert.equal((await viaProxy.json()).id, jobId);
-      const again = await detect(origin);  // the restarted gateway serves (same reply topic)
-      assert.ok(again.detections.length > 0);
-    });
+  step('a video job POSTed through the proxy runs in the camera service through the shared video folder; its MP4 is served through the proxy', async () => {
+    needProxy();
+    const videoDir = services.gateway.environment.KADR_VIDEO_DIR;
+    assert.ok(videoDir, 'gateway: no KADR_VIDEO_DIR');
+    for (const name of ['camera', 'viewer']) {
+      assert.equal(launches[name].env.KADR_VIDEO_DIR, launches.gateway.env.KADR_VIDEO_DIR,
+        `${name}: KADR_VIDEO_DIR is not the gateway's folder (${services[name].environment.KADR_VIDEO_DIR} vs ${videoDir})`);
+    }
+    const clip = path.join(tmp, 'clip.mp4');
+    const ffmpeg = spawnSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=10', '-t', '1',
+      '-pix_fmt', 'yuv420p', '-y', clip], { encoding: 'utf8' });
+    assert.ok(!ffmpeg.error && ffmpeg.status === 0, `ffmpeg (apt-get install ffmpeg) could not make a test video: ${ffmpeg.error?.message ?? ffmpeg.stderr}`);
+    const job = await submitJob(origin, fs.readFileSync(clip), 'video/mp4');
+    assert.equal(job.kind, 'video');
+    const done = await waitDone(origin, job.id, 90_000);
+    assert.equal(done.progress.frames_total, 10, `frames: ${JSON.stringify(done.progress)}`);
+    assert.equal(done.progress.frames_done, 10, `frames: ${JSON.stringify(done.progress)}`);
+    assert.ok(fs.existsSync(path.join(launches.gateway.env.KADR_VIDEO_DIR, `${job.id}.mp4`)),
+      `no ${job.id}.mp4 in the shared video folder`);
 
-    await part('/api/v1/streams → camera; /api/v1/streams/{id}/events and /frame → viewer, streamed', async () => {
-      const empty = await fetch(`${origin}/api/v1/streams`);
-      assert.equal(empty.status, 200, await empty.clone().text());
-      assert.deepEqual((await empty.json()).streams, []);
-      const created = await fetch(`${origin}/api/v1/streams`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ source: streamVideo, name: 'deploy-test', fps: 2, mode: 'live', loop: true }),
-      });
-      assert.equal(created.status, 201, await created.clone().text());
-      const stream = await created.json();
-      try {
-        // SSE through the proxy: an event arrives while the response is still open (it would
-        // sit in nginx's buffer with proxy_buffering on).
-        const events = await readUntil(`${origin}/api/v1/streams/${stream.id}/events`, /event: result\ndata: \{/, 45_000);
-        assert.match(events.contentType, /^text\/event-stream/);
-        const frame = await eventually(async () => {
-          const r = await fetch(`${origin}/api/v1/streams/${stream.id}/frame`);
-          return r.status === 200 ? r : { ok: false, status: r.status };
-        }, { timeoutMs: 30_000, what: 'a live frame through the proxy' });
-        assert.match(frame.headers.get('content-type'), /^image\/jpeg/);
-        assert.ok(frame.headers.get('kadr-seq'), 'no kadr-seq header on the live frame');
-        const one = await fetch(`${origin}/api/v1/streams/${stream.id}`);
-        assert.equal(one.status, 200);
-        assert.equal((await one.json()).id, stream.id);
-      } finally {
-        const deleted = await fetch(`${origin}/api/v1/streams/${stream.id}`, { method: 'DELETE' });
-        assert.equal(deleted.status, 204, await deleted.text());
-      }
+    const mp4 = await expectGet(`/api/v1/jobs/${job.id}/video`, 200, /^video\/mp4/);
+    const bytes = Buffer.from(await mp4.arrayBuffer());
+    assert.equal(bytes.subarray(4, 8).toString('latin1'), 'ftyp', 'the video is not an MP4');
+    const slice = await expectGet(`/api/v1/jobs/${job.id}/video`, 206, /^video\/mp4/, { headers: { range: 'bytes=0-15' } });
+    assert.deepEqual(Buffer.from(await slice.arrayBuffer()), bytes.subarray(0, 16), 'Range bytes=0-15');
+    const result = await (await expectGet(`/api/v1/jobs/${job.id}/result`, 200, /^application\/json/)).json();
+    assert.equal(result.frames.length, 10, `result frames: ${JSON.stringify(result).slice(0, 300)}`);
+    const direct = await fetch(`${gatewayUrl()}/api/v1/jobs/${job.id}/video`);
+    assert.equal(direct.status, 404, 'GET /api/v1/jobs/{id}/video at the gateway\'s own port');
+    await expectGet(`/api/v1/jobs/${job.id}`, 409, null, { method: 'DELETE' });  // finished
+  });
+
+  step('a second gateway (--scale gateway=2: same command and environment, another port) takes a job that is read through the proxy', async () => {
+    needProxy();
+    assert.equal(services.gateway.environment.KADR_INSTANCE_ID, undefined,
+      'gateway: a fixed KADR_INSTANCE_ID gives every replica one reply topic');
+    const port = await freePort();
+    const cwd = path.join(tmp, 'containers', 'gateway-2');
+    fs.mkdirSync(cwd, { recursive: true });
+    const env = { ...launches.gateway.env, KADR_HTTP_PORT: String(port) };
+    const second = new Child('gateway-2', bin, launches.gateway.args, { env, cwd });
+    children.push(second);
+    const base = `http://127.0.0.1:${port}`;
+    let secondJob = '';
+    let exit = null;
+    try {
+      await eventually(async () => {
+        if (!second.running) throw new Error('gateway-2 exited');
+        return (await runOnce(bin, services.gateway.healthcheck.test.slice(2), { env, cwd, timeoutMs: 15_000 })).code === 0;
+      }, { timeoutMs: START_TIMEOUT_MS, intervalMs: 500, what: 'gateway-2: health check' });
+      const instance = (c) => c.log.match(/gateway instance=(\S+)/)?.[1];
+      assert.ok(instance(second) && instance(long.gateway), 'no "gateway instance=" log line');
+      assert.notEqual(instance(second), instance(long.gateway), 'both gateways have one instance id (one reply topic)');
+      await eventually(async () => (await fetch(`${base}/readyz`)).status === 200,
+        { timeoutMs: START_TIMEOUT_MS, what: 'gateway-2 /readyz' });
+      secondJob = (await submitJob(base, fs.readFileSync(busJpg), 'image/jpeg')).id;
+      await expectImageJobReadable(secondJob);
+      assert.equal((await fetch(`${gatewayUrl()}/api/v1/jobs/${secondJob}`)).status, 404, 'the first gateway knows gateway-2\'s job');
+    } finally {
+      exit = await second.stop();
+    }
+    assert.ok(exit.code === 0 && !exit.killed, `gateway-2 exited ${exit.code} (${exit.signal}) on SIGTERM\n${second.tail()}`);
+    await expectGet(`/api/v1/jobs/${secondJob}`, 200);  // its gateway is gone
+  });
+
+  step('jobs stay readable through the proxy while the gateway that took them is stopped, and the restarted gateway serves', async () => {
+    needProxy();
+    needImageJob();
+    const exit = await long.gateway.stop();
+    assert.equal(exit.code, 0, `gateway exited ${exit.code} (${exit.signal}) on SIGTERM`);
+    const down = await fetch(`${origin}/api/v1/models`);
+    assert.equal(down.status, 502, 'a gateway route through the proxy while the gateway is stopped');
+    await expectImageJobReadable(imageJobId);
+    await expectGet(`/api/v1/jobs/${jobId}`, 200, /^application\/json/);
+    const { args, env, cwd } = launches.gateway;
+    long.gateway = new Child('gateway', bin, args, { env, cwd });
+    children.push(long.gateway);
+    await eventually(async () => (await healthCheck('gateway')).code === 0,
+      { timeoutMs: START_TIMEOUT_MS, intervalMs: 500, what: 'restarted gateway: health check' });
+    const again = await detect(origin);  // the restarted gateway serves (same reply topic)
+    assert.ok(again.detections.length > 0);
+    await expectGet(`/api/v1/jobs/${again.job_id}`, 200);
+  });
+
+  step('the proxy sends /api/v1/streams to the camera and /api/v1/streams/{id}/events and /frame to the viewer, streamed', async () => {
+    needProxy();
+    const empty = await fetch(`${origin}/api/v1/streams`);
+    assert.equal(empty.status, 200, await empty.clone().text());
+    assert.deepEqual((await empty.json()).streams, []);
+    const created = await fetch(`${origin}/api/v1/streams`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ source: streamVideo, name: 'deploy-test', fps: 2, mode: 'live', loop: true }),
     });
+    assert.equal(created.status, 201, await created.clone().text());
+    const stream = await created.json();
+    try {
+      // SSE through the proxy: an event arrives while the response is still open (it would
+      // sit in nginx's buffer with proxy_buffering on).
+      const events = await readUntil(`${origin}/api/v1/streams/${stream.id}/events`, /event: result\ndata: \{/, 45_000);
+      assert.match(events.contentType, /^text\/event-stream/);
+      const frame = await eventually(async () => {
+        const r = await fetch(`${origin}/api/v1/streams/${stream.id}/frame`);
+        return r.status === 200 ? r : { ok: false, status: r.status };
+      }, { timeoutMs: 30_000, what: 'a live frame through the proxy' });
+      assert.match(frame.headers.get('content-type'), /^image\/jpeg/);
+      assert.ok(frame.headers.get('kadr-seq'), 'no kadr-seq header on the live frame');
+      const one = await fetch(`${origin}/api/v1/streams/${stream.id}`);
+      assert.equal(one.status, 200);
+      assert.equal((await one.json()).id, stream.id);
+    } finally {
+      const deleted = await fetch(`${origin}/api/v1/streams/${stream.id}`, { method: 'DELETE' });
+      assert.equal(deleted.status, 204, await deleted.text());
+    }
   });
 
   step('SIGTERM stops every process with exit status 0', async () => {

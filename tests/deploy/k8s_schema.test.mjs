@@ -113,21 +113,21 @@ describe('deploy/k8s manifests', () => {
     }
   });
 
-  test('the roles are all there: gateway (1, instance id = pod name), viewer and camera (1, Recreate, PVC), workers, topics Job', () => {
+  test('the roles are all there: gateway (2+, instance id = pod name), viewer and camera (1, Recreate, PVC), workers, topics Job', () => {
     const byName = (kind, name) => docs.map((d) => d.doc).find((d) => d.kind === kind && d.metadata.name === name);
     const container = (doc) => podSpecOf(doc).containers[0];
     const env = (doc) => Object.fromEntries((container(doc).env ?? []).map((e) => [e.name, e]));
 
     const gateway = byName('Deployment', 'gateway');
     assert.ok(gateway, 'no Deployment gateway');
-    assert.equal(gateway.spec.replicas, 1, 'jobs live on the gateway that accepted them');
+    assert.ok(gateway.spec.replicas >= 2, `gateway: ${gateway.spec.replicas} replica(s); gateways are stateless (ADR 0008), run several`);
     assert.deepEqual(container(gateway).args, ['gateway']);
     assert.equal(env(gateway).KADR_INSTANCE_ID?.valueFrom?.fieldRef?.fieldPath, 'metadata.name');
 
     for (const name of ['viewer', 'camera']) {
       const d = byName('Deployment', name);
       assert.ok(d, `no Deployment ${name}`);
-      assert.equal(d.spec.replicas, 1, `${name}: one replica (it owns its volume)`);
+      assert.equal(d.spec.replicas, 1, `${name}: one replica (it owns its volume; the viewer's recorder is one per deployment)`);
       assert.equal(d.spec.strategy?.type, 'Recreate', `${name}: Recreate`);
       assert.deepEqual(container(d).args, [name]);
       const pvcs = podSpecOf(d).volumes.filter((v) => v.persistentVolumeClaim).map((v) => v.persistentVolumeClaim.claimName);
@@ -147,6 +147,38 @@ describe('deploy/k8s manifests', () => {
     const job = docs.map((d) => d.doc).find((d) => d.kind === 'Job');
     assert.ok(job, 'no topics Job');
     assert.deepEqual(container(job).args, ['topics']);
+  });
+
+  test('gateway, camera and viewer mount one ReadWriteMany video volume where KADR_VIDEO_DIR points; the gateway keeps nothing big on its pod', () => {
+    const all = docs.map((d) => d.doc);
+    const pvcs = Object.fromEntries(all.filter((d) => d.kind === 'PersistentVolumeClaim').map((d) => [d.metadata.name, d]));
+    const mounts = {};
+    for (const role of ['gateway', 'camera', 'viewer']) {
+      const d = all.find((x) => x.kind === 'Deployment' && podSpecOf(x).containers[0].args?.[0] === role);
+      assert.ok(d, `no ${role} Deployment`);
+      const spec = podSpecOf(d);
+      const c = spec.containers[0];
+      const dir = (c.env ?? []).find((e) => e.name === 'KADR_VIDEO_DIR')?.value;
+      assert.ok(dir, `${label(d)}: no KADR_VIDEO_DIR (gateway: videos refused; camera: no video jobs; viewer: no /video)`);
+      const mount = (c.volumeMounts ?? []).find((m) => m.mountPath === dir);
+      assert.ok(mount, `${label(d)}: nothing mounted at KADR_VIDEO_DIR ${dir}`);
+      assert.notEqual(mount.readOnly, true, `${label(d)}: the video volume is read-only`);
+      const claim = spec.volumes.find((v) => v.name === mount.name)?.persistentVolumeClaim;
+      assert.ok(claim, `${label(d)}: ${dir} is not a PVC (pods on other nodes would not see it)`);
+      assert.notEqual(claim.readOnly, true, `${label(d)}: the video PVC is read-only`);
+      mounts[role] = { claim: claim.claimName, dir };
+      if (role === 'gateway') {
+        for (const v of spec.volumes.filter((x) => x.emptyDir)) {
+          const limit = v.emptyDir.sizeLimit;
+          assert.ok(limit && /^\d+(Ki|Mi)$|^1Gi$/.test(limit), `${label(d)}: emptyDir ${v.name} (${limit ?? 'unlimited'}): videos go to the shared volume, keep scratch small`);
+        }
+      }
+    }
+    assert.deepEqual(mounts.camera, mounts.gateway, 'camera: another video folder than the gateway\'s');
+    assert.deepEqual(mounts.viewer, mounts.gateway, 'viewer: another video folder than the gateway\'s');
+    const pvc = pvcs[mounts.gateway.claim];
+    assert.ok(pvc, `PVC ${mounts.gateway.claim} does not exist`);
+    assert.deepEqual(pvc.spec.accessModes, ['ReadWriteMany'], `${label(pvc)}: gateways, camera and viewer on different nodes share it`);
   });
 
   test('pods run as uid 10001 (nginx: 101), non-root, RuntimeDefault seccomp, read-only root filesystem, no privilege escalation or capabilities', () => {
