@@ -5,7 +5,7 @@
 // Scores are drawn to look like a real frame: almost every anchor scores near zero (an
 // exponential with mean 0.005), and a few dozen anchors score above the 0.25 threshold.
 
-#include "inference/postprocess.h"
+#include "inference/detail/postprocess.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,7 +15,7 @@
 #include <benchmark/benchmark.h>
 #include <opencv2/core.hpp>
 
-#include "inference/letterbox.h"
+#include "inference/detail/letterbox.h"
 
 namespace kadr::inference {
 namespace {

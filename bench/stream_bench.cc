@@ -13,7 +13,10 @@
 //              its last results), input and output fps and drops by reason, and the spread of
 //              the p95 over the samples: bounded latency means it does not grow at 2 x.
 //   3. video   a plain loop (decode + Detect per frame of --video, in this process) against a
-//              video job on the same file (POST /api/v1/jobs, polled until done): frames/s.
+//              video job on the same file (POST /api/v1/jobs, polled until done) and a lossless
+//              stream of it (POST /api/v1/streams, mode lossless, until finished): frames/s,
+//              and each as a ratio of the plain loop. The same again on a copy of --video
+//              scaled to --scaled-video (default 1920x1080, made with ffmpeg).
 //
 // Without KADR_TEST_DATA (and no --models-dir) it says so and exits 0. Results and how to read
 // them belong in docs/performance.md.
@@ -61,6 +64,7 @@ struct Config {
   int threads = 0;  // OpenCV threads, raw and kadr (--threads); 0: OpenCV's default
   bool skip_live = false;
   bool skip_video = false;
+  std::string scaled_video = "1920x1080";  // WxH of the second video run; empty: none
   int start_timeout_s = 90;
 };
 
@@ -109,6 +113,18 @@ bool Retime(const std::string& in, const fs::path& out, double factor, double fp
                 "ffmpeg -loglevel error -y -i '%s' -an -vf 'setpts=PTS/%.4f' -r %.3f "
                 "-c:v mjpeg -q:v 3 '%s'",
                 in.c_str(), factor, fps * factor, out.c_str());
+  return std::system(cmd) == 0 && fs::exists(out);
+}
+
+// A copy of `in` scaled to `size` ("WxH"), H.264 like the original. False when ffmpeg fails.
+bool Scale(const std::string& in, const fs::path& out, const std::string& size) {
+  const auto x = size.find('x');
+  if (x == std::string::npos) return false;
+  char cmd[2048];
+  std::snprintf(cmd, sizeof cmd,
+                "ffmpeg -loglevel error -y -i '%s' -an -vf 'scale=%s:%s' -c:v libx264 "
+                "-preset veryfast -crf 18 -pix_fmt yuv420p '%s'",
+                in.c_str(), size.substr(0, x).c_str(), size.substr(x + 1).c_str(), out.c_str());
   return std::system(cmd) == 0 && fs::exists(out);
 }
 
@@ -193,8 +209,9 @@ void RunLive(const Config& cfg, httplib::Client& client, const fs::path& source,
   }
 }
 
-void RunVideoJob(const Config& cfg, httplib::Client& client, const std::string& video,
-                 double plain_fps) {
+// A video job on `video`, upload to done: frames per second (0 on failure).
+double RunVideoJob(const Config& cfg, httplib::Client& client, const std::string& video,
+                   double plain_fps) {
   const std::string bytes = ReadFile(video);
   const auto start = SteadyClock::now();
   auto res = client.Post("/api/v1/jobs?model=" + cfg.model, bytes, "video/mp4");
@@ -202,7 +219,7 @@ void RunVideoJob(const Config& cfg, httplib::Client& client, const std::string& 
     std::fprintf(
         stderr, "error: POST /api/v1/jobs: %s\n",
         res ? (std::to_string(res->status) + " " + res->body.substr(0, 300)).c_str() : "no answer");
-    return;
+    return 0;
   }
   const std::string id = Json::parse(res->body).value("id", "");
   Json job;
@@ -216,13 +233,46 @@ void RunVideoJob(const Config& cfg, httplib::Client& client, const std::string& 
   }
   const double secs = Seconds(SteadyClock::now() - start);
   const long frames = job.value("progress", Json::object()).value("frames_done", 0L);
+  const double fps = static_cast<double>(frames) / secs;
   std::printf(
-      "\nvideo job %s on %s: state %s, %ld frames in %.2f s = %.1f frames/s "
-      "(upload to done)\n",
+      "video job %s on %s: state %s, %ld frames in %.2f s = %.1f frames/s (upload to done); "
+      "/ plain = %.2f\n",
       id.c_str(), fs::path(video).filename().c_str(), job.value("state", "?").c_str(), frames, secs,
-      static_cast<double>(frames) / secs);
-  std::printf("plain decode + forward loop: %.1f frames/s; video job / plain = %.2f\n", plain_fps,
-              static_cast<double>(frames) / secs / plain_fps);
+      fps, fps / plain_fps);
+  return fps;
+}
+
+// A lossless stream of `video` (every frame, as fast as the window allows), created to
+// finished: frames per second (0 on failure).
+double RunLosslessStream(const Config& cfg, httplib::Client& client, const std::string& video,
+                         double plain_fps) {
+  const Json body = {{"source", video},   {"model", cfg.model}, {"mode", "lossless"},
+                     {"max_width", 4096}, {"max_height", 4096}, {"window", 4}};
+  const auto start = SteadyClock::now();
+  auto res = client.Post("/api/v1/streams", body.dump(), "application/json");
+  if (!res || res->status != 201) {
+    std::fprintf(stderr, "error: POST /api/v1/streams: %s\n",
+                 res ? (std::to_string(res->status) + " " + res->body).c_str() : "no answer");
+    return 0;
+  }
+  const std::string id = Json::parse(res->body).value("id", "");
+  std::optional<Sample> s;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    s = ReadStream(client, id);
+    if (s && s->state != "connecting" && s->state != "running" && s->state != "reconnecting") {
+      break;
+    }
+  }
+  const double secs = Seconds(SteadyClock::now() - start);
+  const double fps = static_cast<double>(s->done) / secs;
+  std::printf(
+      "lossless stream %s of %s: state %s, %ld frames in %.2f s = %.1f frames/s (dropped %ld); "
+      "/ plain = %.2f\n",
+      id.c_str(), fs::path(video).filename().c_str(), s->state.c_str(), s->done, secs, fps,
+      s->dropped, fps / plain_fps);
+  client.Delete("/api/v1/streams/" + id);
+  return fps;
 }
 
 int Main(int argc, char** argv) {
@@ -240,6 +290,9 @@ int Main(int argc, char** argv) {
   app.add_option("--threads", cfg.threads, "OpenCV threads (raw and kadr)");
   app.add_flag("--skip-live", cfg.skip_live);
   app.add_flag("--skip-video", cfg.skip_video);
+  app.add_option("--scaled-video", cfg.scaled_video,
+                 "WxH of a second video run on --video scaled (empty: none)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
 
@@ -293,13 +346,25 @@ int Main(int argc, char** argv) {
     std::printf("live source: %s at %.0f fps (%.0fx the original)\n", live_source.c_str(),
                 src_fps * factor, factor);
   }
-  double plain_fps = 0;
+  // The videos of the video phase and the plain loop's rate on each.
+  std::vector<std::pair<std::string, double>> videos;
   if (!cfg.skip_video) {
-    auto rate = RawRate(**detector, cfg.video, 0, false);
-    if (!rate) return 1;
-    plain_fps = *rate;
-    std::printf("plain decode + forward loop on %s: %.1f frames/s\n",
-                fs::path(cfg.video).filename().c_str(), plain_fps);
+    videos.emplace_back(cfg.video, 0);
+    if (!cfg.scaled_video.empty()) {
+      const fs::path scaled = tmp / ("video_" + cfg.scaled_video + ".mp4");
+      if (!Scale(cfg.video, scaled, cfg.scaled_video)) {
+        std::fprintf(stderr, "error: ffmpeg could not scale %s\n", cfg.video.c_str());
+        return 1;
+      }
+      videos.emplace_back(scaled.string(), 0);
+    }
+    for (auto& [video, plain] : videos) {
+      auto rate = RawRate(**detector, video, 0, false);
+      if (!rate) return 1;
+      plain = *rate;
+      std::printf("plain decode + forward loop on %s: %.1f frames/s\n",
+                  fs::path(video).filename().c_str(), plain);
+    }
   }
   detector->reset();
   registry->reset();
@@ -319,7 +384,11 @@ int Main(int argc, char** argv) {
   }
   auto client = MakeClient(url);
   if (!cfg.skip_live) RunLive(cfg, *client, live_source, live_rate);
-  if (!cfg.skip_video) RunVideoJob(cfg, *client, cfg.video, plain_fps);
+  for (const auto& [video, plain] : videos) {
+    std::printf("\n");
+    RunVideoJob(cfg, *client, video, plain);
+    RunLosslessStream(cfg, *client, video, plain);
+  }
   std::printf("\nkadr %s; load %s\n", kadr.Stop().c_str(), LoadAverage().c_str());
   std::error_code ec;
   fs::remove_all(tmp, ec);

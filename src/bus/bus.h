@@ -1,3 +1,63 @@
+// The bus: the messages in transit (Message, its Headers, AckToken, InboundMessage), then
+// FramePublisher and FrameSubscriber, the transport interfaces services are written against.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace kadr::bus {
+
+// ---------------------------------------------------------------------------------------------
+// Messages on the bus: what a frame or a result looks like in transit, independent of the
+// transport (Kafka in production, an in-memory fake in unit tests). Plain values.
+
+// Ordered (name, value) pairs; names may repeat, as in Kafka. Values are UTF-8 text.
+class Headers {
+ public:
+  void Set(std::string name, std::string value);  // replaces every header of that name
+  void Add(std::string name, std::string value);  // appends
+  std::optional<std::string> Get(std::string_view name) const;  // last one of that name
+  const std::vector<std::pair<std::string, std::string>>& items() const { return items_; }
+  bool empty() const { return items_.empty(); }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> items_;
+};
+
+struct Message {
+  std::string topic;
+  std::string key;                  // keeps one stream's messages ordered (one partition)
+  std::vector<std::uint8_t> value;  // JPEG bytes for frames, JSON for results
+  Headers headers;
+};
+
+// Identifies a consumed message for acknowledgement (Kafka: partition + offset).
+struct AckToken {
+  std::string topic;
+  int partition = 0;
+  std::int64_t offset = 0;
+};
+
+struct InboundMessage {
+  Message message;
+  AckToken token;
+  std::int64_t timestamp_ms = 0;  // broker/producer timestamp, Unix ms; 0 if unknown
+};
+
+// A message's value as text (JSON values are read this way; no copy, no check).
+std::string_view ValueText(const Message& message);
+// "topic/partition/offset", for log lines.
+std::string Describe(const AckToken& token);
+
+// ---------------------------------------------------------------------------------------------
 // FramePublisher and FrameSubscriber: the transport interfaces services are written against.
 // Kafka implements them (kafka/); an in-memory fake (fake_bus.h) backs unit tests.
 //
@@ -5,16 +65,6 @@
 // only after everything it caused has been delivered, and only acknowledged messages are
 // committed. Unacknowledged messages are redelivered after a crash or rebalance, so
 // consumers recognise duplicates by frame id.
-#pragma once
-
-#include <chrono>
-#include <functional>
-#include <vector>
-
-#include "bus/message.h"
-#include "common/status.h"
-
-namespace kadr::bus {
 
 // Called once per published message, from a transport thread, with OK or the final error
 // (after the transport's own retries). Must be quick and must not block.

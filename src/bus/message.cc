@@ -1,6 +1,6 @@
-#include "bus/message.h"
-
 #include <algorithm>
+
+#include "bus/bus.h"
 
 namespace kadr::bus {
 
@@ -18,6 +18,14 @@ std::optional<std::string> Headers::Get(std::string_view name) const {
     if (it->first == name) return it->second;
   }
   return std::nullopt;
+}
+
+std::string_view ValueText(const Message& message) {
+  return {reinterpret_cast<const char*>(message.value.data()), message.value.size()};
+}
+
+std::string Describe(const AckToken& token) {
+  return token.topic + "/" + std::to_string(token.partition) + "/" + std::to_string(token.offset);
 }
 
 }  // namespace kadr::bus

@@ -42,9 +42,8 @@
 #include <vector>
 
 #include "bus/bus.h"
+#include "camera/detail/stream_store.h"
 #include "camera/stream_runner.h"
-#include "camera/stream_spec.h"
-#include "camera/stream_store.h"
 #include "camera/video_jobs.h"
 #include "common/metrics.h"
 #include "common/status.h"

@@ -1,10 +1,9 @@
-#include "camera/stream_spec.h"
-
 #include <cmath>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
+#include "camera/stream_runner.h"
 #include "capture/frame_source.h"
 
 namespace kadr::camera {

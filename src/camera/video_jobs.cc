@@ -15,8 +15,9 @@
 #include "common/clock.h"
 #include "engine/frame_run.h"
 #include "engine/video_file.h"
-#include "jobs/job_json.h"
+#include "jobs/job.h"
 #include "protocol/frame.h"
+#include "storage/files.h"
 
 namespace kadr::camera {
 namespace {
@@ -51,29 +52,6 @@ void RemoveQuietly(const fs::path& path) {
 bool Exists(const fs::path& path) {
   std::error_code ec;
   return fs::exists(path, ec);
-}
-
-Status WriteWhole(const fs::path& path, std::string_view bytes) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) return UnavailableError("cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return UnavailableError("cannot rename " + tmp.string() + ": " + ec.message());
-  return Status::Ok();
-}
-
-Result<std::string> ReadWhole(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError("cannot read " + path.string());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-std::string_view Text(const std::vector<std::uint8_t>& v) {
-  return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 
 }  // namespace
@@ -163,7 +141,7 @@ Status VideoJobs::Init() {
   if (ec) return UnavailableError("cannot read the video folder " + options_.dir);
   std::size_t resumed = 0;
   for (const fs::path& path : claims) {
-    auto text = ReadWhole(path);
+    auto text = storage::ReadFileText(path);
     const json claim = text ? json::parse(*text, nullptr, false) : json();
     if (!claim.is_object() || claim.value("camera", "") != options_.camera_id ||
         !claim.contains("request")) {
@@ -213,7 +191,7 @@ void VideoJobs::Take(const bus::Message& message) {
     return;
   }
   auto parsed = jobs::IsVideoJobRequest(message)
-                    ? jobs::VideoJobRequestFromJson(Text(message.value))
+                    ? jobs::VideoJobRequestFromJson(bus::ValueText(message))
                     : Result<jobs::VideoJobRequest>(
                           InvalidArgumentError("not a video job request (content type)"));
   if (!parsed) {
@@ -247,10 +225,12 @@ void VideoJobs::Take(const bus::Message& message) {
                                             "': gateways and camera services must share it"));
     return;
   }
-  const json claim = {
-      {"camera", options_.camera_id},
-      {"request", json::parse(Text(jobs::VideoJobRequestMessage(request).value), nullptr, false)}};
-  if (Status s = WriteWhole(FileOf(options_.dir, id, ".request.json"), Dump(claim)); !s.ok()) {
+  const json claim = {{"camera", options_.camera_id},
+                      {"request", json::parse(bus::ValueText(jobs::VideoJobRequestMessage(request)),
+                                              nullptr, false)}};
+  if (Status s =
+          storage::WriteFileAtomically(FileOf(options_.dir, id, ".request.json"), Dump(claim));
+      !s.ok()) {
     count("failed");
     RemoveQuietly(FileOf(options_.dir, id, ".src"));
     PublishFailed(request,
@@ -389,6 +369,9 @@ Status VideoJobs::Process(Job& job) {
   so.width = source->width();
   so.height = source->height();
   so.lines = &lines;
+  // The detections are drawn here, on the frame this service decoded: the workers encode no
+  // annotated JPEG and this service decodes none (two JPEG codecs less per frame).
+  so.annotate = job.request.draw;
   so.on_frame = [&](std::int64_t written, bool failed) {
     metrics_
         .GetCounter(kFramesName, kFramesHelp,
@@ -410,7 +393,7 @@ Status VideoJobs::Process(Job& job) {
   bo.source = job.request.job.source_name;
   bo.kind = protocol::kind::kVideo;
   bo.options = job.request.options;
-  bo.draw = job.request.draw;
+  bo.draw = false;  // the sink draws (above)
   bo.jpeg_quality = options_.jpeg_quality;
   engine::BusDispatcher dispatcher(std::move(bo), publisher_);
 
@@ -423,8 +406,6 @@ Status VideoJobs::Process(Job& job) {
   ro.send_attempts = 3;  // a frame the broker loses on a fail-over is sent again
   ro.fail_on_send_error = true;
   ro.ordered = true;
-  ro.want_image = job.request.draw;
-  ro.image_topic = options_.reply_topic;
   ro.keep_frames = true;
   ro.now_ms = options_.now_ms;
   engine::FrameRun run(std::move(ro), dispatcher, *sink);

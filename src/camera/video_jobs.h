@@ -1,6 +1,6 @@
 // VideoJobs: the video jobs of one camera service (docs/adr/0008-job-model-and-events.md,
 // docs/api.md "Video jobs"). A gateway saves an upload as <id>.src in the shared video folder
-// and publishes a request to kadr.video.jobs (jobs/job_events.h); every camera service reads
+// and publishes a request to kadr.video.jobs (jobs/job.h); every camera service reads
 // that topic in one consumer group, so one of them takes each job:
 //
 //   Take(request) -> <id>.request.json (this camera's claim) -> queue -> thread per job:
@@ -49,7 +49,6 @@
 #include "common/status.h"
 #include "engine/bus_dispatch.h"
 #include "jobs/job.h"
-#include "jobs/job_events.h"
 
 namespace kadr::camera {
 

@@ -8,8 +8,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "cli/commands.h"
-#include "cli/config_settings.h"
+#include "cli/detail/commands.h"
+#include "cli/detail/config_settings.h"
 
 namespace kadr::cli {
 namespace {

@@ -12,7 +12,7 @@
 namespace kadr::cli {
 
 // Options every subcommand shares. Precedence: flags, then KADR_* environment variables, then
-// the config file's "settings" (config_settings.h), then the defaults.
+// the config file's "settings" (detail/config_settings.h), then the defaults.
 struct GlobalOptions {
   std::filesystem::path config_file;               // --config, KADR_CONFIG
   std::vector<std::filesystem::path> models_dirs;  // --models-dir, KADR_MODELS_DIR (':'-separated)

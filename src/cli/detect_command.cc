@@ -16,7 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/commands.h"
+#include "cli/detail/commands.h"
 #include "engine/frame_run.h"
 #include "engine/video_file.h"
 #include "video/video.h"

@@ -11,9 +11,9 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
-#include "cli/commands.h"
-#include "cli/kafka_flags.h"
-#include "kafka/kafka_publisher.h"
+#include "cli/detail/commands.h"
+#include "cli/detail/kafka_flags.h"
+#include "kafka/kafka_bus.h"
 #include "protocol/topics.h"
 
 namespace kadr::cli {

@@ -8,16 +8,14 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "cli/commands.h"
-#include "cli/kafka_flags.h"
-#include "cli/shutdown.h"
+#include "cli/detail/commands.h"
+#include "cli/detail/kafka_flags.h"
+#include "cli/detail/shutdown.h"
 #include "common/metrics.h"
 #include "http/server.h"
 #include "kafka/embedded_broker.h"
-#include "kafka/kafka_publisher.h"
-#include "kafka/kafka_subscriber.h"
+#include "kafka/kafka_bus.h"
 #include "protocol/frame.h"
-#include "protocol/heartbeat.h"
 #include "worker/worker_service.h"
 
 namespace kadr::cli {

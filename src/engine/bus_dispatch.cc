@@ -12,10 +12,6 @@ namespace {
 
 namespace header = protocol::header;
 
-std::string_view Text(const std::vector<std::uint8_t>& v) {
-  return {reinterpret_cast<const char*>(v.data()), v.size()};
-}
-
 }  // namespace
 
 BusDispatcher::BusDispatcher(BusDispatchOptions options, bus::FramePublisher& publisher)
@@ -101,7 +97,7 @@ bool Router::Route(const bus::InboundMessage& in, std::int64_t received_ms) {
     return true;
   }
 
-  auto parsed = protocol::FrameResultFromJson(Text(in.message.value));
+  auto parsed = protocol::FrameResultFromJson(bus::ValueText(in.message));
   if (parsed && id.empty()) {
     id = parsed->correlation_id.empty() ? parsed->frame_id : parsed->correlation_id;
   }

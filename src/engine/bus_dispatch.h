@@ -19,7 +19,7 @@
 #include "bus/bus.h"
 #include "common/status.h"
 #include "engine/frame_run.h"
-#include "protocol/detection.h"
+#include "protocol/result.h"
 
 namespace kadr::engine {
 

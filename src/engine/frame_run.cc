@@ -223,7 +223,7 @@ std::optional<Status> FrameRun::ExpireLocked(std::int64_t now) {
 }
 
 std::optional<Status> FrameRun::SendLocked(std::unique_lock<std::mutex>& lock,
-                                           std::shared_ptr<const SourceFrame> frame) {
+                                           std::shared_ptr<SourceFrame> frame) {
   const std::int64_t index = next_index_++;
   Slot slot;
   slot.id = options_.bare_id ? options_.id : FrameIdOf(options_.id, index);
@@ -291,7 +291,7 @@ std::optional<Status> FrameRun::ResendLocked(std::unique_lock<std::mutex>& lock)
   for (const std::int64_t index : due) {
     const auto it = slots_.find(index);  // only this thread removes slots
     if (it == slots_.end()) continue;
-    const std::shared_ptr<const SourceFrame> frame = it->second.retained;
+    const std::shared_ptr<SourceFrame> frame = it->second.retained;
     ++stats_.resent;
     if (auto failure = DispatchLocked(lock, index, *frame)) return failure;
   }
@@ -428,7 +428,7 @@ Status FrameRun::Run(Source& source, const std::stop_token& stop) {
     }
     if (slots_.size() < options_.window) {
       if (threaded && mailbox_) {
-        auto frame = std::make_shared<const SourceFrame>(std::move(*mailbox_));
+        auto frame = std::make_shared<SourceFrame>(std::move(*mailbox_));
         mailbox_.reset();
         changed_.notify_all();
         if (auto failure = SendLocked(lock, std::move(frame))) {
@@ -452,8 +452,7 @@ Status FrameRun::Run(Source& source, const std::stop_token& stop) {
         SourceFrame frame = std::move(**read);
         if (frame.capture_ms == 0) frame.capture_ms = NowMs();
         ++stats_.read;
-        if (auto failure =
-                SendLocked(lock, std::make_shared<const SourceFrame>(std::move(frame)))) {
+        if (auto failure = SendLocked(lock, std::make_shared<SourceFrame>(std::move(frame)))) {
           outcome = *failure;
           break;
         }

@@ -133,7 +133,8 @@ struct Released {
   cv::Mat annotated;                            // annotated pixels (a dispatcher in process)
   std::optional<DropReason> dropped;            // set when never answered
   Status error;                                 // a kError drop: why the send failed
-  std::shared_ptr<const SourceFrame> frame;     // the source frame (RunOptions::keep_frames)
+  // The source frame (RunOptions::keep_frames), the sink's now: nothing else holds it.
+  std::shared_ptr<SourceFrame> frame;
 };
 
 class Sink {
@@ -225,7 +226,7 @@ class FrameRun {
     std::string id;
     std::int64_t capture_ms = 0;
     std::int64_t expires_ms = 0;  // live: the deadline; lossless: send + answer_timeout
-    std::shared_ptr<const SourceFrame> frame;
+    std::shared_ptr<SourceFrame> frame;
     std::optional<protocol::FrameResult> result;
     std::int64_t answered_ms = 0;
     std::vector<std::uint8_t> image;
@@ -233,11 +234,11 @@ class FrameRun {
     bool waiting_for_image = false;
     std::optional<DropReason> dropped;
     Status error;
-    bool sent = false;                            // Send returned; until then expiry waits
-    std::optional<std::int64_t> deadline_ms;      // sent with the frame
-    std::shared_ptr<const SourceFrame> retained;  // for a resend (send_attempts > 1)
-    int attempts = 0;                             // sends so far
-    bool resend = false;                          // a delivery failed: send it again
+    bool sent = false;                        // Send returned; until then expiry waits
+    std::optional<std::int64_t> deadline_ms;  // sent with the frame
+    std::shared_ptr<SourceFrame> retained;    // for a resend (send_attempts > 1)
+    int attempts = 0;                         // sends so far
+    bool resend = false;                      // a delivery failed: send it again
   };
 
   std::optional<std::int64_t> IndexOf(std::string_view frame_id) const;
@@ -246,7 +247,7 @@ class FrameRun {
   std::optional<Status> ExpireLocked(std::int64_t now);
   // Sends `frame` as the next index; `lock` is released while the dispatcher runs.
   std::optional<Status> SendLocked(std::unique_lock<std::mutex>& lock,
-                                   std::shared_ptr<const SourceFrame> frame);
+                                   std::shared_ptr<SourceFrame> frame);
   // Sends the frame of slot `index` (again); `lock` is released while the dispatcher runs.
   std::optional<Status> DispatchLocked(std::unique_lock<std::mutex>& lock, std::int64_t index,
                                        const SourceFrame& frame);

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "imaging/annotate.h"
 #include "imaging/decode.h"
 #include "protocol/result.h"
 
@@ -83,7 +84,10 @@ Status VideoFileSink::Release(Released frame) {
       auto annotated = imaging::DecodeImage(frame.image);
       if (annotated) picture = std::move(annotated).value();
     }
-    if (picture.empty() && frame.frame) picture = frame.frame->image;
+    if (picture.empty() && frame.frame) {
+      picture = frame.frame->image;  // the run's no more: drawn on in place
+      if (ok && options_.annotate) imaging::Annotate(picture, frame.result->result.detections);
+    }
     if (picture.empty()) {
       return InternalError("no picture to write for frame " + std::to_string(frame.index));
     }

@@ -61,6 +61,10 @@ struct VideoFileSinkOptions {
   // Where the JSON lines go (nullptr: nowhere); `file`, when set, starts each line.
   std::ostream* lines = nullptr;
   std::string file;
+  // Draw an answered frame's detections on its source frame (keep_frames) when no annotated
+  // picture came with it: a run that asks workers for none (they then neither draw nor encode
+  // it, and the sink decodes none), with the same drawing (imaging::Annotate).
+  bool annotate = false;
   // Called after each frame is written, with the frames written so far and whether this one
   // failed (its result not ok, or dropped).
   std::function<void(std::int64_t written, bool failed)> on_frame;
@@ -70,8 +74,9 @@ struct VideoFileSinkOptions {
 std::string FrameLine(const Released& frame, double fps, std::string_view file = {});
 
 // Writes each released frame, in the order released (give it an ordered run): the annotated
-// picture (pixels, else the annotated JPEG decoded, else the source frame — keep_frames — so
-// a frame whose result is an error is written un-annotated) into the MP4, and its line.
+// picture (pixels, else the annotated JPEG decoded, else the source frame — keep_frames —
+// annotated here when `annotate`; so a frame whose result is an error is written
+// un-annotated) into the MP4, and its line.
 class VideoFileSink final : public Sink {
  public:
   // Errors: video::Mp4Writer::Open's (kInvalidArgument, kUnavailable, kInternal).

@@ -23,10 +23,7 @@
 #include "gateway/detail/wire_image.h"
 #include "http/server.h"
 #include "jobs/job.h"
-#include "jobs/job_events.h"
-#include "jobs/job_json.h"
 #include "protocol/frame.h"
-#include "protocol/heartbeat.h"
 #include "video/video.h"
 
 namespace kadr::gateway {

@@ -9,7 +9,7 @@
 // gateway keeps no job records: it publishes each job's snapshot to kadr.jobs (for an
 // asynchronous request before answering 202), and the recorder (jobs/recorder.h) writes
 // snapshots and the workers' answers to the job store, which the job routes read
-// (jobs/job_routes.h). So any number of gateways serve behind one load balancer, and a
+// (jobs/recorder.h). So any number of gateways serve behind one load balancer, and a
 // gateway that dies loses no job a worker has taken: the worker's answer still reaches the
 // recorder.
 //
@@ -23,7 +23,7 @@
 // services share), and publishes the queued snapshot and a request to kadr.video.jobs; a
 // camera service decodes and runs it (camera/video_jobs.h).
 //
-// Workers announce themselves on kadr.workers (protocol/heartbeat.h). A model is known when it
+// Workers announce themselves on kadr.workers (protocol/frame.h). A model is known when it
 // is configured locally or some worker ever announced it (else 404), and available when at
 // least one of its workers is alive (else 503).
 //
@@ -129,7 +129,7 @@ class GatewayService {
   static Status ValidateOptions(const GatewayOptions& options);
 
   // Adds POST /api/v1/detect, POST /api/v1/jobs, GET /api/v1/models, /healthz, /readyz and
-  // /metrics (docs/api.md). The job routes are the job store's (jobs/job_routes.h); the
+  // /metrics (docs/api.md). The job routes are the job store's (jobs/recorder.h); the
   // OpenAPI document is the web UI's. Errors: the server's (already started).
   Status RegisterRoutes(http::HttpServer& server);
 

@@ -13,7 +13,7 @@
 
 #include <opencv2/core/mat.hpp>
 
-#include "protocol/detection.h"
+#include "protocol/result.h"
 
 namespace kadr::imaging {
 

@@ -14,8 +14,8 @@
 #include <opencv2/core/mat.hpp>
 
 #include "common/status.h"
-#include "inference/model_spec.h"
-#include "protocol/detection.h"
+#include "inference/detail/model_spec.h"
+#include "protocol/result.h"
 
 namespace kadr::inference {
 

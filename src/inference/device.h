@@ -14,7 +14,7 @@
 #include <string_view>
 
 #include "common/status.h"
-#include "inference/engine.h"
+#include "inference/detail/engine.h"
 
 namespace kadr::inference {
 

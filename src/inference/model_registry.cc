@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "inference/builtin_detectors.h"
-#include "inference/onnx_detector.h"
+#include "inference/detail/builtin_detectors.h"
+#include "inference/detail/onnx_detector.h"
 
 namespace kadr::inference {
 namespace {
@@ -174,7 +174,7 @@ Result<std::unique_ptr<ModelRegistry>> ModelRegistry::Create(const RegistryOptio
     json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
     const std::string where = "config " + options.config_file.string();
     // {"models": [...], "settings": {...}}: both optional; the settings are the command
-    // line's (src/cli/config_settings.h).
+    // line's (src/cli/detail/config_settings.h).
     if (j.is_discarded() || !j.is_object()) {
       return InvalidArgumentError(where + R"(: expected {"models": [ ... ], "settings": { ... }})");
     }

@@ -1,10 +1,9 @@
-#include "jobs/job_events.h"
-
 #include <exception>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "jobs/job.h"
 #include "protocol/frame.h"
 
 namespace kadr::jobs {

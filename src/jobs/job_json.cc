@@ -1,10 +1,10 @@
-#include "jobs/job_json.h"
-
 #include <cstdint>
 #include <optional>
 #include <utility>
 
 #include <nlohmann/json.hpp>
+
+#include "jobs/job.h"
 
 namespace kadr::jobs {
 namespace {

@@ -1,5 +1,3 @@
-#include "jobs/job_routes.h"
-
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
@@ -15,9 +13,10 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
-#include "jobs/job_events.h"
-#include "jobs/job_json.h"
+#include "jobs/job.h"
+#include "jobs/recorder.h"
 #include "protocol/frame.h"
+#include "storage/files.h"
 
 namespace kadr::jobs {
 namespace {
@@ -42,12 +41,6 @@ std::optional<std::size_t> ParseCount(const HttpRequest& req, std::string_view n
   const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
   if (ec != std::errc() || end != text->data() + text->size()) return std::nullopt;
   return value;
-}
-
-Result<std::string> ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFoundError("cannot open " + path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 HttpResponse Jpeg(std::vector<std::uint8_t> bytes, const std::string& id) {
@@ -235,7 +228,7 @@ HttpResponse Routes::GetResult(const HttpRequest& req) {
 }
 
 HttpResponse Routes::VideoResult(const JobRecord& job, bool json_lines) {
-  auto lines = ReadWhole(VideoOutputPath(options_.video_dir, job.id, ".jsonl"));
+  auto lines = storage::ReadFileText(VideoOutputPath(options_.video_dir, job.id, ".jsonl"));
   if (options_.video_dir.empty() || !lines) {
     return HttpResponse::Error(
         NotFoundError("the results of job '" + job.id + "' are no longer stored"));
@@ -308,7 +301,7 @@ HttpResponse Routes::GetVideo(const HttpRequest& req) {
         "job '" + id + "' is " + std::string(JobStateName(job.state)) +
         " and has no video: " + job.error.value_or(InternalError("job failed")).message()));
   }
-  auto bytes = ReadWhole(VideoOutputPath(options_.video_dir, id, ".mp4"));
+  auto bytes = storage::ReadFileText(VideoOutputPath(options_.video_dir, id, ".mp4"));
   if (options_.video_dir.empty() || !bytes) {
     return HttpResponse::Error(NotFoundError("the video of job '" + id + "' is no longer stored"));
   }

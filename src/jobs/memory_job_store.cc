@@ -1,10 +1,9 @@
-#include "jobs/memory_job_store.h"
-
 #include <algorithm>
 #include <chrono>
 #include <utility>
 
 #include "common/clock.h"
+#include "jobs/job_store.h"
 
 namespace kadr::jobs {
 namespace {

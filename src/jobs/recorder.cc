@@ -14,7 +14,7 @@
 #include "common/clock.h"
 #include "imaging/decode.h"
 #include "imaging/encode.h"
-#include "jobs/job_events.h"
+#include "jobs/job.h"
 #include "protocol/frame.h"
 
 namespace kadr::jobs {
@@ -30,21 +30,6 @@ constexpr std::size_t kSweepBatch = 100;
 
 Counter& RecordsCounter(MetricsRegistry& metrics, const char* kind, const char* outcome) {
   return metrics.GetCounter(kRecordsMetric, kRecordsHelp, {{"kind", kind}, {"outcome", outcome}});
-}
-
-std::string_view AsText(const std::vector<std::uint8_t>& bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
-// The first non-empty of the message's stream header and key.
-std::string StreamOf(const bus::Message& m) {
-  if (auto stream = m.headers.Get(header::kStreamId); stream && !stream->empty()) return *stream;
-  return m.key;
-}
-
-std::string Where(const bus::InboundMessage& in) {
-  return in.token.topic + "/" + std::to_string(in.token.partition) + "/" +
-         std::to_string(in.token.offset);
 }
 
 // What a stale message may still add to a record: what the record lacks.
@@ -125,7 +110,7 @@ Result<std::optional<JobRecord>> Recorder::Existing(const std::string& id) const
 }
 
 Status Recorder::StoreEvent(const bus::InboundMessage& in, bool& stale) {
-  auto snapshot = JobFromEvent(AsText(in.message.value));
+  auto snapshot = JobFromEvent(bus::ValueText(in.message));
   if (!snapshot) return snapshot.error();
   ASSIGN_OR_RETURN(std::optional<JobRecord> existing, Existing(snapshot->id));
   JobRecord job = std::move(snapshot).value();
@@ -162,12 +147,12 @@ Status Recorder::StoreEvent(const bus::InboundMessage& in, bool& stale) {
 
 Status Recorder::StoreResult(const bus::InboundMessage& in, bool& stale) {
   const bus::Message& m = in.message;
-  const std::string_view text = AsText(m.value);
+  const std::string_view text = bus::ValueText(m);
   auto parsed = protocol::FrameResultFromJson(text);
   if (!parsed) return InvalidArgumentError(parsed.error().message());
   const protocol::FrameResult& r = *parsed;
 
-  std::string stream = StreamOf(m);
+  std::string stream = protocol::StreamIdOf(m);
   if (stream.empty()) stream = !r.stream_id.empty() ? r.stream_id : r.frame_id;
   const std::string job_id = JobIdForStream(stream);
   if (job_id.empty()) return InvalidArgumentError("result without a stream or frame id");
@@ -219,7 +204,7 @@ Status Recorder::StoreResult(const bus::InboundMessage& in, bool& stale) {
 
 Status Recorder::StoreImage(const bus::InboundMessage& in) {
   const bus::Message& m = in.message;
-  std::string stream = StreamOf(m);
+  std::string stream = protocol::StreamIdOf(m);
   if (stream.empty()) stream = m.headers.Get(header::kFrameId).value_or("");
   const std::string job_id = JobIdForStream(stream);
   if (job_id.empty()) return InvalidArgumentError("annotated image without a stream or frame id");
@@ -306,19 +291,19 @@ void Recorder::Handle(const bus::InboundMessage& in) {
     (event ? events_stored_ : image ? images_stored_ : results_stored_).Increment();
     if (stale) {
       stale_.Increment();
-      spdlog::debug("stale {} at={} key={}: the job is already finished", kind, Where(in),
-                    in.message.key);
+      spdlog::debug("stale {} at={} key={}: the job is already finished", kind,
+                    bus::Describe(in.token), in.message.key);
     }
     ++stored_since_enforce_;
     Notify();
   } else if (s.code() == StatusCode::kInvalidArgument) {
     malformed_.Increment();
-    spdlog::warn("dropped malformed {} at={} key={} error=\"{}\"", kind, Where(in), in.message.key,
-                 s.message());
+    spdlog::warn("dropped malformed {} at={} key={} error=\"{}\"", kind, bus::Describe(in.token),
+                 in.message.key, s.message());
   } else {
     failed_.Increment();
-    spdlog::error("could not record {} at={} key={} error=\"{}\"", kind, Where(in), in.message.key,
-                  s.ToString());
+    spdlog::error("could not record {} at={} key={} error=\"{}\"", kind, bus::Describe(in.token),
+                  in.message.key, s.ToString());
   }
   subscriber_.Ack(in.token);
 }

@@ -1,19 +1,13 @@
-#include "jobs/sqlite_job_store.h"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <system_error>
 #include <utility>
 
 #include "common/clock.h"
+#include "jobs/job_store.h"
+#include "storage/files.h"
 #include "storage/sqlite.h"
 
 namespace kadr::jobs {
@@ -66,12 +60,6 @@ constexpr char kJobColumns[] =
     "id, kind, model, state, created_ms, updated_ms, frames_total, frames_done, source_name, "
     "error_code, error_message, result_json, has_image, deadline_ms, control_topic, details_json";
 
-Status ErrnoError(std::string_view what, const fs::path& path, int err) {
-  std::string m(what);
-  m += " " + path.string() + ": " + std::strerror(err);
-  return UnavailableError(std::move(m));
-}
-
 std::int64_t ClampToInt64(std::uint64_t v) {
   constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
   return static_cast<std::int64_t>(std::min(v, kMax));
@@ -105,74 +93,6 @@ JobRecord ReadJob(const storage::Statement& s) {
   job.control_topic = s.Text(14);
   job.details_json = s.Text(15);
   return job;
-}
-
-Status FsyncPath(const fs::path& path, int flags) {
-  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("cannot open", path, errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return ErrnoError("cannot fsync", path, err);
-  return Status::Ok();
-}
-
-// Writes `bytes` to `path` so that readers see either the old file or the whole new one, also
-// after a crash: write a temporary file, fsync it, rename it over `path`, fsync the directory.
-Status WriteFileAtomically(const fs::path& path, std::span<const std::uint8_t> bytes) {
-  fs::path tmp = path;
-  tmp += kTmpSuffix;
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError("cannot create", tmp, errno);
-  std::size_t written = 0;
-  while (written < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return ErrnoError("cannot write", tmp, err);
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoError("cannot flush", tmp, err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoError("cannot rename into", path, err);
-  }
-  return FsyncPath(path.parent_path(), O_RDONLY | O_DIRECTORY);
-}
-
-Result<std::vector<std::uint8_t>> ReadWholeFile(const fs::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    if (err == ENOENT) return NotFoundError("no image file " + path.string());
-    return ErrnoError("cannot open", path, err);
-  }
-  std::vector<std::uint8_t> out;
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
-  std::uint8_t buf[64 * 1024];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoError("cannot read", path, err);
-    }
-    if (n == 0) break;
-    out.insert(out.end(), buf, buf + n);
-  }
-  ::close(fd);
-  return out;
 }
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
@@ -370,7 +290,7 @@ Status SqliteJobStore::SaveImageFile(const std::string& job_id, std::span<const 
   std::lock_guard lock(mu_);
   ASSIGN_OR_RETURN(std::optional<Db::Files> files, db_->FilesOf(job_id));
   if (!files.has_value()) return NotFoundError("no job " + job_id);
-  RETURN_IF_ERROR(WriteFileAtomically(ImagePath(job_id, thumbnail), jpeg));
+  RETURN_IF_ERROR(storage::WriteFileAtomically(ImagePath(job_id, thumbnail), jpeg));
   storage::Statement::Use update(thumbnail ? *db_->set_thumb : *db_->set_image);
   update->Bind(1, job_id).Bind(2, static_cast<std::int64_t>(jpeg.size()));
   return update->Run().WithContext("recording the image of job " + job_id);
@@ -404,7 +324,7 @@ Result<std::vector<std::uint8_t>> SqliteJobStore::LoadImageFile(const std::strin
     return NotFoundError(std::string(thumbnail ? "no thumbnail" : "no image") + " for job " +
                          job_id);
   }
-  return ReadWholeFile(ImagePath(job_id, thumbnail));
+  return storage::ReadFileBytes(ImagePath(job_id, thumbnail));
 }
 
 Result<std::vector<JobRecord>> SqliteJobStore::ListJobs(std::size_t limit, std::size_t offset) {

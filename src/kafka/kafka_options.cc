@@ -1,4 +1,4 @@
-#include "kafka/kafka_options.h"
+#include "kafka/kafka_bus.h"
 
 namespace kadr::kafka {
 

@@ -1,5 +1,3 @@
-#include "kafka/kafka_publisher.h"
-
 #include <algorithm>
 #include <atomic>
 #include <mutex>
@@ -11,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "kafka/detail/rdkafka_util.h"
+#include "kafka/kafka_bus.h"
 
 namespace kadr::kafka {
 

@@ -1,11 +1,10 @@
-#include "kafka/kafka_subscriber.h"
-
 #include <mutex>
 
 #include <spdlog/spdlog.h>
 
 #include "bus/offset_tracker.h"
 #include "kafka/detail/rdkafka_util.h"
+#include "kafka/kafka_bus.h"
 
 namespace kadr::kafka {
 

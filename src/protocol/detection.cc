@@ -1,6 +1,6 @@
-#include "protocol/detection.h"
-
 #include <algorithm>
+
+#include "protocol/result.h"
 
 namespace kadr::protocol {
 

@@ -238,4 +238,9 @@ bool IsImageMessage(const bus::Message& m) {
   return first != m.value.end() && *first != '{';
 }
 
+std::string StreamIdOf(const bus::Message& m) {
+  if (auto stream = m.headers.Get(header::kStreamId); stream && !stream->empty()) return *stream;
+  return m.key;
+}
+
 }  // namespace kadr::protocol

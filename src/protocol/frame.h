@@ -1,15 +1,16 @@
-// The Kafka topic contract (docs/protocol.md): topic names, frame headers, and the result
-// envelope that workers send back. Pure functions, thread-safe.
+// The Kafka topic contract (docs/protocol.md): topic names, frame headers, the result
+// envelope that workers send back, and worker announcements on kadr.workers. Pure functions,
+// thread-safe.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
-#include "bus/message.h"
+#include "bus/bus.h"
 #include "common/status.h"
-#include "protocol/detection.h"
 #include "protocol/result.h"
 
 namespace kadr::protocol {
@@ -24,9 +25,9 @@ inline constexpr std::string_view kAnnotatedTopic = "kadr.annotated";
 inline constexpr std::string_view kLiveResultsTopic = "kadr.live.results";
 inline constexpr std::string_view kLiveAnnotatedTopic = "kadr.live.annotated";
 inline constexpr std::string_view kDeadLetterTopic = "kadr.dlq";
-// Job snapshots, compacted, keyed by job id (jobs/job_events.h, docs/protocol.md "Job events").
+// Job snapshots, compacted, keyed by job id (jobs/job.h, docs/protocol.md "Job events").
 inline constexpr std::string_view kJobsTopic = "kadr.jobs";
-// Video jobs for the camera services (jobs/job_events.h VideoJobRequest), keyed by job id;
+// Video jobs for the camera services (jobs/job.h VideoJobRequest), keyed by job id;
 // every camera service reads it in one group, so each job runs once.
 inline constexpr std::string_view kVideoJobsTopic = "kadr.video.jobs";
 inline constexpr std::string_view kWorkerGroupPrefix = "kadr.worker.";
@@ -67,7 +68,7 @@ namespace kind {
 inline constexpr char kImage[] = "image";  // an uploaded image (also: header absent, "")
 inline constexpr char kVideo[] = "video";  // a frame of a video job
 inline constexpr char kLive[] = "live";    // a frame of a live stream
-// Not a frame: a request to a job's runner on its reply topic (jobs/job_events.h).
+// Not a frame: a request to a job's runner on its reply topic (jobs/job.h).
 inline constexpr char kControl[] = "control";
 }  // namespace kind
 
@@ -125,5 +126,44 @@ Result<FrameResult> FrameResultFromJson(std::string_view json);
 // by its content-type header (image/* or JSON), else — a producer that sets none — by its
 // bytes: a result is a JSON object, so anything not starting with '{' counts as an image.
 bool IsImageMessage(const bus::Message& m);
+
+// The stream (or job) a message on a results or reply topic belongs to: its kadr-stream-id
+// header, else its key; "" when neither is set.
+std::string StreamIdOf(const bus::Message& m);
+
+// ---------------------------------------------------------------------------------------------
+// Worker announcements on the `kadr.workers` topic (docs/protocol.md): every worker publishes
+// one every `interval_ms` and one with state "stopping" when it leaves. Gateways read them to
+// know which models have live workers (readiness, 503 when none) and to show per-model
+// counters; any language can read or write them. Pure functions, thread-safe.
+
+inline constexpr std::string_view kWorkersTopic = "kadr.workers";
+
+struct WorkerHeartbeat {
+  std::string worker_id;            // unique per worker process and model: "<host>-<pid>-<model>"
+  std::string model;                // registry name; frames come from FramesTopic(model)
+  std::int64_t ts_ms = 0;           // Unix ms when sent
+  std::int64_t interval_ms = 2000;  // the next one comes within this; dead after 3 missed
+  std::string state = "running";    // "running" or "stopping" (the last one a worker sends)
+  // What the worker knows of its model, so a gateway needs no model files.
+  std::string family;           // "yolox", "yolov8", "people-hog", ...
+  std::string task = "detect";  // "detect" or "segment"
+  int input_width = 0;
+  int input_height = 0;
+  std::vector<std::string> labels;
+  // Cumulative since the worker started.
+  std::uint64_t frames = 0;
+  std::uint64_t processed = 0;
+  std::uint64_t skipped = 0;
+  std::uint64_t failed = 0;
+  std::int64_t in_flight = 0;  // frames taken and not yet acknowledged
+};
+
+std::string WorkerHeartbeatToJson(const WorkerHeartbeat& hb);
+// kInvalidArgument for malformed JSON, another schema_version, missing worker_id/model.
+Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view json);
+
+// True when `hb` is "running" and its next heartbeat is not more than 3 intervals late.
+bool IsAlive(const WorkerHeartbeat& hb, std::int64_t now_ms);
 
 }  // namespace kadr::protocol

@@ -1,5 +1,3 @@
-#include "protocol/heartbeat.h"
-
 #include <nlohmann/json.hpp>
 
 #include "protocol/frame.h"

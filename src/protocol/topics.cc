@@ -1,7 +1,6 @@
 #include "protocol/topics.h"
 
 #include "protocol/frame.h"
-#include "protocol/heartbeat.h"
 
 namespace kadr::protocol {
 namespace {

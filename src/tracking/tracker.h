@@ -17,7 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "protocol/detection.h"
+#include "protocol/result.h"
 
 namespace kadr::tracking {
 

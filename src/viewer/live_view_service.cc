@@ -28,21 +28,6 @@ Counter& LiveCounter(MetricsRegistry& metrics, const char* kind, const char* out
   return metrics.GetCounter(kLiveMetric, kLiveHelp, {{"kind", kind}, {"outcome", outcome}});
 }
 
-std::string_view AsText(const std::vector<std::uint8_t>& bytes) {
-  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
-}
-
-// The first non-empty of the message's stream header and key.
-std::string StreamOf(const bus::Message& m) {
-  if (auto stream = m.headers.Get(header::kStreamId); stream && !stream->empty()) return *stream;
-  return m.key;
-}
-
-std::string Where(const bus::InboundMessage& in) {
-  return in.token.topic + "/" + std::to_string(in.token.partition) + "/" +
-         std::to_string(in.token.offset);
-}
-
 std::string Echo(const std::string& id) {
   return id.size() <= kMaxEchoedIdLength ? id : id.substr(0, kMaxEchoedIdLength) + "...";
 }
@@ -86,7 +71,7 @@ LiveViewStats LiveViewService::stats() const {
 
 Status LiveViewService::PutLive(const bus::InboundMessage& in, bool image) {
   const bus::Message& m = in.message;
-  std::string stream = StreamOf(m);
+  std::string stream = protocol::StreamIdOf(m);
   std::optional<std::int64_t> sequence;
   if (auto text = m.headers.Get(header::kSequence)) {
     std::int64_t v = 0;
@@ -98,9 +83,10 @@ Status LiveViewService::PutLive(const bus::InboundMessage& in, bool image) {
     if (imaging::SniffFormat(m.value) != imaging::ImageFormat::kJpeg) {
       return InvalidArgumentError("live annotated image is not a JPEG");
     }
-    return live_.Put(LiveKind::kFrame, stream, sequence.value_or(0), std::string(AsText(m.value)));
+    return live_.Put(LiveKind::kFrame, stream, sequence.value_or(0),
+                     std::string(bus::ValueText(m)));
   }
-  const std::string_view text = AsText(m.value);
+  const std::string_view text = bus::ValueText(m);
   auto parsed = protocol::FrameResultFromJson(text);
   if (!parsed) return InvalidArgumentError(parsed.error().message());
   if (stream.empty()) stream = parsed->stream_id;
@@ -121,7 +107,7 @@ void LiveViewService::Handle(const bus::InboundMessage& in) {
   } else {
     (image ? live_frames_malformed_ : live_results_malformed_).Increment();
     spdlog::warn("dropped malformed live {} at={} key={} error=\"{}\"", image ? "image" : "result",
-                 Where(in), in.message.key, s.message());
+                 bus::Describe(in.token), in.message.key, s.message());
   }
   subscriber_.Ack(in.token);
 }

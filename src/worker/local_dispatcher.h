@@ -12,7 +12,7 @@
 #include <optional>
 
 #include "engine/frame_run.h"
-#include "protocol/detection.h"
+#include "protocol/result.h"
 #include "tracking/tracker.h"
 #include "worker/frame_processor.h"
 

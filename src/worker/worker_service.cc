@@ -11,7 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
-#include "inference/model_spec.h"
+#include "inference/detector.h"
 
 namespace kadr::worker {
 namespace {

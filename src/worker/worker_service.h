@@ -47,7 +47,6 @@
 #include "bus/bus.h"
 #include "inference/detector.h"
 #include "protocol/frame.h"
-#include "protocol/heartbeat.h"
 #include "tracking/tracker.h"
 #include "worker/frame_processor.h"
 
@@ -71,7 +70,7 @@ struct WorkerOptions {
   FrameProcessorOptions processing;
   // On stop: bound for the deliveries, once the pipeline's frames are finished.
   std::chrono::milliseconds drain_timeout{10000};
-  // Announcements on kadr.workers (protocol/heartbeat.h): one at start, one every interval,
+  // Announcements on kadr.workers (protocol/frame.h): one at start, one every interval,
   // one "stopping" at the end. An empty topic turns them off.
   std::string heartbeat_topic = std::string(protocol::kWorkersTopic);
   std::chrono::milliseconds heartbeat_interval{2000};

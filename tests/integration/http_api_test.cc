@@ -17,8 +17,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
-#include "kafka/kafka_publisher.h"
-#include "protocol/heartbeat.h"
+#include "kafka/kafka_bus.h"
+#include "protocol/frame.h"
 #include "support/child_process.h"
 #include "support/kadr_up.h"
 #include "support/test_data.h"

@@ -41,8 +41,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "kafka/embedded_broker.h"
-#include "kafka/kafka_publisher.h"
-#include "kafka/kafka_subscriber.h"
+#include "kafka/kafka_bus.h"
 #include "protocol/frame.h"
 #include "protocol/topics.h"
 #include "support/apache_kafka.h"

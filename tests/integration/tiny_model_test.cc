@@ -5,8 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "inference/detail/onnx_detector.h"
 #include "inference/model_registry.h"
-#include "inference/onnx_detector.h"
 #include "support/test_data.h"
 
 namespace kadr::inference {

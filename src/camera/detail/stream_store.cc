@@ -1,4 +1,4 @@
-#include "camera/stream_store.h"
+#include "camera/detail/stream_store.h"
 
 #include <iterator>
 #include <mutex>

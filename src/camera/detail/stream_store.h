@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "camera/stream_spec.h"
+#include "camera/stream_runner.h"
 #include "common/status.h"
 
 namespace kadr::camera {

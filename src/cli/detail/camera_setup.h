@@ -9,9 +9,7 @@
 
 #include "camera/camera_service.h"
 #include "common/metrics.h"
-#include "kafka/kafka_options.h"
-#include "kafka/kafka_publisher.h"
-#include "kafka/kafka_subscriber.h"
+#include "kafka/kafka_bus.h"
 
 namespace kadr::cli {
 

@@ -1,4 +1,4 @@
-#include "cli/config_settings.h"
+#include "cli/detail/config_settings.h"
 
 #include <cctype>
 #include <cstdlib>

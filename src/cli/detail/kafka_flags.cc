@@ -1,4 +1,4 @@
-#include "cli/kafka_flags.h"
+#include "cli/detail/kafka_flags.h"
 
 #include "protocol/topics.h"
 

@@ -7,8 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include "common/status.h"
-#include "kafka/kafka_options.h"
-#include "kafka/kafka_publisher.h"
+#include "kafka/kafka_bus.h"
 
 namespace kadr::cli {
 

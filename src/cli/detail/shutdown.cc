@@ -1,4 +1,4 @@
-#include "cli/shutdown.h"
+#include "cli/detail/shutdown.h"
 
 #include <pthread.h>
 

@@ -9,8 +9,7 @@
 #include "gateway/detail/publish.h"
 #include "gateway/detail/responses.h"
 #include "jobs/job.h"
-#include "jobs/job_events.h"
-#include "jobs/job_json.h"
+#include "storage/files.h"
 #include "video/video.h"
 
 namespace kadr::gateway::detail {
@@ -20,19 +19,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr char kJobIdHeader[] = "X-Kadr-Job-Id";
-
-Status WriteWhole(const fs::path& path, std::string_view bytes) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) return UnavailableError("cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return UnavailableError("cannot rename " + tmp.string() + ": " + ec.message());
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -52,7 +38,7 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
     std::error_code ec;
     fs::remove(src, ec);
   };
-  if (Status s = WriteWhole(src, bytes); !s.ok()) {
+  if (Status s = storage::WriteFileAtomically(src, bytes); !s.ok()) {
     remove();
     spdlog::warn("video upload not saved job={} error=\"{}\"", id, s.ToString());
     return ErrorResponse(UnavailableError("cannot store the video: " + s.message()));

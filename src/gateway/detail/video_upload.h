@@ -10,7 +10,7 @@
 
 #include "bus/bus.h"
 #include "http/server.h"
-#include "protocol/detection.h"
+#include "protocol/result.h"
 
 namespace kadr::gateway::detail {
 

@@ -1,4 +1,4 @@
-#include "inference/builtin_detectors.h"
+#include "inference/detail/builtin_detectors.h"
 
 #include <cmath>
 #include <mutex>
@@ -7,7 +7,7 @@
 #include <opencv2/objdetect.hpp>
 
 #include "common/clock.h"
-#include "inference/postprocess.h"
+#include "inference/detail/postprocess.h"
 
 namespace kadr::inference {
 namespace {

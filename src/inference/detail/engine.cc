@@ -1,4 +1,4 @@
-#include "inference/engine.h"
+#include "inference/detail/engine.h"
 
 namespace kadr::inference {
 

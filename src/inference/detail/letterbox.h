@@ -8,7 +8,7 @@
 
 #include <opencv2/core/mat.hpp>
 
-#include "protocol/detection.h"
+#include "protocol/result.h"
 
 namespace kadr::inference {
 

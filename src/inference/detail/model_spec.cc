@@ -1,4 +1,4 @@
-#include "inference/model_spec.h"
+#include "inference/detail/model_spec.h"
 
 #include <fstream>
 

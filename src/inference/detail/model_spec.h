@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "inference/engine.h"
+#include "inference/detail/engine.h"
 
 namespace kadr::inference {
 

@@ -1,4 +1,4 @@
-#include "inference/onnx_detector.h"
+#include "inference/detail/onnx_detector.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,11 +10,11 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "inference/detail/letterbox.h"
 #include "inference/detail/onnx_graph.h"
 #include "inference/detail/onnxruntime_engine.h"
 #include "inference/detail/opencv_dnn_engine.h"
-#include "inference/letterbox.h"
-#include "inference/postprocess.h"
+#include "inference/detail/postprocess.h"
 
 namespace kadr::inference {
 namespace {

@@ -20,8 +20,8 @@
 
 #include <memory>
 
+#include "inference/detail/engine.h"
 #include "inference/detector.h"
-#include "inference/engine.h"
 
 namespace kadr::inference {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "inference/engine.h"
+#include "inference/detail/engine.h"
 
 namespace kadr::inference::detail {
 

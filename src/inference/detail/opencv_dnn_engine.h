@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "inference/engine.h"
+#include "inference/detail/engine.h"
 
 namespace kadr::inference::detail {
 

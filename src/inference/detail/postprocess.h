@@ -11,8 +11,8 @@
 
 #include <opencv2/core/mat.hpp>
 
-#include "inference/letterbox.h"
-#include "protocol/detection.h"
+#include "inference/detail/letterbox.h"
+#include "protocol/result.h"
 
 namespace kadr::inference {
 

@@ -8,7 +8,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "common/status.h"
-#include "kafka/kafka_options.h"
+#include "kafka/kafka_bus.h"
 
 namespace kadr::kafka::detail {
 

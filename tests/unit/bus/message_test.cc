@@ -1,10 +1,10 @@
-#include "bus/message.h"
-
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "bus/bus.h"
 
 namespace kadr::bus {
 namespace {

@@ -1,12 +1,11 @@
-#include "camera/stream_spec.h"
-
 #include <sys/stat.h>
 
 #include <string>
 
 #include <gtest/gtest.h>
 
-#include "camera/stream_store.h"
+#include "camera/detail/stream_store.h"
+#include "camera/stream_runner.h"
 #include "support/test_data.h"
 
 namespace kadr::camera {

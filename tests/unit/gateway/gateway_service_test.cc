@@ -17,11 +17,9 @@
 
 #include "bus/fake_bus.h"
 #include "http/server.h"
-#include "jobs/job_routes.h"
-#include "jobs/memory_job_store.h"
+#include "jobs/job_store.h"
 #include "jobs/recorder.h"
 #include "protocol/frame.h"
-#include "protocol/heartbeat.h"
 #include "support/test_data.h"
 
 namespace kadr::gateway {

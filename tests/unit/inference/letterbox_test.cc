@@ -1,4 +1,4 @@
-#include "inference/letterbox.h"
+#include "inference/detail/letterbox.h"
 
 #include <algorithm>
 #include <string>

@@ -1,4 +1,4 @@
-#include "inference/postprocess.h"
+#include "inference/detail/postprocess.h"
 
 #include <algorithm>
 #include <cmath>

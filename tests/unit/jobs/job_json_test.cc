@@ -1,10 +1,10 @@
-#include "jobs/job_json.h"
-
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+
+#include "jobs/job.h"
 
 namespace kadr::jobs {
 namespace {

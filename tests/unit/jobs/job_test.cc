@@ -6,8 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "jobs/job_events.h"
-#include "jobs/memory_job_store.h"
+#include "jobs/job_store.h"
 #include "protocol/frame.h"
 
 namespace kadr::jobs {

@@ -19,10 +19,8 @@
 #include <opencv2/imgproc.hpp>
 
 #include "bus/fake_bus.h"
-#include "jobs/job_events.h"
-#include "jobs/job_json.h"
-#include "jobs/job_routes.h"
-#include "jobs/sqlite_job_store.h"
+#include "jobs/job.h"
+#include "jobs/job_store.h"
 #include "protocol/frame.h"
 #include "support/test_data.h"
 

@@ -1,5 +1,3 @@
-#include "jobs/sqlite_job_store.h"
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +14,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "jobs/job_store.h"
 
 namespace kadr::jobs {
 namespace {

@@ -1,6 +1,6 @@
-#include "protocol/detection.h"
-
 #include <gtest/gtest.h>
+
+#include "protocol/result.h"
 
 namespace kadr::protocol {
 namespace {

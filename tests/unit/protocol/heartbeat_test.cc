@@ -1,6 +1,6 @@
-#include "protocol/heartbeat.h"
-
 #include <gtest/gtest.h>
+
+#include "protocol/frame.h"
 
 namespace kadr::protocol {
 namespace {

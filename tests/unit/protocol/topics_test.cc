@@ -4,9 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include "kafka/kafka_options.h"
+#include "kafka/kafka_bus.h"
 #include "protocol/frame.h"
-#include "protocol/heartbeat.h"
 
 namespace kadr::protocol {
 namespace {
