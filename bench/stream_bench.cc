@@ -246,8 +246,7 @@ double RunVideoJob(const Config& cfg, httplib::Client& client, const std::string
 // finished: frames per second (0 on failure).
 double RunLosslessStream(const Config& cfg, httplib::Client& client, const std::string& video,
                          double plain_fps) {
-  const Json body = {{"source", video},   {"model", cfg.model}, {"mode", "lossless"},
-                     {"max_width", 4096}, {"max_height", 4096}, {"window", 4}};
+  const Json body = {{"source", video}, {"model", cfg.model}, {"mode", "lossless"}, {"window", 4}};
   const auto start = SteadyClock::now();
   auto res = client.Post("/api/v1/streams", body.dump(), "application/json");
   if (!res || res->status != 201) {

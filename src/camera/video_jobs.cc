@@ -112,6 +112,9 @@ Status VideoJobs::ValidateOptions(const VideoJobsOptions& o) {
   if (o.jpeg_quality < 1 || o.jpeg_quality > 100) {
     return InvalidArgumentError("video jpeg_quality must be in 1..100");
   }
+  if (o.max_frame_side != 0 && o.max_frame_side < 16) {
+    return InvalidArgumentError("video max_frame_side must be 0 (full size) or at least 16");
+  }
   if (o.progress_interval.count() <= 0 || o.liveness.count() <= 0) {
     return InvalidArgumentError("video progress_interval and liveness must be positive");
   }
@@ -395,6 +398,7 @@ Status VideoJobs::Process(Job& job) {
   bo.options = job.request.options;
   bo.draw = false;  // the sink draws (above)
   bo.jpeg_quality = options_.jpeg_quality;
+  bo.max_side = options_.max_frame_side;
   engine::BusDispatcher dispatcher(std::move(bo), publisher_);
 
   engine::RunOptions ro;

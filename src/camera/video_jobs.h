@@ -69,6 +69,10 @@ struct VideoJobsOptions {
   std::chrono::milliseconds frame_timeout{60000};
   // JPEG quality of the published frames (the wire format, docs/adr/0002).
   int jpeg_quality = 90;
+  // Frames larger than this on their long side travel scaled down (the models letterbox
+  // them to their input, at most 1280 for the ones kadr ships); the MP4 and the results stay
+  // in the video's own pixels. 0: full size.
+  int max_frame_side = 1280;
   // Progress snapshots of a running job at most this often.
   std::chrono::milliseconds progress_interval{1000};
   // How long an unfinished job's snapshot vouches for it (deadline_ms); renewed by Tick()

@@ -1,7 +1,10 @@
 #include "engine/bus_dispatch.h"
 
+#include <algorithm>
+#include <cmath>
 #include <utility>
 
+#include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
 #include "imaging/encode.h"
@@ -26,7 +29,16 @@ Status BusDispatcher::Send(const Outgoing& frame, FrameRun& run) {
   } else {
     imaging::JpegOptions jo;
     jo.quality = options_.jpeg_quality;
-    auto jpeg = imaging::EncodeJpeg(frame.frame->image, jo);
+    const cv::Mat& image = frame.frame->image;
+    cv::Mat scaled;
+    if (options_.max_side > 0 && std::max(image.cols, image.rows) > options_.max_side) {
+      const double f = static_cast<double>(options_.max_side) / std::max(image.cols, image.rows);
+      cv::resize(image, scaled,
+                 cv::Size(std::max(1, static_cast<int>(std::lround(image.cols * f))),
+                          std::max(1, static_cast<int>(std::lround(image.rows * f)))),
+                 0, 0, cv::INTER_AREA);
+    }
+    auto jpeg = imaging::EncodeJpeg(scaled.empty() ? image : scaled, jo);
     if (!jpeg) return jpeg.error().WithContext("encoding frame " + std::to_string(frame.index));
     bytes = std::move(jpeg).value();
   }

@@ -34,6 +34,10 @@ struct BusDispatchOptions {
   protocol::DetectOptions options;
   bool draw = true;
   int jpeg_quality = 90;  // frames given as pixels are encoded so (1..100)
+  // Frames given as pixels larger than this on their long side are scaled down (aspect
+  // kept) before they are encoded: the wire carries no more than the models use. Workers
+  // answer in the pixels of what they got (FrameResult image size); 0: no limit.
+  int max_side = 0;
   // Told of every frame the broker took (after the run's own delivery handling), from a
   // transport thread; must be quick. Optional.
   std::function<void(const std::string& frame_id)> on_delivered;

@@ -76,6 +76,11 @@ Result<std::unique_ptr<VideoFileSink>> VideoFileSink::Open(VideoFileSinkOptions 
 
 Status VideoFileSink::Release(Released frame) {
   const bool ok = frame.result && frame.result->status == protocol::FrameStatus::kOk;
+  if (ok && frame.frame && !frame.frame->image.empty()) {
+    // A frame scaled down for the wire was answered in its own pixels: report and draw in
+    // the video's.
+    protocol::ScaleToSize(frame.result->result, frame.frame->image.cols, frame.frame->image.rows);
+  }
   if (writer_) {
     cv::Mat picture;
     if (ok && !frame.annotated.empty()) {

@@ -73,7 +73,9 @@ struct VideoFileSinkOptions {
 // The one JSON line of a frame (without the newline); `file` as above.
 std::string FrameLine(const Released& frame, double fps, std::string_view file = {});
 
-// Writes each released frame, in the order released (give it an ordered run): the annotated
+// Writes each released frame, in the order released (give it an ordered run), its detections
+// in the source frame's pixels (protocol::ScaleToSize, for frames that went scaled down): the
+// annotated
 // picture (pixels, else the annotated JPEG decoded, else the source frame — keep_frames —
 // annotated here when `annotate`; so a frame whose result is an error is written
 // un-annotated) into the MP4, and its line.

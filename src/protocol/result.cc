@@ -1,5 +1,7 @@
 #include "protocol/result.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include <nlohmann/json.hpp>
@@ -149,6 +151,44 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
   } catch (const json::exception& e) {
     return InvalidArgumentError(std::string("malformed result JSON: ") + e.what());
   }
+}
+
+void ScaleToSize(DetectionResult& result, int width, int height) {
+  if (result.image_width <= 0 || result.image_height <= 0 || width <= 0 || height <= 0 ||
+      (result.image_width == width && result.image_height == height)) {
+    return;
+  }
+  const double sx = static_cast<double>(width) / result.image_width;
+  const double sy = static_cast<double>(height) / result.image_height;
+  for (Detection& d : result.detections) {
+    d.box.x = static_cast<float>(d.box.x * sx);
+    d.box.y = static_cast<float>(d.box.y * sy);
+    d.box.width = static_cast<float>(d.box.width * sx);
+    d.box.height = static_cast<float>(d.box.height * sy);
+    if (!d.mask || d.mask->width <= 0 || d.mask->height <= 0) continue;
+    const Mask& from = *d.mask;
+    Mask to;
+    to.x = static_cast<int>(std::floor(from.x * sx));
+    to.y = static_cast<int>(std::floor(from.y * sy));
+    const int right = std::min(width, static_cast<int>(std::ceil((from.x + from.width) * sx)));
+    const int bottom = std::min(height, static_cast<int>(std::ceil((from.y + from.height) * sy)));
+    to.width = std::max(1, right - to.x);
+    to.height = std::max(1, bottom - to.y);
+    to.data.resize(static_cast<std::size_t>(to.width) * static_cast<std::size_t>(to.height));
+    for (int y = 0; y < to.height; ++y) {
+      const int src_y =
+          std::clamp(static_cast<int>((to.y + y + 0.5) / sy) - from.y, 0, from.height - 1);
+      for (int x = 0; x < to.width; ++x) {
+        const int src_x =
+            std::clamp(static_cast<int>((to.x + x + 0.5) / sx) - from.x, 0, from.width - 1);
+        to.data[static_cast<std::size_t>(y) * to.width + x] =
+            from.data[static_cast<std::size_t>(src_y) * from.width + src_x];
+      }
+    }
+    d.mask = std::move(to);
+  }
+  result.image_width = width;
+  result.image_height = height;
 }
 
 }  // namespace kadr::protocol

@@ -83,6 +83,12 @@ struct DetectionResult {
   std::map<std::string, double> timings_ms;  // stage name -> milliseconds, e.g. "inference"
 };
 
+// The result of an image seen at another size (a frame scaled down for the wire) in the
+// pixels of a `width` x `height` image: boxes scaled, masks resampled (nearest neighbour) onto
+// the scaled rectangle, image_width / image_height set. Nothing changes when the sizes are the
+// same or the result has none.
+void ScaleToSize(DetectionResult& result, int width, int height);
+
 // Run-length encoding of a mask's row-major bytes: alternating run lengths of 0s and 1s,
 // starting with 0s (so the first run may be 0).
 std::vector<std::int64_t> EncodeMaskRle(const Mask& mask);

@@ -91,6 +91,29 @@ TEST_F(BusDispatcherTest, EncodesPixelsAsJpegOnTheModelsFramesTopic) {
   EXPECT_EQ(messages[0].headers.Get(header::kContentType), "image/jpeg");
 }
 
+// The wire carries no more than max_side on the long side; smaller frames go as they are.
+TEST_F(BusDispatcherTest, FramesOverMaxSideAreScaledDownKeepingTheAspect) {
+  BusDispatchOptions o = Addressing();
+  o.max_side = 40;
+  BusDispatcher dispatcher(o, publisher_);
+  FrameRun run(Lossless(), dispatcher, sink_);
+  SourceFrame big;
+  big.image = cv::Mat(90, 160, CV_8UC3, cv::Scalar(10, 200, 30));
+  SourceFrame small;
+  small.image = cv::Mat(20, 30, CV_8UC3, cv::Scalar(10, 200, 30));
+  ASSERT_TRUE(dispatcher.Send(Out(0, "r:0", big), run).ok());
+  ASSERT_TRUE(dispatcher.Send(Out(1, "r:1", small), run).ok());
+  const auto messages = bus_.Topic(topic_);
+  ASSERT_EQ(messages.size(), 2u);
+  const cv::Mat sent = cv::imdecode(messages[0].value, cv::IMREAD_COLOR);
+  EXPECT_EQ(sent.cols, 40);
+  EXPECT_EQ(sent.rows, 23);  // 90 * 40 / 160 = 22.5
+  EXPECT_EQ(big.image.cols, 160) << "the source frame itself is left as it is";
+  const cv::Mat as_is = cv::imdecode(messages[1].value, cv::IMREAD_COLOR);
+  EXPECT_EQ(as_is.cols, 30);
+  EXPECT_EQ(as_is.rows, 20);
+}
+
 TEST_F(BusDispatcherTest, PublishesEncodedBytesUnchanged) {
   BusDispatcher dispatcher(Addressing(), publisher_);
   FrameRun run(Lossless(), dispatcher, sink_);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -13,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "fakes.h"
 #include "support/test_data.h"
@@ -272,6 +274,51 @@ TEST(VideoFileSinkTest, WithoutAnMp4WritesOnlyTheLines) {
   EXPECT_EQ((*sink)->failed(), 1);
   EXPECT_EQ((*sink)->detections(), 1u);
   EXPECT_EQ(Lines(lines.str()).size(), 2u);
+}
+
+// A frame that went to the worker scaled down is answered in the small frame's pixels; the
+// sink reports and draws in the video's, and with `annotate` draws on the source frame.
+TEST(VideoFileSinkTest, AnswersOfScaledFramesAreInTheVideosPixelsAndDrawnOnTheSource) {
+  const auto dir = MakeTempDir();
+  std::ostringstream lines;
+  VideoFileSinkOptions options;
+  options.mp4_path = (dir / "out.mp4").string();
+  options.fps = kFps;
+  options.width = kSize.width;
+  options.height = kSize.height;
+  options.lines = &lines;
+  options.annotate = true;
+  auto sink = VideoFileSink::Open(options);
+  ASSERT_TRUE(sink.has_value()) << sink.error().ToString();
+  Released answered;
+  answered.index = 0;
+  answered.result = OkResult("r:0");
+  answered.result->result.image_width = kSize.width / 2;  // seen at half size
+  answered.result->result.image_height = kSize.height / 2;
+  answered.result->result.detections[0].box = {4, 4, 16, 12};
+  answered.frame = std::make_shared<SourceFrame>();
+  answered.frame->image = cv::Mat(kSize, CV_8UC3, cv::Scalar::all(0));
+  ASSERT_TRUE((*sink)->Release(answered).ok());
+  ASSERT_TRUE((*sink)->Close().ok());
+  const json line = json::parse(Lines(lines.str()).at(0));
+  const json box = line["detections"][0]["box"];
+  EXPECT_EQ(box["x"], 8);
+  EXPECT_EQ(box["y"], 8);
+  EXPECT_EQ(box["width"], 32);
+  EXPECT_EQ(box["height"], 24);
+  // Drawn on the (black) source frame at the box's place in the video's pixels.
+  auto reader = video::VideoFileReader::Open(options.mp4_path);
+  ASSERT_TRUE(reader.has_value()) << reader.error().ToString();
+  cv::Mat frame;
+  ASSERT_TRUE(*reader->Read(frame));
+  cv::Mat gray;
+  cv::cvtColor(frame, gray, cv::COLOR_BGR2GRAY);
+  double edge = 0;
+  double outside = 0;
+  cv::minMaxLoc(gray(cv::Rect(6, 14, 5, 12)), nullptr, &edge);  // around the left edge x=8
+  cv::minMaxLoc(gray(cv::Rect(50, 36, 10, 10)), nullptr, &outside);
+  EXPECT_GT(edge, 60);
+  EXPECT_LT(outside, 30);
 }
 
 TEST(VideoFileSinkTest, OpenRejectsABadFrameRate) {

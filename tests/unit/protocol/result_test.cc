@@ -327,3 +327,59 @@ TEST(MaskRleTest, RejectsRunsThatDoNotAddUp) {
 
 }  // namespace
 }  // namespace kadr::protocol
+
+namespace kadr::protocol {
+namespace {
+
+// A result seen on a 40x20 copy of an 80x40 image, put back into the image's pixels.
+TEST(ScaleToSizeTest, ScalesBoxesAndResamplesMasksToTheOtherSize) {
+  DetectionResult r;
+  r.image_width = 40;
+  r.image_height = 20;
+  Detection d;
+  d.box = {4, 2, 10, 6};
+  Mask m;
+  m.x = 4;
+  m.y = 2;
+  m.width = 2;
+  m.height = 2;
+  m.data = {1, 0, 0, 1};  // a diagonal
+  d.mask = m;
+  r.detections = {d};
+  ScaleToSize(r, 80, 40);
+  EXPECT_EQ(r.image_width, 80);
+  EXPECT_EQ(r.image_height, 40);
+  const Detection& out = r.detections[0];
+  EXPECT_EQ(out.box, (Box{8, 4, 20, 12}));
+  ASSERT_TRUE(out.mask.has_value());
+  EXPECT_EQ(out.mask->x, 8);
+  EXPECT_EQ(out.mask->y, 4);
+  EXPECT_EQ(out.mask->width, 4);
+  EXPECT_EQ(out.mask->height, 4);
+  // Each source pixel became a 2x2 block.
+  EXPECT_EQ(out.mask->data, (std::vector<std::uint8_t>{1, 1, 0, 0,  //
+                                                       1, 1, 0, 0,  //
+                                                       0, 0, 1, 1,  //
+                                                       0, 0, 1, 1}));
+  EXPECT_TRUE(out.mask->At(9, 5));
+  EXPECT_FALSE(out.mask->At(11, 5));
+}
+
+TEST(ScaleToSizeTest, LeavesAResultOfTheSameOrUnknownSizeAlone) {
+  DetectionResult r;
+  r.image_width = 40;
+  r.image_height = 20;
+  Detection d;
+  d.box = {4, 2, 10, 6};
+  r.detections = {d};
+  ScaleToSize(r, 40, 20);
+  EXPECT_EQ(r.detections[0].box, (Box{4, 2, 10, 6}));
+  DetectionResult unknown;
+  unknown.detections = {d};
+  ScaleToSize(unknown, 80, 40);
+  EXPECT_EQ(unknown.detections[0].box, (Box{4, 2, 10, 6}));
+  EXPECT_EQ(unknown.image_width, 0);
+}
+
+}  // namespace
+}  // namespace kadr::protocol
