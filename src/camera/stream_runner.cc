@@ -365,7 +365,7 @@ class StreamRunner::Reader final : public engine::Source {
     so.read_timeout = options.stall_timeout;
     so.loop = spec.loop;
     auto made = runner_.factory_(spec, so);
-    const Status opened = made ? (*made)->Open() : made.error();
+    Status opened = made ? (*made)->Open() : made.error();
     if (!opened.ok()) {
       runner_.RecordError(opened);
       if (IsPermanent(opened)) {

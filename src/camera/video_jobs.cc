@@ -451,7 +451,7 @@ Status VideoJobs::Process(Job& job) {
   return Status::Ok();
 }
 
-void VideoJobs::Finish(Job& job, Status outcome) {
+void VideoJobs::Finish(Job& job, const Status& outcome) {
   const std::string id = job.request.job.id;
   RemoveQuietly(FileOf(options_.dir, id, ".src"));
   RemoveQuietly(FileOf(options_.dir, id, ".request.json"));

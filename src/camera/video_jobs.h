@@ -128,7 +128,7 @@ class VideoJobs {
   void StartLocked(const std::shared_ptr<Job>& job);
   void RunJob(const std::shared_ptr<Job>& job);
   Status Process(Job& job);
-  void Finish(Job& job, Status outcome);
+  void Finish(Job& job, const Status& outcome);
   void Cancel(const std::string& id);
   void Retain();
   // The job's record as its snapshot carries it; job.mu held.

@@ -14,9 +14,9 @@ namespace kadr::engine {
 namespace {
 
 // Lines keep the documented key order ("file" first).
-using json = nlohmann::ordered_json;
+using Json = nlohmann::ordered_json;
 
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 }  // namespace
 
@@ -34,7 +34,7 @@ Result<std::optional<SourceFrame>> VideoFileSource::Read(const std::stop_token&)
 }
 
 std::string FrameLine(const Released& frame, double fps, std::string_view file) {
-  json line = json::object();
+  Json line = Json::object();
   if (!file.empty()) line["file"] = file;
   line["index"] = frame.index;
   line["pts_ms"] = fps > 0 ? std::llround(static_cast<double>(frame.index) * 1000.0 / fps) : 0;
@@ -42,13 +42,13 @@ std::string FrameLine(const Released& frame, double fps, std::string_view file) 
     const protocol::FrameResult& r = *frame.result;
     line["status"] = protocol::FrameStatusName(r.status);
     if (r.status == protocol::FrameStatus::kOk) {
-      const json encoded = json::parse(protocol::ToJson(r.result), nullptr, false);
+      const Json encoded = Json::parse(protocol::ToJson(r.result), nullptr, false);
       line["detections"] = encoded.is_object() && encoded.contains("detections")
                                ? encoded["detections"]
-                               : json::array();
+                               : Json::array();
       return Dump(line);
     }
-    line["detections"] = json::array();
+    line["detections"] = Json::array();
     line["error"] = {{"code", StatusCodeName(r.error.code())}, {"message", r.error.message()}};
     return Dump(line);
   }
@@ -59,7 +59,7 @@ std::string FrameLine(const Released& frame, double fps, std::string_view file) 
                 "the frame was dropped unanswered (" +
                 std::string(DropReasonName(frame.dropped.value_or(DropReason::kDeadline))) + ")");
   line["status"] = "error";
-  line["detections"] = json::array();
+  line["detections"] = Json::array();
   line["error"] = {{"code", StatusCodeName(why.code())}, {"message", why.message()}};
   return Dump(line);
 }

@@ -29,12 +29,11 @@
 namespace kadr::gateway {
 namespace {
 
+using detail::Dump;
+using detail::ErrorResponse;
 using http::HttpRequest;
 using http::HttpResponse;
 using nlohmann::json;
-namespace header = protocol::header;
-using detail::Dump;
-using detail::ErrorResponse;
 
 constexpr std::size_t kPollBatch = 64;
 constexpr char kJobIdHeader[] = "X-Kadr-Job-Id";
@@ -107,7 +106,7 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   }
 
   Status Send(const engine::Outgoing& frame, engine::FrameRun& run) override {
-    const Status s = bus_.Send(frame, run);
+    Status s = bus_.Send(frame, run);
     gateway_ms_ = MillisSince(received_);
     return s;
   }

@@ -99,7 +99,7 @@ class SqliteJobStore final : public JobStore {
   // file), kFailedPrecondition (database written by a newer kadr schema).
   static Result<std::unique_ptr<SqliteJobStore>> Create(const SqliteJobStoreOptions& options);
 
-  ~SqliteJobStore();
+  ~SqliteJobStore() override;
   SqliteJobStore(const SqliteJobStore&) = delete;
   SqliteJobStore& operator=(const SqliteJobStore&) = delete;
 
