@@ -109,6 +109,17 @@ struct WorkerProcess : testing::ChildProcess {
     }
     return held;
   }
+
+  // Rebalances that took partitions from this worker ("partitions revoked" log lines).
+  int Revocations() const {
+    const std::string text = Log();
+    int count = 0;
+    for (std::size_t at = text.find("partitions revoked"); at != std::string::npos;
+         at = text.find("partitions revoked", at + 1)) {
+      ++count;
+    }
+    return count;
+  }
 };
 
 // Reads results (and, optionally, the frames and dead-letter topics) on its own thread, in
@@ -724,8 +735,11 @@ TEST_P(KafkaPipelineTest, EnsureTopicCreatesATopicThatARegexSubscriberThenReads)
   ASSERT_TRUE(publisher_->Flush(10s).ok());
   ASSERT_TRUE(delivered.load());
 
+  // Usually 3 to 6 s (a metadata refresh, then a rebalance). A pattern that matched no topic
+  // when the consumer joined can delay its next join by ~20 s on librdkafka 2.0.2 (see
+  // cli/stack_commands.cc), and more on a loaded machine (CI measured over 30 s once).
   std::vector<bus::InboundMessage> got;
-  const auto deadline = Clock::now() + 30s;
+  const auto deadline = Clock::now() + kWait;
   while (got.empty() && Clock::now() < deadline) got = (*sub)->Poll(10, 200ms, 0ms);
   ASSERT_EQ(got.size(), 1u) << "the regex subscriber never saw the new topic";
   EXPECT_EQ(got[0].message.topic, "kadr.replies.gw-test");
@@ -791,13 +805,18 @@ TEST_P(KafkaPipelineTest, AWorkerThatJoinsTakesPartitionsWithoutLoss) {
   ExpectAllAnswered(ids);
   EXPECT_TRUE(a.Running() && b.Running());
   // At-least-once: a frame is answered again only when its partition moved while the frame
-  // was taken but not committed, so no frame more than twice. Apache Kafka's coordinator
-  // waits for the old owner to give its partitions up (and commit) before the new one starts:
-  // at most the worker's pipeline depth (16 by default) is answered twice. The embedded
-  // broker's coordinator does not wait (measured: 50 frames answered twice, of 800 or 1200).
+  // was taken but not committed, so once more per rebalance at most. Apache Kafka's
+  // coordinator rebalances once for the join and waits for the old owner to give its
+  // partitions up (and commit) before the new one starts: no frame more than twice, at most
+  // the worker's pipeline depth (16 by default) twice. The embedded broker's coordinator
+  // does not wait and may rebalance twice for one join (measured: 26 to 175 frames answered
+  // again of 1200, one of them three times after two rebalances).
   const std::size_t duplicates = collector_->Total() - collector_->Distinct();
-  EXPECT_LE(collector_->MaxResultsPerFrame(), 2u);
+  const int rebalances = std::max(a.Revocations(), 1);
+  EXPECT_LE(collector_->MaxResultsPerFrame(), static_cast<std::size_t>(1 + rebalances))
+      << "rebalances seen by the first worker: " << rebalances;
   if (GetParam() == BrokerKind::kApache) {
+    EXPECT_LE(collector_->MaxResultsPerFrame(), 2u);
     EXPECT_LE(duplicates, 16u) << "results=" << collector_->Total();
   }
   std::cout << "results=" << collector_->Total() << " distinct=" << collector_->Distinct()
