@@ -77,6 +77,11 @@ Result<std::unique_ptr<CameraService>> CameraService::Create(
   if (requests != nullptr && !options.video.dir.empty()) {
     RETURN_IF_ERROR(VideoJobs::ValidateOptions(options.video));
   }
+  // One admission for the streams and video jobs of this service (and whatever else of the
+  // process its creator shares it with).
+  if (!options.runner.admission) options.runner.admission = options.video.admission;
+  if (!options.runner.admission) options.runner.admission = std::make_shared<engine::Admission>();
+  if (!options.video.admission) options.video.admission = options.runner.admission;
   ASSIGN_OR_RETURN(std::unique_ptr<StreamStore> store, StreamStore::Create(options.data_dir));
   ASSIGN_OR_RETURN(std::vector<StreamSpec> specs, store->List());
   std::unique_ptr<CameraService> service(new CameraService(std::move(options), publisher, results,

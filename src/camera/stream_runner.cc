@@ -482,6 +482,8 @@ StreamRunner::StreamRunner(StreamSpec spec, RunnerOptions options, SourceFactory
   bo.options.confidence = spec_.conf;
   bo.draw = true;
   bo.jpeg_quality = options_.jpeg_quality;
+  bo.admission = options_.admission.get();
+  bo.client = "stream:" + spec_.id;
   bus_ = std::make_unique<engine::BusDispatcher>(std::move(bo), publisher);
   stats_->SetDispatcher(*bus_);
   engine::RunOptions ro;

@@ -152,6 +152,9 @@ struct RunnerOptions {
   std::string annotated_topic = std::string(protocol::kLiveAnnotatedTopic);
   // JPEG quality of published frames, 1..100.
   int jpeg_quality = 85;
+  // Room on the broker for the frames, shared with the process's other producers (live
+  // frames take it or are dropped, "backpressure"; lossless ones wait). Unset: none.
+  std::shared_ptr<engine::Admission> admission;
   // Results kept for the latency percentiles; window of the fps figures.
   std::size_t latency_samples = 200;
   std::chrono::milliseconds fps_window{5000};

@@ -399,6 +399,8 @@ Status VideoJobs::Process(Job& job) {
   bo.draw = false;  // the sink draws (above)
   bo.jpeg_quality = options_.jpeg_quality;
   bo.max_side = options_.max_frame_side;
+  bo.admission = options_.admission.get();
+  bo.client = "video:" + id;
   engine::BusDispatcher dispatcher(std::move(bo), publisher_);
 
   engine::RunOptions ro;

@@ -73,6 +73,9 @@ struct VideoJobsOptions {
   // them to their input, at most 1280 for the ones kadr ships); the MP4 and the results stay
   // in the video's own pixels. 0: full size.
   int max_frame_side = 1280;
+  // Room on the broker for the frames, shared with the process's other producers: a job's
+  // frames wait for it, in turn with other jobs and uploads. Unset: none.
+  std::shared_ptr<engine::Admission> admission;
   // Progress snapshots of a running job at most this often.
   std::chrono::milliseconds progress_interval{1000};
   // How long an unfinished job's snapshot vouches for it (deadline_ms); renewed by Tick()

@@ -39,7 +39,8 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
                                       const std::string& default_model,
                                       const kafka::KafkaOptions& kafka_options,
                                       kafka::KafkaPublisher& publisher, MetricsRegistry& metrics,
-                                      camera::ModelCheck check, int partitions) {
+                                      camera::ModelCheck check, int partitions,
+                                      std::shared_ptr<engine::Admission> admission) {
   const std::string reply_topic = std::string(protocol::kVideoRepliesTopicPrefix) + camera_id;
   std::vector<std::string> topics = {std::string(protocol::kLiveResultsTopic),
                                      std::string(protocol::kLiveAnnotatedTopic)};
@@ -86,6 +87,7 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
   co.video.camera_id = camera_id;
   co.video.reply_topic = reply_topic;
   co.video.max_running = flags.max_video_jobs;
+  co.runner.admission = std::move(admission);
   auto service =
       camera::CameraService::Create(co, publisher, *stack.subscriber, stack.requests.get(), metrics,
                                     std::move(check), camera::OpenCvSourceFactory());
@@ -179,9 +181,9 @@ int RunCamera(const CameraArgs& args, const GlobalOptions& global) {
     return 2;
   }
   spdlog::info("kafka {}", DescribeKafka(*kafka_options));
-  auto stack =
-      MakeCameraService(args.camera, camera_id, args.data_dir, args.video_dir, args.default_model,
-                        *kafka_options, **publisher, metrics, check, 1);
+  auto stack = MakeCameraService(args.camera, camera_id, args.data_dir, args.video_dir,
+                                 args.default_model, *kafka_options, **publisher, metrics, check, 1,
+                                 MakeAdmission(args.kafka, /*embedded=*/false));
   if (!stack) {
     fmt::print(stderr, "error: {}\n", stack.error().ToString());
     return 2;
@@ -270,6 +272,7 @@ Command AddCameraCommand(CLI::App& app, const GlobalOptions& global) {
       ->delimiter(',');
   AddCameraFlags(*sub, args->camera);
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
+  AddFrameBudgetFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunCamera(*args, global); }};
 }
 

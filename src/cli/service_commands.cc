@@ -135,9 +135,8 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
     fmt::print(stderr, "error: {}\n", publisher.error().ToString());
     return 2;
   }
-  kafka::SubscriberOptions sub;
-  sub.group_id = args.group.empty() ? protocol::WorkerGroup(args.model) : args.group;
-  sub.topics = {protocol::FramesTopic(args.model)};
+  MetricsRegistry metrics;  // before the consumer, which counts lost frames in it
+  const kafka::SubscriberOptions sub = WorkerSubscriberOptions(args.model, args.group, metrics);
   auto subscriber = kafka::KafkaSubscriber::Create(*kafka_options, sub);
   if (!subscriber) {
     fmt::print(stderr, "error: {}\n", subscriber.error().ToString());
@@ -152,7 +151,6 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
   wo.drain_timeout = std::chrono::milliseconds(args.drain_ms);
   wo.processing.draw = !args.no_draw;
   worker::WorkerService service(wo, *detector, **publisher, **subscriber);
-  MetricsRegistry metrics;
   std::unique_ptr<http::HttpServer> server;
   if (args.http_port >= 0) {
     auto started = StartWorkerHttp(args, service, metrics);

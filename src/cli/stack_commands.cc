@@ -54,6 +54,8 @@ struct StackArgs {
   std::string default_model;
   std::string instance_id;
   std::size_t max_in_flight = 64;
+  std::size_t max_in_flight_per_client = 0;  // 0: three quarters of max_in_flight
+  int max_frame_side = 1280;
   int http_threads = 80;  // > max_in_flight: a waiting synchronous request holds one
   std::size_t max_body_mb = 32;
   std::size_t max_video_mb = 512;  // gateway: largest video upload
@@ -178,6 +180,9 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
                  broker->bootstrap());
   }
   spdlog::info("kafka {}", DescribeKafka(*kafka_options));
+  // Room on the broker for frames: one budget for the gateway and the camera service here.
+  std::shared_ptr<engine::Admission> admission;
+  if (role != Role::kViewer) admission = MakeAdmission(args.kafka, broker != nullptr);
 
   MetricsRegistry metrics;
   auto publisher = kafka::KafkaPublisher::Create(*kafka_options);
@@ -189,10 +194,8 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     auto w = std::make_unique<InProcessWorker>();
     auto p = kafka::KafkaPublisher::Create(*kafka_options);
     if (!Check(p, "worker producer")) return 2;
-    kafka::SubscriberOptions so;
-    so.group_id = protocol::WorkerGroup(name);
-    so.topics = {protocol::FramesTopic(name)};
-    auto s = kafka::KafkaSubscriber::Create(*kafka_options, so);
+    auto s =
+        kafka::KafkaSubscriber::Create(*kafka_options, WorkerSubscriberOptions(name, "", metrics));
     if (!Check(s, "worker consumer")) return 2;
     w->publisher = std::move(*p);
     w->subscriber = std::move(*s);
@@ -234,11 +237,16 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     gateway::GatewayOptions go;
     go.reply_topic = "kadr.replies." + instance;
     go.max_in_flight = args.max_in_flight;
+    go.max_in_flight_per_client = args.max_in_flight_per_client > 0
+                                      ? args.max_in_flight_per_client
+                                      : std::max<std::size_t>(1, args.max_in_flight * 3 / 4);
+    go.max_frame_side = args.max_frame_side;
     go.default_timeout = std::chrono::milliseconds(args.timeout_ms);
     go.default_model = args.default_model;
     go.max_image_bytes = args.max_body_mb << 20;
     go.max_video_bytes = args.max_video_mb << 20;
     go.video_dir = video_dir;
+    go.admission = admission;
     // Not fatal: without a broker the gateway still serves /healthz and answers 503, and
     // the topic is created by the first reply (auto-creation) once the broker is back.
     if (Status s = EnsureKadrTopic(**publisher, go.reply_topic, 1); !s.ok()) {
@@ -318,9 +326,10 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
       if (std::find(served.begin(), served.end(), model) != served.end()) return Status::Ok();
       return NotFoundError("unknown model '" + std::string(model) + "'");
     };
-    auto c = MakeCameraService(args.camera, camera_id, args.data_dir, video_dir,
-                               args.default_model.empty() ? served.front() : args.default_model,
-                               *kafka_options, **publisher, metrics, check, args.partitions);
+    auto c =
+        MakeCameraService(args.camera, camera_id, args.data_dir, video_dir,
+                          args.default_model.empty() ? served.front() : args.default_model,
+                          *kafka_options, **publisher, metrics, check, args.partitions, admission);
     if (!Check(c, "camera")) return 2;
     camera = std::move(*c);
   }
@@ -446,6 +455,16 @@ void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
       ->envname("KADR_MAX_IN_FLIGHT")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
+  sub.add_option("--max-in-flight-per-client", args.max_in_flight_per_client,
+                 "of those, the most one client address may hold (default: three quarters)")
+      ->envname("KADR_MAX_IN_FLIGHT_PER_CLIENT")
+      ->check(CLI::Range(1, 100000));
+  sub.add_option("--max-frame-side", args.max_frame_side,
+                 "images larger on their long side travel scaled down to it; detections stay "
+                 "in the upload's pixels (0: full size)")
+      ->envname("KADR_MAX_FRAME_SIDE")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
   sub.add_option("--timeout-ms", args.timeout_ms, "default deadline of a request")
       ->envname("KADR_TIMEOUT_MS")
       ->check(CLI::Range(1, 300000))
@@ -516,6 +535,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/false);
+  AddFrameBudgetFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunStack(Role::kUp, *args, global); }};
 }
 
@@ -529,6 +549,7 @@ Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global) {
       ->envname("KADR_MODELS")
       ->delimiter(',');
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
+  AddFrameBudgetFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunStack(Role::kGateway, *args, global); }};
 }
 

@@ -7,6 +7,7 @@
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
 #include "imaging/encode.h"
 #include "protocol/frame.h"
 
@@ -56,8 +57,28 @@ Status BusDispatcher::Send(const Outgoing& frame, FrameRun& run) {
   meta.options = options_.options;
   meta.draw = options_.draw;
   meta.kind = options_.kind;
+  meta.report_width = options_.report_width;
+  meta.report_height = options_.report_height;
   bus::Message message{topic_, meta.stream_id, std::move(bytes), {}};
   protocol::EncodeFrameHeaders(meta, message.headers);
+  if (options_.admission != nullptr) {
+    std::size_t size = message.value.size() + message.key.size();
+    for (const auto& [name, value] : message.headers.items()) size += name.size() + value.size();
+    std::shared_ptr<const Admission::Ticket> ticket;
+    if (frame.wait_until_ms) {
+      const auto until = std::chrono::steady_clock::now() +
+                         std::chrono::milliseconds(*frame.wait_until_ms - UnixMillis());
+      auto acquired = options_.admission->Acquire(topic_, size, options_.client, frame.stop, until);
+      if (!acquired) return acquired.error();
+      ticket = std::move(acquired).value();
+    } else {
+      ticket = options_.admission->TryAcquire(topic_, size);
+      if (!ticket) {
+        return ResourceExhaustedError("no room on " + topic_ + " for the frame now");
+      }
+    }
+    run.Hold(frame.id, std::move(ticket));
+  }
   auto on_delivery = run.DeliveryCallback(frame.id);
   if (options_.on_delivered) {
     on_delivery = [run_callback = std::move(on_delivery), delivered = options_.on_delivered,

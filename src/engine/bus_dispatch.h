@@ -5,14 +5,25 @@
 //   FrameRun ── BusDispatcher::Send ──► kadr.frames.<model> ──► worker
 //   FrameRun ◄── Router::Route ◄── reply topic (result JSON, annotated JPEG) ◄──┘
 //
-// Thread-safety: both are thread-safe. Ownership: the publisher is borrowed and must outlive
-// the dispatcher; a Router holds plain pointers to runs between Add and Remove.
+// Admission bounds the bytes of frames on the broker that wait for their answer, per frames
+// topic: a broker keeps only so much per partition (the embedded broker 5 MiB, deleting the
+// oldest beyond, consumed or not; Apache Kafka its retention), so frames beyond that would be
+// lost before a worker reads them (docs/adr/0009-admission-by-bytes.md).
+//
+// Thread-safety: all three are thread-safe. Ownership: the publisher and the admission are
+// borrowed and must outlive the dispatcher; a Router holds plain pointers to runs between Add
+// and Remove; an Admission::Ticket keeps what it needs alive by itself.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -22,6 +33,83 @@
 #include "protocol/result.h"
 
 namespace kadr::engine {
+
+struct AdmissionOptions {
+  // Bytes of frames sent to one frames topic and not yet answered, at most. The embedded
+  // broker keeps 5 MiB per partition: kEmbeddedBudgetBytes. On Apache Kafka, size it below
+  // the topic's retention.bytes per partition, divided by the processes that produce to it.
+  std::size_t budget_bytes = 256u << 20;
+  // The largest frame (bytes, headers included) the broker is known to keep; larger ones are
+  // kTooLarge (0: the budget). The embedded broker: kEmbeddedMaxFrameBytes.
+  std::size_t max_frame_bytes = 0;
+  // Frames waiting for room on one topic, all clients together, at most; beyond, Acquire
+  // refuses at once (kResourceExhausted: the caller answers 429 with Retry-After).
+  std::size_t max_waiting = 256;
+};
+
+// Admission control by bytes, shared by every run of a process that publishes frames. A frame
+// takes a Ticket for its bytes before it is published and gives it back when its answer
+// comes (or it leaves the run, or its delivery failed). A frame that does not fit waits in a
+// bounded queue: first in, first out for one client, clients served in turn (round robin), so
+// a client with many frames waiting delays another's next frame by one frame at most. The
+// frame at the head of the queue waits until it fits: nothing overtakes it.
+class Admission {
+ public:
+  // The embedded broker's 5 MiB per partition less room for the frames' headers, a resend
+  // and the oldest consumed message it has not deleted yet.
+  static constexpr std::size_t kEmbeddedBudgetBytes = 4u << 20;
+  // librdkafka 2.0.2's mock cluster loses a message whose append makes it delete every
+  // older one of its partition (it then sets the log start past the new message): two
+  // consecutive messages of a partition must stay under 5 MiB together. Measured with kcat:
+  // three 2.4 MiB messages keep the last two, two 2.6 MiB ones keep none.
+  static constexpr std::size_t kEmbeddedMaxFrameBytes = (5u << 20) / 2 - (64u << 10);
+
+  // Room held for one frame; given back when destroyed.
+  class Ticket {
+   public:
+    ~Ticket();
+    Ticket(const Ticket&) = delete;
+    Ticket& operator=(const Ticket&) = delete;
+    std::size_t bytes() const { return bytes_; }
+
+   private:
+    friend class Admission;
+    struct State;
+    Ticket(std::shared_ptr<State> state, std::string topic, std::size_t bytes);
+    std::shared_ptr<State> state_;
+    std::string topic_;
+    std::size_t bytes_;
+  };
+
+  explicit Admission(AdmissionOptions options = {});
+  ~Admission();
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
+
+  // Room for `bytes` on `topic`, for `client` (any name: an address, a job, a stream).
+  // Waits in the queue until the frame fits and it is its turn, `stop` is requested
+  // (kCancelled) or `until` passes (kDeadlineExceeded; unset: no limit). Errors also:
+  // kTooLarge for a frame larger than the whole budget or max_frame_bytes,
+  // kResourceExhausted when max_waiting frames wait already.
+  Result<std::shared_ptr<const Ticket>> Acquire(
+      const std::string& topic, std::size_t bytes, const std::string& client,
+      const std::stop_token& stop,
+      std::optional<std::chrono::steady_clock::time_point> until = std::nullopt);
+  // Room now or nothing (nullptr): a live frame is dropped rather than queued. Also nullptr
+  // for a frame larger than the budget or max_frame_bytes.
+  std::shared_ptr<const Ticket> TryAcquire(const std::string& topic, std::size_t bytes);
+
+  struct Usage {
+    std::size_t bytes = 0;    // held by tickets
+    std::size_t waiting = 0;  // frames in the queue
+  };
+  Usage usage(const std::string& topic) const;
+  const AdmissionOptions& options() const { return options_; }
+
+ private:
+  const AdmissionOptions options_;
+  const std::shared_ptr<Ticket::State> state_;
+};
 
 // How a run's frames are addressed: what their headers say beyond their identity.
 struct BusDispatchOptions {
@@ -38,6 +126,16 @@ struct BusDispatchOptions {
   // kept) before they are encoded: the wire carries no more than the models use. Workers
   // answer in the pixels of what they got (FrameResult image size); 0: no limit.
   int max_side = 0;
+  // kadr-report-size: frames given encoded that were scaled down from an image of this size
+  // ask the worker to answer in its pixels (0: in the frame's).
+  int report_width = 0;
+  int report_height = 0;
+  // Where the frames take their room on the broker (nullptr: no admission control), and
+  // whose turn they wait for there (an address, a job, a stream). Lossless frames wait for
+  // room until their deadline or the run's answer timeout (Outgoing::wait_until_ms); live
+  // frames do not wait: no room is a kResourceExhausted send error, a backpressure drop.
+  Admission* admission = nullptr;
+  std::string client;
   // Told of every frame the broker took (after the run's own delivery handling), from a
   // transport thread; must be quick. Optional.
   std::function<void(const std::string& frame_id)> on_delivered;
@@ -48,8 +146,10 @@ class BusDispatcher final : public Dispatcher {
   BusDispatcher(BusDispatchOptions options, bus::FramePublisher& publisher);
 
   // Encodes pixels as an RGB JPEG (the wire format, docs/adr/0002) or takes the frame's
-  // encoded bytes as they are, and publishes it with its headers; a later delivery failure
-  // goes to run.OnSendFailed. Errors: the publisher's (kTooLarge, kResourceExhausted,
+  // encoded bytes as they are, takes room for it from the admission (run.Hold keeps the
+  // ticket until the answer), and publishes it with its headers; a later delivery failure
+  // goes to run.OnSendFailed. Errors: the admission's (kResourceExhausted, kTooLarge,
+  // kDeadlineExceeded, kCancelled), the publisher's (kTooLarge, kResourceExhausted,
   // kUnavailable), kInternal (the JPEG encoder).
   Status Send(const Outgoing& frame, FrameRun& run) override;
 

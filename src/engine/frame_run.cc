@@ -132,6 +132,7 @@ void FrameRun::OnResult(protocol::FrameResult result, std::int64_t received_ms) 
       result.correlation_id.empty() ? result.frame_id : result.correlation_id;
   const auto index = IndexOf(named);
   if (!index) return;
+  std::shared_ptr<const void> hold;  // released after the lock
   std::lock_guard lock(mu_);
   const auto it = slots_.find(*index);
   if (it == slots_.end() || it->second.result || it->second.dropped) return;
@@ -143,6 +144,8 @@ void FrameRun::OnResult(protocol::FrameResult result, std::int64_t received_ms) 
                            !result.annotated_topic.empty() &&
                            result.annotated_topic == options_.image_topic;
   slot.result = std::move(result);
+  // The worker has read the frame: its room on the broker is free.
+  hold = std::move(slot.hold);
   changed_.notify_all();
 }
 
@@ -175,9 +178,11 @@ void FrameRun::OnImage(std::string_view frame_id, cv::Mat pixels) {
 void FrameRun::OnSendFailed(std::string_view frame_id, const Status& error) {
   const auto index = IndexOf(frame_id);
   if (!index) return;
+  std::shared_ptr<const void> hold;  // released after the lock
   std::lock_guard lock(mu_);
   const auto it = slots_.find(*index);
   if (it == slots_.end() || it->second.result || it->second.dropped) return;
+  hold = std::move(it->second.hold);  // the broker does not have the frame
   if (it->second.retained && it->second.attempts < options_.send_attempts) {
     // Sent again by the run's thread: a frame the broker lost on a fail-over is not lost.
     it->second.resend = true;
@@ -190,6 +195,16 @@ void FrameRun::OnSendFailed(std::string_view frame_id, const Status& error) {
     CountDropLocked(DropReason::kError);
   }
   changed_.notify_all();
+}
+
+void FrameRun::Hold(std::string_view frame_id, std::shared_ptr<const void> hold) {
+  const auto index = IndexOf(frame_id);
+  if (!index) return;
+  std::lock_guard lock(mu_);
+  const auto it = slots_.find(*index);
+  // Otherwise `hold` goes when the function returns, after the lock.
+  if (it == slots_.end() || it->second.result || it->second.dropped) return;
+  it->second.hold = std::move(hold);
 }
 
 std::function<void(const Status&)> FrameRun::DeliveryCallback(std::string frame_id) {
@@ -250,6 +265,11 @@ std::optional<Status> FrameRun::DispatchLocked(std::unique_lock<std::mutex>& loc
   out.capture_ms = slot.capture_ms;
   out.deadline_ms = slot.deadline_ms;
   out.frame = &frame;
+  out.stop = stop_;
+  if (options_.mode == Mode::kLossless) {
+    const std::int64_t timeout = NowMs() + options_.answer_timeout.count();
+    out.wait_until_ms = slot.deadline_ms ? std::min(*slot.deadline_ms, timeout) : timeout;
+  }
 
   lock.unlock();
   const Status sent = dispatcher_.Send(out, *this);
@@ -258,6 +278,12 @@ std::optional<Status> FrameRun::DispatchLocked(std::unique_lock<std::mutex>& loc
   it = slots_.find(index);  // still there: only this thread removes slots
   if (!sent.ok()) {
     if (it == slots_.end() || it->second.result || it->second.dropped) return std::nullopt;
+    it->second.hold.reset();  // not on the broker: its room goes back (a resend takes it anew)
+    if (options_.mode == Mode::kLive && sent.code() == StatusCode::kResourceExhausted) {
+      it->second.dropped = DropReason::kBackpressure;  // no room on the broker now
+      CountDropLocked(DropReason::kBackpressure);
+      return std::nullopt;
+    }
     const bool retriable =
         sent.code() == StatusCode::kUnavailable || sent.code() == StatusCode::kResourceExhausted;
     if (retriable && it->second.attempts < options_.send_attempts) {
@@ -386,6 +412,7 @@ Status FrameRun::Run(Source& source, const std::stop_token& stop) {
     std::lock_guard lock(mu_);
     if (started_) return FailedPreconditionError("run " + options_.id + " already ran");
     started_ = true;
+    stop_ = stop;
   }
   const bool live = options_.mode == Mode::kLive;
   const bool threaded = live || source.Waits();

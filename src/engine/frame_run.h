@@ -107,6 +107,10 @@ struct Outgoing {
   std::int64_t capture_ms = 0;              // Unix ms
   std::optional<std::int64_t> deadline_ms;  // the frame's, else live: capture + max_latency
   const SourceFrame* frame = nullptr;       // valid during Send only
+  // How long Send may wait for room on the broker (Unix ms): lossless frames until their
+  // deadline or answer_timeout from now; unset (live): not at all. `stop` ends the wait.
+  std::optional<std::int64_t> wait_until_ms;
+  std::stop_token stop;
 };
 
 class FrameRun;
@@ -213,6 +217,10 @@ class FrameRun {
   void OnImage(std::string_view frame_id, cv::Mat pixels);
   // A frame whose delivery failed after Send returned OK.
   void OnSendFailed(std::string_view frame_id, const Status& error);
+  // Keeps `hold` (a dispatcher's admission ticket) with frame `frame_id` until its answer
+  // comes, its delivery fails or it leaves the run; dropped at once when none of that can
+  // happen any more (the frame is answered already or not in flight).
+  void Hold(std::string_view frame_id, std::shared_ptr<const void> hold);
   // A transport's delivery callback for frame `frame_id`: an error goes to OnSendFailed. It
   // may be called from any thread, also after this run is destroyed (it then does nothing).
   std::function<void(const Status&)> DeliveryCallback(std::string frame_id);
@@ -239,6 +247,7 @@ class FrameRun {
     std::shared_ptr<SourceFrame> retained;    // for a resend (send_attempts > 1)
     int attempts = 0;                         // sends so far
     bool resend = false;                      // a delivery failed: send it again
+    std::shared_ptr<const void> hold;         // room on the broker, until the answer
   };
 
   std::optional<std::int64_t> IndexOf(std::string_view frame_id) const;
@@ -284,6 +293,7 @@ class FrameRun {
   std::optional<Status> source_error_;
   std::optional<Status> send_failure_;  // fail_on_send_error: a delivery that failed
   bool started_ = false;
+  std::stop_token stop_;  // Run's, for the dispatcher's waits
 };
 
 }  // namespace kadr::engine

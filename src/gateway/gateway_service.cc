@@ -137,6 +137,9 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   }
 
   const jobs::JobRecord& record() const { return record_; }
+  const std::string& client() const { return bus_.options().client; }
+  // Whether the frame went to the broker (else it never got room there, or failed before).
+  bool sent() const { return run_.stats().sent > 0; }
   const std::optional<engine::Released>& released() const { return released_; }
   // The gateway's part: checking, converting and publishing; and request -> answer.
   double gateway_ms() const { return gateway_ms_; }
@@ -176,9 +179,10 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   void SetDelivered(const Status& s) { delivery_->Set(s); }
 };
 
-// What a client is told when its frame could not be published.
+// What a client is told when its frame could not be published: too large or no room
+// (429) as they are, anything else is the broker's trouble (503).
 Status SendFailure(const Status& s) {
-  return s.code() == StatusCode::kTooLarge
+  return s.code() == StatusCode::kTooLarge || s.code() == StatusCode::kResourceExhausted
              ? s
              : UnavailableError("cannot publish the frame: " + s.message());
 }
@@ -240,6 +244,12 @@ class GatewayService::Impl {
   // snapshot.
   Status Finish(ImageRequest& request, const Status& run_status);
   std::map<std::string, double> Timings(const ImageRequest& request, double total_ms) const;
+  // Gives back a request's slot, and its client's.
+  void GiveSlotLocked(const std::string& client) {
+    --in_flight_;
+    const auto it = in_flight_by_client_.find(client);
+    if (it != in_flight_by_client_.end() && --it->second == 0) in_flight_by_client_.erase(it);
+  }
   // Publishes the job's snapshot to kadr.jobs (the recorder's), without waiting.
   void PublishSnapshot(const jobs::JobRecord& record);
   // Joins the threads of asynchronous requests that have ended.
@@ -272,13 +282,17 @@ class GatewayService::Impl {
   const std::vector<ConfiguredModel> configured_;
   const std::function<Status()> broker_check_;
   MetricsRegistry& metrics_;
-  engine::Router router_;      // the image requests waiting for their answer
+  engine::Router router_;  // the image requests waiting for their answer
+  // Room on the broker, shared with this process's other producers.
+  const std::shared_ptr<engine::Admission> admission_ =
+      options_.admission ? options_.admission : std::make_shared<engine::Admission>();
   std::stop_source stopping_;  // requested when Run() ends: waiting requests answer 503
 
   mutable std::mutex mu_;                     // guards everything below
   std::map<std::string, std::thread> async_;  // asynchronous requests' threads, by job id
   std::vector<std::string> async_done_;       // of those, the ones that have ended
   std::size_t in_flight_ = 0;  // slots taken: unfinished requests plus uploads being converted
+  std::map<std::string, std::size_t> in_flight_by_client_;  // of those, by remote address
   bool stopped_ = false;
   std::optional<Status> broker_;  // the last broker check; none before the first
   std::map<std::string, protocol::WorkerHeartbeat> workers_by_id_;
@@ -325,12 +339,20 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
   if (!classes) return ErrorResponse(classes.error());
 
   // Take a slot before the costly part (decoding and re-encoding).
+  const std::string& client = req.remote_addr;
   {
     std::lock_guard lock(mu_);
     if (in_flight_ >= options_.max_in_flight) {
       return ErrorResponse(ResourceExhaustedError("the gateway has " + std::to_string(in_flight_) +
                                                   " requests in flight, its limit; retry later"));
     }
+    std::size_t& mine = in_flight_by_client_[client];
+    if (mine >= options_.max_in_flight_per_client) {
+      return ErrorResponse(
+          ResourceExhaustedError("this client has " + std::to_string(mine) +
+                                 " requests in flight, its share of the gateway; retry later"));
+    }
+    ++mine;
     ++in_flight_;
   }
   Gauge& in_flight = InFlightGauge(model.name);
@@ -338,12 +360,13 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
   auto release_slot = [&] {
     {
       std::lock_guard lock(mu_);
-      --in_flight_;
+      GiveSlotLocked(client);
     }
     in_flight.Sub(1);
   };
 
-  auto wire = detail::ToWireImage(bytes, *info, options_.limits, options_.jpeg_quality);
+  auto wire = detail::ToWireImage(bytes, *info, options_.limits, options_.jpeg_quality,
+                                  options_.max_frame_side);
   if (!wire) {
     release_slot();
     return ErrorResponse(wire.error());
@@ -385,6 +408,12 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
   dispatch.options.iou = upload->iou;
   dispatch.options.classes = std::move(classes).value();
   dispatch.draw = upload->draw;
+  dispatch.admission = admission_.get();
+  dispatch.client = client;
+  if (wire->scaled) {
+    dispatch.report_width = wire->width;
+    dispatch.report_height = wire->height;
+  }
   engine::RunOptions run;
   run.id = id;
   run.bare_id = true;
@@ -407,7 +436,7 @@ HttpResponse GatewayService::Impl::Submit(const HttpRequest& req, bool async) {
     {
       std::lock_guard lock(mu_);
       if (stopped_) {
-        --in_flight_;
+        GiveSlotLocked(client);
         in_flight.Sub(1);
         return ErrorResponse(UnavailableError("the gateway is shutting down"));
       }
@@ -517,9 +546,14 @@ Status GatewayService::Impl::Finish(ImageRequest& request, const Status& run_sta
   } else {
     switch (run_status.code()) {
       case StatusCode::kDeadlineExceeded:
-        outcome = DeadlineExceededError(
-            "no result from a worker of model '" + record.model + "' within " +
-            std::to_string(record.deadline_ms - record.created_ms) + " ms");
+        outcome = request.sent()
+                      ? DeadlineExceededError(
+                            "no result from a worker of model '" + record.model + "' within " +
+                            std::to_string(record.deadline_ms - record.created_ms) + " ms")
+                      : DeadlineExceededError(
+                            "the image waited for room on the broker until "
+                            "its deadline: " +
+                            run_status.message());
         break;
       case StatusCode::kCancelled:
         // The frame is on the broker: a worker's answer still reaches the job's record.
@@ -549,7 +583,7 @@ Status GatewayService::Impl::Finish(ImageRequest& request, const Status& run_sta
   }
   {
     std::lock_guard lock(mu_);
-    --in_flight_;
+    GiveSlotLocked(request.client());
   }
   InFlightGauge(record.model).Sub(1);
   return outcome;
@@ -946,6 +980,12 @@ Status GatewayService::ValidateOptions(const GatewayOptions& o) {
                                 "'");
   }
   if (o.max_in_flight == 0) return InvalidArgumentError("gateway max_in_flight is 0");
+  if (o.max_in_flight_per_client == 0) {
+    return InvalidArgumentError("gateway max_in_flight_per_client is 0");
+  }
+  if (o.max_frame_side != 0 && o.max_frame_side < 32) {
+    return InvalidArgumentError("gateway max_frame_side must be 0 (no limit) or at least 32");
+  }
   if (o.snapshot_timeout.count() <= 0) {
     return InvalidArgumentError("gateway snapshot_timeout must be positive");
   }

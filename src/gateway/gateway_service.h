@@ -56,6 +56,9 @@
 namespace kadr::http {
 class HttpServer;
 }  // namespace kadr::http
+namespace kadr::engine {
+class Admission;
+}  // namespace kadr::engine
 
 namespace kadr::gateway {
 
@@ -78,6 +81,17 @@ struct GatewayOptions {
   std::string reply_topic;
   // Unfinished jobs (sync and async) at most; beyond it uploads get 429 (Retry-After: 1).
   std::size_t max_in_flight = 64;
+  // Of those, one client (one remote address) holds at most this many, so that others are
+  // still served while it floods (429 beyond).
+  std::size_t max_in_flight_per_client = 48;
+  // Admission by bytes on the broker, shared with the other producers of this process
+  // (engine/bus_dispatch.h): an image waits there for room until its deadline. Unset: the
+  // gateway makes its own with the default budget.
+  std::shared_ptr<engine::Admission> admission;
+  // Images larger than this on their long side travel scaled down to it: detections are
+  // still reported in the upload's pixels, the annotated image is at the frame's size (docs/
+  // adr/0009-admission-by-bytes.md). 0: no limit.
+  int max_frame_side = 1280;
   // How long an asynchronous upload waits for the broker to take its job's snapshot (503
   // beyond).
   std::chrono::milliseconds snapshot_timeout{5000};
@@ -123,7 +137,8 @@ class GatewayService {
   GatewayService(const GatewayService&) = delete;
   GatewayService& operator=(const GatewayService&) = delete;
 
-  // kInvalidArgument naming the bad field: invalid reply_topic, max_in_flight 0,
+  // kInvalidArgument naming the bad field: invalid reply_topic, max_in_flight 0 (or per
+  // client 0), max_frame_side negative or under 32,
   // non-positive timeouts or default_timeout over max_timeout, jpeg_quality outside 1..100,
   // non-positive intervals.
   static Status ValidateOptions(const GatewayOptions& options);

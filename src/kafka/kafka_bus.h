@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -118,6 +120,11 @@ struct SubscriberOptions {
   // subscribing to ^regex patterns whose topics appear later (the viewer), or to a topic that
   // may not exist yet.
   int metadata_refresh_ms = 0;
+  // Told when the broker no longer has the messages at the consumer's position (deleted by
+  // retention, or by the embedded broker's 5 MiB per partition, before they were read): the
+  // topic, partition and how many messages were skipped (0 when the broker did not say).
+  // Called from Poll's thread. Logged as an error either way.
+  std::function<void(const std::string& topic, int partition, std::int64_t lost)> on_lost;
 };
 
 class KafkaSubscriber final : public bus::FrameSubscriber {

@@ -1,4 +1,11 @@
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <mutex>
+#include <regex>
+#include <string>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -8,12 +15,58 @@
 
 namespace kadr::kafka {
 
+namespace {
+
+// How many messages an offset reset skipped, from librdkafka's description ("... offset reset
+// (at offset 0, broker 1) to cached BEGINNING offset 3: ..."); 0 when it does not say.
+std::int64_t LostMessages(const std::string& detail) {
+  static const std::regex kRange(R"(at offset (\d+).*? to [^:]*?offset (\d+))");
+  std::smatch m;
+  if (!std::regex_search(detail, m, kRange)) return 0;
+  const std::int64_t from = std::stoll(m[1]);
+  const std::int64_t to = std::stoll(m[2]);
+  return to > from ? to - from : 0;
+}
+
+}  // namespace
+
 struct KafkaSubscriber::Impl {
   detail::HandlePtr rk;
   std::string group;
+  std::function<void(const std::string&, int, std::int64_t)> on_lost;
   bus::OffsetTracker tracker;
   std::mutex close_mu;
   bool closed = false;
+
+  // librdkafka's log lines, from its threads. With auto.offset.reset earliest or latest it
+  // reports a position the broker no longer has only here ("offset reset ... Offset out of
+  // range"): messages deleted before they were read. Everything else is printed as
+  // librdkafka's own logger does.
+  static void OnLog(const rd_kafka_t* rk, int level, const char* facility, const char* line) {
+    const auto* self = static_cast<const Impl*>(rd_kafka_opaque(rk));
+    const std::string text(line);
+    if (self != nullptr && std::string_view(facility) == "OFFSET" &&
+        text.find("offset reset") != std::string::npos &&
+        text.find("out of range") != std::string::npos) {
+      static const std::regex kWhere(R"((\S+) \[(\d+)\]: offset reset)");
+      std::smatch m;
+      const bool named = std::regex_search(text, m, kWhere);
+      const std::string topic = named ? m[1].str() : "";
+      const int partition = named ? std::stoi(m[2]) : -1;
+      const std::int64_t lost = LostMessages(text);
+      spdlog::error(
+          "messages lost: deleted by the broker before they were read topic={} "
+          "partition={} lost={} detail=\"{}\"",
+          topic, partition, lost, text);
+      if (self->on_lost) self->on_lost(topic, partition, lost);
+      return;
+    }
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    std::fprintf(stderr, "%%%d|%lld.%03lld|%s|%s| %s\n", level, static_cast<long long>(now / 1000),
+                 static_cast<long long>(now % 1000), facility, rd_kafka_name(rk), line);
+  }
 
   void StoreOffset(const std::string& topic, int partition, std::int64_t offset) {
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
@@ -50,6 +103,7 @@ Result<std::unique_ptr<KafkaSubscriber>> KafkaSubscriber::Create(const KafkaOpti
   if (sub.topics.empty()) return InvalidArgumentError("no topics to subscribe to");
   auto impl = std::make_unique<Impl>();
   impl->group = sub.group_id;
+  impl->on_lost = sub.on_lost;
   detail::ConfBuilder b;
   b.Common(options)
       .Set("group.id", sub.group_id)
@@ -68,6 +122,7 @@ Result<std::unique_ptr<KafkaSubscriber>> KafkaSubscriber::Create(const KafkaOpti
     b.Set("topic.metadata.refresh.interval.ms", std::to_string(sub.metadata_refresh_ms));
   }
   rd_kafka_conf_set_rebalance_cb(b.get(), &Impl::OnRebalance);
+  rd_kafka_conf_set_log_cb(b.get(), &Impl::OnLog);
   rd_kafka_conf_set_opaque(b.get(), impl.get());
   ASSIGN_OR_RETURN(auto conf, b.Build());
   ASSIGN_OR_RETURN(impl->rk, detail::NewHandle(RD_KAFKA_CONSUMER, std::move(conf)));
@@ -104,8 +159,14 @@ std::vector<bus::InboundMessage> KafkaSubscriber::Poll(std::size_t max_messages,
     if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
       // The broker no longer has the messages at our position (retention, or the embedded
       // broker's 5 MB per-partition log): they are gone. Never silent.
-      spdlog::error("messages lost: consumer offset reset by the broker error=\"{}\"",
-                    rd_kafka_message_errstr(msg));
+      const std::string detail = rd_kafka_message_errstr(msg);
+      const std::string topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
+      const std::int64_t lost = LostMessages(detail);
+      spdlog::error(
+          "messages lost: deleted by the broker before they were read topic={} "
+          "partition={} lost={} error=\"{}\"",
+          topic, msg->partition, lost, detail);
+      if (impl_->on_lost) impl_->on_lost(topic, msg->partition, lost);
       rd_kafka_message_destroy(msg);
       continue;
     }

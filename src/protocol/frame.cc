@@ -83,6 +83,10 @@ void EncodeFrameHeaders(const FrameMeta& m, bus::Headers& h) {
   }
   if (!m.draw) h.Set(header::kDraw, "0");
   if (!m.kind.empty()) h.Set(header::kKind, m.kind);
+  if (m.report_width > 0 && m.report_height > 0) {
+    h.Set(header::kReportSize,
+          std::to_string(m.report_width) + "x" + std::to_string(m.report_height));
+  }
 }
 
 Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
@@ -145,6 +149,25 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
                                   "'");
     }
     m.kind = *v;
+  }
+  if (auto v = h.Get(header::kReportSize)) {
+    const std::size_t x = v->find('x');
+    constexpr std::int64_t kMaxSide = 1 << 16;
+    std::int64_t w = 0, hgt = 0;
+    if (x != std::string::npos) {
+      auto pw = ParseInt(header::kReportSize, v->substr(0, x));
+      auto ph = ParseInt(header::kReportSize, v->substr(x + 1));
+      if (pw && ph) {
+        w = *pw;
+        hgt = *ph;
+      }
+    }
+    if (w < 1 || hgt < 1 || w > kMaxSide || hgt > kMaxSide) {
+      return InvalidArgumentError("header kadr-report-size must be WxH, 1.." +
+                                  std::to_string(kMaxSide) + " each: '" + *v + "'");
+    }
+    m.report_width = static_cast<int>(w);
+    m.report_height = static_cast<int>(hgt);
   }
   return m;
 }

@@ -57,6 +57,7 @@ inline constexpr char kIou[] = "kadr-iou";
 inline constexpr char kClasses[] = "kadr-classes";
 inline constexpr char kDraw[] = "kadr-draw";
 inline constexpr char kKind[] = "kadr-kind";
+inline constexpr char kReportSize[] = "kadr-report-size";
 inline constexpr char kStatus[] = "kadr-status";
 inline constexpr char kErrorCode[] = "kadr-error-code";
 inline constexpr char kErrorMessage[] = "kadr-error-message";
@@ -90,6 +91,11 @@ struct FrameMeta {
   DetectOptions options;       // per-frame thresholds and class filter
   bool draw = true;            // produce the annotated image
   std::string kind;            // kadr-kind: "" (absent), "image", "video" or "live"
+  // kadr-report-size "WxH": the frame was scaled down from an image of this size, and the
+  // worker reports detections in its pixels (the annotated image stays at the frame's size);
+  // 0x0 (absent): in the frame's own pixels.
+  int report_width = 0;
+  int report_height = 0;
 };
 
 void EncodeFrameHeaders(const FrameMeta& meta, bus::Headers& headers);

@@ -414,6 +414,8 @@ void WorkerService::FinishStage(Pipeline& pipeline) {
         Progress();
         FrameResult r = NewResult(m, FrameStatus::kOk, {}, detector_->info().name);
         r.result = std::move(finished->result);
+        // Drawn on the frame as it came; reported in the pixels of the image it stands for.
+        if (m.report_width > 0) protocol::ScaleToSize(r.result, m.report_width, m.report_height);
         if (!finished->annotated_jpeg.empty()) {
           r.annotated_topic = m.annotated_to.empty() ? options_.annotated_topic : m.annotated_to;
           bus::Message annotated{

@@ -582,6 +582,49 @@ TEST_P(EmbeddedBrokerPipelineTest, RetriableRequestErrorsLoseNoFrame) {
   EXPECT_TRUE(w.Running());
 }
 
+std::vector<std::uint8_t> NoiseJpegOfAbout(std::size_t bytes);  // below
+
+// A worker stopped (SIGSTOP) while a producer outside kadr overfills its partition: the
+// embedded broker deletes the frames before the worker reads them. The loss is not silent:
+// the worker logs it as an error and counts it in kadr_frames_lost_total.
+TEST_P(EmbeddedBrokerPipelineTest, FramesDeletedBeforeTheyWereReadAreLoggedAndCounted) {
+  WorkerProcess& w = StartWorker("w1", {"--http-port", "0"});
+  const auto port = w.WaitForLog(R"(health and metrics on http://[^:]+:(\d+)/)", kWait);
+  ASSERT_TRUE(port.has_value()) << w.LogTail();
+  ASSERT_TRUE(WaitAssigned(w));
+  StartCollector();
+  Publish(Frame("before", EncodeImage(true, ".jpg")));
+  ExpectAllAnswered({"before"});
+
+  ASSERT_EQ(kill(w.pid(), SIGSTOP), 0);
+  // ~7 MB on one partition (one key), over the embedded broker's 5 MiB.
+  const auto big = NoiseJpegOfAbout(900u << 10);
+  for (int i = 0; i < 8; ++i) {
+    bus::Message m = Frame("flood-" + std::to_string(i), big);
+    m.key = "flood";
+    Publish(std::move(m));
+  }
+  ASSERT_TRUE(publisher_->Flush(30s).ok());
+  ASSERT_EQ(kill(w.pid(), SIGCONT), 0);
+
+  ASSERT_TRUE(WaitUntil([&] { return w.Log().find("messages lost") != std::string::npos; }, kWait))
+      << w.LogTail();
+  auto client = testing::LoopbackClient(std::stoi(*port));
+  std::string metrics;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto r = client.Get("/metrics");
+        metrics = r ? r->body : "";
+        return metrics.find(
+                   "kadr_frames_lost_total{model=\"tiny\",reason=\"deleted_before_read\"}") !=
+                   std::string::npos &&
+               metrics.find("deleted_before_read\"} 0") == std::string::npos;
+      },
+      kWait))
+      << metrics;
+  EXPECT_TRUE(w.Running()) << "the worker goes on after a loss";
+}
+
 TEST_P(KafkaPipelineTest, CorruptJpegGoesToDeadLetterTopicAndFramesBehindItAreProcessed) {
   WorkerProcess& w = StartWorker("w1");
   StartCollector({std::string(protocol::kResultsTopic), std::string(protocol::kDeadLetterTopic)});

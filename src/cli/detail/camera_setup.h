@@ -40,12 +40,15 @@ struct CameraStack {
 // subscribes group kadr.camera.<camera_id> to kadr.live.results, and creates the service on
 // `data_dir` (restoring its streams). With a `video_dir` it also takes video jobs: its reply
 // topic kadr.video.replies.<camera_id> is created and read with the results, and group
-// kadr.camera.video reads kadr.video.jobs. The publisher and metrics must outlive the result.
+// kadr.camera.video reads kadr.video.jobs. Its frames take their room on the broker from
+// `admission`, shared with the process's other producers. The publisher and metrics must
+// outlive the result.
 Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::string& camera_id,
                                       const std::string& data_dir, const std::string& video_dir,
                                       const std::string& default_model,
                                       const kafka::KafkaOptions& kafka_options,
                                       kafka::KafkaPublisher& publisher, MetricsRegistry& metrics,
-                                      camera::ModelCheck check, int partitions);
+                                      camera::ModelCheck check, int partitions,
+                                      std::shared_ptr<engine::Admission> admission);
 
 }  // namespace kadr::cli

@@ -1,5 +1,8 @@
 #include "cli/detail/kafka_flags.h"
 
+#include <spdlog/spdlog.h>
+
+#include "protocol/frame.h"
 #include "protocol/topics.h"
 
 namespace kadr::cli {
@@ -22,6 +25,43 @@ void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required) {
       ->envname("KADR_SESSION_TIMEOUT_MS")
       ->check(CLI::Range(1000, 300000))
       ->capture_default_str();
+}
+
+void AddFrameBudgetFlag(CLI::App& app, KafkaFlags& flags) {
+  app.add_option("--frame-budget-mb", flags.frame_budget_mb,
+                 "MiB of frames per frames topic that may wait on the broker for their answer; "
+                 "more wait their turn here (default: 4 on the embedded broker, 256 on Kafka)")
+      ->envname("KADR_FRAME_BUDGET_MB")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+}
+
+std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool embedded) {
+  engine::AdmissionOptions o;
+  if (flags.frame_budget_mb > 0) {
+    o.budget_bytes = flags.frame_budget_mb << 20;
+  } else if (embedded) {
+    o.budget_bytes = engine::Admission::kEmbeddedBudgetBytes;
+  }
+  if (embedded) o.max_frame_bytes = engine::Admission::kEmbeddedMaxFrameBytes;
+  spdlog::info("admission budget_bytes={} per frames topic max_waiting={}", o.budget_bytes,
+               o.max_waiting);
+  return std::make_shared<engine::Admission>(o);
+}
+
+kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model, const std::string& group,
+                                                 MetricsRegistry& metrics) {
+  kafka::SubscriberOptions o;
+  o.group_id = group.empty() ? protocol::WorkerGroup(model) : group;
+  o.topics = {protocol::FramesTopic(model)};
+  Counter& lost = metrics.GetCounter(
+      "kadr_frames_lost_total",
+      "Frames that never got a result, by reason (deleted_before_read: the broker deleted "
+      "them before a worker read them)",
+      {{"model", model}, {"reason", "deleted_before_read"}});
+  o.on_lost = [&lost](const std::string&, int, std::int64_t n) {
+    lost.Increment(n > 0 ? static_cast<std::uint64_t>(n) : 1);
+  };
+  return o;
 }
 
 Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags) {

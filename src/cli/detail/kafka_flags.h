@@ -1,12 +1,16 @@
 // Command-line and environment settings for Kafka clients, shared by subcommands.
 #pragma once
 
+#include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "common/metrics.h"
 #include "common/status.h"
+#include "engine/bus_dispatch.h"
 #include "kafka/kafka_bus.h"
 
 namespace kadr::cli {
@@ -16,12 +20,23 @@ struct KafkaFlags {
   std::vector<std::string> properties;  // --kafka-property key=value (SASL, TLS, ...)
   int fetch_wait_max_ms = 10;           // --fetch-wait-ms
   int session_timeout_ms = 10000;       // --session-timeout-ms
+  std::size_t frame_budget_mb = 0;      // --frame-budget-mb; 0: by broker (MakeAdmission)
 };
 
 void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required);
 Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags);
+// --frame-budget-mb, for the commands that publish frames (up, gateway, camera).
+void AddFrameBudgetFlag(CLI::App& app, KafkaFlags& flags);
+// The process's one admission control by bytes (engine/bus_dispatch.h): --frame-budget-mb,
+// else the embedded broker's budget (`embedded`) or the default for Apache Kafka.
+std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool embedded);
 // "bootstrap=... security.protocol=SASL_SSL sasl.password=***" for the start-up log.
 std::string DescribeKafka(const kafka::KafkaOptions& options);
+
+// A worker's consumer of kadr.frames.<model> in `group` (empty: the model's group). Frames
+// the broker deleted before they were read count in kadr_frames_lost_total{model,reason}.
+kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model, const std::string& group,
+                                                 MetricsRegistry& metrics);
 
 // Makes sure a kadr topic exists, created with the settings docs/protocol.md requires of it
 // (protocol::TopicConfigs); waits up to 5 s.

@@ -1,8 +1,11 @@
 #include "gateway/detail/wire_image.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string_view>
+
+#include <opencv2/imgproc.hpp>
 
 #include "imaging/encode.h"
 
@@ -86,14 +89,33 @@ bool IsWireJpeg(std::span<const std::uint8_t> jpeg, const imaging::ImageInfo& in
 }
 
 Result<WireImage> ToWireImage(std::span<const std::uint8_t> bytes, const imaging::ImageInfo& info,
-                              const imaging::DecodeLimits& limits, int jpeg_quality) {
+                              const imaging::DecodeLimits& limits, int jpeg_quality, int max_side) {
   WireImage out;
   out.info = info;
-  if (IsWireJpeg(bytes, info)) {
+  const bool turned = info.orientation >= 5 && info.orientation <= 8;  // 90 or 270 degrees
+  out.width = turned ? info.height : info.width;
+  out.height = turned ? info.width : info.height;
+  const bool too_big = max_side > 0 && std::max(info.width, info.height) > max_side;
+  if (!too_big && IsWireJpeg(bytes, info)) {
     out.jpeg.assign(bytes.begin(), bytes.end());
     return out;
   }
-  ASSIGN_OR_RETURN(const cv::Mat pixels, imaging::DecodeImage(bytes, limits));
+  cv::Mat pixels;
+  if (too_big) {
+    ASSIGN_OR_RETURN(pixels, imaging::DecodeImageReduced(bytes, max_side, limits));
+    if (std::max(pixels.cols, pixels.rows) > max_side) {
+      const double f = static_cast<double>(max_side) / std::max(pixels.cols, pixels.rows);
+      cv::Mat scaled;
+      cv::resize(pixels, scaled,
+                 cv::Size(std::max(1, static_cast<int>(std::lround(pixels.cols * f))),
+                          std::max(1, static_cast<int>(std::lround(pixels.rows * f)))),
+                 0, 0, cv::INTER_AREA);
+      pixels = std::move(scaled);
+    }
+    out.scaled = true;
+  } else {
+    ASSIGN_OR_RETURN(pixels, imaging::DecodeImage(bytes, limits));
+  }
   imaging::JpegOptions options;
   options.quality = std::clamp(jpeg_quality, 1, 100);
   ASSIGN_OR_RETURN(out.jpeg, imaging::EncodeJpeg(pixels, options));

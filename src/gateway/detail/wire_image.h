@@ -31,12 +31,20 @@ struct WireImage {
   std::vector<std::uint8_t> jpeg;
   bool converted = false;   // false: the upload's own bytes
   imaging::ImageInfo info;  // of the upload, as probed
+  // The upload's size as a person sees it (EXIF orientation applied): what results report.
+  int width = 0;
+  int height = 0;
+  bool scaled = false;  // the frame is smaller than that (max_side)
 };
 
-// The frame to publish for `bytes`, which imaging::ProbeImage described as `info`.
+// The frame to publish for `bytes`, which imaging::ProbeImage described as `info`: at most
+// `max_side` pixels on its long side (0: no limit). A larger image is decoded at a reduced
+// scale where the format allows (JPEG: 1/2, 1/4, 1/8 while decoding), scaled down to
+// max_side and encoded (docs/adr/0009-admission-by-bytes.md).
 // Errors: DecodeImage's (kInvalidArgument corrupt or truncated image, kUnsupported sample
 // type, kTooLarge), EncodeJpeg's (kInternal).
 Result<WireImage> ToWireImage(std::span<const std::uint8_t> bytes, const imaging::ImageInfo& info,
-                              const imaging::DecodeLimits& limits, int jpeg_quality);
+                              const imaging::DecodeLimits& limits, int jpeg_quality,
+                              int max_side = 0);
 
 }  // namespace kadr::gateway::detail

@@ -106,6 +106,31 @@ TEST(ToWireImageTest, ConvertsEverythingElseToBaselineJpeg) {
   }
 }
 
+TEST(ToWireImageTest, ImagesOverMaxSideAreScaledDownKeepingTheAspect) {
+  cv::Mat big(1500, 2000, CV_8UC3);
+  cv::randu(big, cv::Scalar::all(0), cv::Scalar::all(255));
+  for (const auto& bytes : {Encode(big, ".jpg"), Encode(big, ".png")}) {
+    auto wire = ToWireImage(bytes, Probe(bytes), {}, 90, /*max_side=*/640);
+    ASSERT_TRUE(wire.has_value()) << wire.error().ToString();
+    EXPECT_TRUE(wire->converted);
+    EXPECT_TRUE(wire->scaled);
+    EXPECT_EQ(wire->width, 2000) << "results are reported in the upload's pixels";
+    EXPECT_EQ(wire->height, 1500);
+    const cv::Mat back = cv::imdecode(wire->jpeg, cv::IMREAD_UNCHANGED);
+    EXPECT_EQ(back.cols, 640);
+    EXPECT_EQ(back.rows, 480);
+    EXPECT_TRUE(IsWireJpeg(wire->jpeg, Probe(wire->jpeg)));
+  }
+  // At or under the limit: as before (passed through).
+  const auto small = Encode(Picture(), ".jpg");
+  auto wire = ToWireImage(small, Probe(small), {}, 90, /*max_side=*/60);
+  ASSERT_TRUE(wire.has_value());
+  EXPECT_FALSE(wire->scaled);
+  EXPECT_FALSE(wire->converted);
+  EXPECT_EQ(wire->width, 60);
+  EXPECT_EQ(wire->height, 40);
+}
+
 TEST(ToWireImageTest, TruncatedJpegIsInvalidArgument) {
   const auto jpeg = Encode(Picture(), ".jpg");
   const std::vector<std::uint8_t> truncated(jpeg.begin(), jpeg.begin() + jpeg.size() / 2);

@@ -281,6 +281,29 @@ TEST(FrameHeadersTest, UnknownKindIsRejectedNamingTheHeader) {
   }
 }
 
+TEST(FrameHeadersTest, ReportSizeRoundTripsAndIsAbsentByDefault) {
+  FrameMeta m;
+  m.frame_id = "f";
+  bus::Headers h;
+  EncodeFrameHeaders(m, h);
+  EXPECT_FALSE(h.Get("kadr-report-size").has_value());
+  m.report_width = 4000;
+  m.report_height = 3000;
+  EncodeFrameHeaders(m, h);
+  EXPECT_EQ(h.Get("kadr-report-size"), "4000x3000");
+  auto back = DecodeFrameHeaders(h);
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->report_width, 4000);
+  EXPECT_EQ(back->report_height, 3000);
+}
+
+TEST(FrameHeadersTest, BadReportSizeIsRejectedNamingTheHeader) {
+  for (const char* bad : {"", "4000", "x3000", "4000x", "0x10", "10x-1", "70000x10", "axb"}) {
+    SCOPED_TRACE(bad);
+    ExpectRejected("kadr-report-size", bad);
+  }
+}
+
 TEST(FrameHeadersTest, UnsupportedSchemaVersionIsRejectedNamingTheHeader) {
   for (const char* bad : {"2", "0", "v1", ""}) {
     SCOPED_TRACE(bad);
