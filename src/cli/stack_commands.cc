@@ -54,7 +54,7 @@ struct StackArgs {
   std::string default_model;
   std::string instance_id;
   std::size_t max_in_flight = 64;
-  std::size_t max_in_flight_per_client = 0;  // 0: three quarters of max_in_flight
+  std::size_t max_in_flight_per_client = 0;  // 0: 3/4 of max_in_flight (all below 8)
   int max_frame_side = 1280;
   int http_threads = 80;  // > max_in_flight: a waiting synchronous request holds one
   std::size_t max_body_mb = 32;
@@ -237,9 +237,11 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     gateway::GatewayOptions go;
     go.reply_topic = "kadr.replies." + instance;
     go.max_in_flight = args.max_in_flight;
-    go.max_in_flight_per_client = args.max_in_flight_per_client > 0
-                                      ? args.max_in_flight_per_client
-                                      : std::max<std::size_t>(1, args.max_in_flight * 3 / 4);
+    // Default: three quarters, so that others keep a quarter while one client floods; a
+    // gateway of fewer than 8 slots is too small to split and keeps them all for anyone.
+    go.max_in_flight_per_client = args.max_in_flight_per_client > 0 ? args.max_in_flight_per_client
+                                  : args.max_in_flight < 8          ? args.max_in_flight
+                                                                    : args.max_in_flight * 3 / 4;
     go.max_frame_side = args.max_frame_side;
     go.default_timeout = std::chrono::milliseconds(args.timeout_ms);
     go.default_model = args.default_model;
@@ -456,7 +458,8 @@ void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   sub.add_option("--max-in-flight-per-client", args.max_in_flight_per_client,
-                 "of those, the most one client address may hold (default: three quarters)")
+                 "of those, the most one client address may hold (default: three quarters; "
+                 "all of them below 8)")
       ->envname("KADR_MAX_IN_FLIGHT_PER_CLIENT")
       ->check(CLI::Range(1, 100000));
   sub.add_option("--max-frame-side", args.max_frame_side,

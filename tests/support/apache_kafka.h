@@ -49,8 +49,23 @@ class ApacheKafka {
     return "";
   }
 
-  // Starts every node and waits until each answers; nullptr (and `error`) on failure.
+  // Starts every node and waits until each answers; nullptr (and `error`) on failure. The
+  // free ports are picked before the JVM binds them, so a test running beside this one can
+  // take one first ("Address already in use"): then it starts again on other ports, twice
+  // at most.
   static std::unique_ptr<ApacheKafka> Start(Options options, std::string* error) {
+    for (int attempt = 0;; ++attempt) {
+      std::string why;
+      auto k = StartOnce(options, attempt, &why);
+      if (k || attempt == 2 || why.find("Address already in use") == std::string::npos) {
+        if (!k && error != nullptr) *error = why;
+        return k;
+      }
+    }
+  }
+
+ private:
+  static std::unique_ptr<ApacheKafka> StartOnce(Options options, int attempt, std::string* error) {
     std::unique_ptr<ApacheKafka> k(new ApacheKafka(std::move(options)));
     std::string voters;
     for (int i = 0; i < k->options_.nodes; ++i) {
@@ -58,7 +73,8 @@ class ApacheKafka {
       n.id = i + 1;
       n.port = UnusedLoopbackPort();
       n.controller_port = UnusedLoopbackPort();
-      n.dir = k->options_.dir / ("kafka-" + std::to_string(n.id));
+      n.dir = k->options_.dir / ("kafka-" + std::to_string(n.id) +
+                                 (attempt > 0 ? "-" + std::to_string(attempt) : ""));
       voters += (voters.empty() ? "" : ",") + std::to_string(n.id) +
                 "@127.0.0.1:" + std::to_string(n.controller_port);
       k->nodes_.push_back(std::move(n));
@@ -82,6 +98,7 @@ class ApacheKafka {
     return k;
   }
 
+ public:
   ApacheKafka(const ApacheKafka&) = delete;
   ApacheKafka& operator=(const ApacheKafka&) = delete;
 
