@@ -1,13 +1,11 @@
 #include "engine/bus_dispatch.h"
 
 #include <algorithm>
-#include <cmath>
 #include <utility>
 
-#include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
-#include "common/clock.h"
+#include "imaging/decode.h"
 #include "imaging/encode.h"
 #include "protocol/frame.h"
 
@@ -30,16 +28,8 @@ Status BusDispatcher::Send(const Outgoing& frame, FrameRun& run) {
   } else {
     imaging::JpegOptions jo;
     jo.quality = options_.jpeg_quality;
-    const cv::Mat& image = frame.frame->image;
-    cv::Mat scaled;
-    if (options_.max_side > 0 && std::max(image.cols, image.rows) > options_.max_side) {
-      const double f = static_cast<double>(options_.max_side) / std::max(image.cols, image.rows);
-      cv::resize(image, scaled,
-                 cv::Size(std::max(1, static_cast<int>(std::lround(image.cols * f))),
-                          std::max(1, static_cast<int>(std::lround(image.rows * f)))),
-                 0, 0, cv::INTER_AREA);
-    }
-    auto jpeg = imaging::EncodeJpeg(scaled.empty() ? image : scaled, jo);
+    auto jpeg =
+        imaging::EncodeJpeg(imaging::FitLongSide(frame.frame->image, options_.max_side), jo);
     if (!jpeg) return jpeg.error().WithContext("encoding frame " + std::to_string(frame.index));
     bytes = std::move(jpeg).value();
   }
@@ -65,10 +55,9 @@ Status BusDispatcher::Send(const Outgoing& frame, FrameRun& run) {
     std::size_t size = message.value.size() + message.key.size();
     for (const auto& [name, value] : message.headers.items()) size += name.size() + value.size();
     std::shared_ptr<const Admission::Ticket> ticket;
-    if (frame.wait_until_ms) {
-      const auto until = std::chrono::steady_clock::now() +
-                         std::chrono::milliseconds(*frame.wait_until_ms - UnixMillis());
-      auto acquired = options_.admission->Acquire(topic_, size, options_.client, frame.stop, until);
+    if (frame.wait_until) {
+      auto acquired =
+          options_.admission->Acquire(topic_, size, options_.client, frame.stop, frame.wait_until);
       if (!acquired) return acquired.error();
       ticket = std::move(acquired).value();
     } else {

@@ -132,7 +132,7 @@ struct BusDispatchOptions {
   int report_height = 0;
   // Where the frames take their room on the broker (nullptr: no admission control), and
   // whose turn they wait for there (an address, a job, a stream). Lossless frames wait for
-  // room until their deadline or the run's answer timeout (Outgoing::wait_until_ms); live
+  // room until their deadline or the run's answer timeout (Outgoing::wait_until); live
   // frames do not wait: no room is a kResourceExhausted send error, a backpressure drop.
   Admission* admission = nullptr;
   std::string client;

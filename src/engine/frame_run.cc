@@ -267,8 +267,10 @@ std::optional<Status> FrameRun::DispatchLocked(std::unique_lock<std::mutex>& loc
   out.frame = &frame;
   out.stop = stop_;
   if (options_.mode == Mode::kLossless) {
-    const std::int64_t timeout = NowMs() + options_.answer_timeout.count();
-    out.wait_until_ms = slot.deadline_ms ? std::min(*slot.deadline_ms, timeout) : timeout;
+    const std::int64_t now = NowMs();
+    const std::int64_t timeout = now + options_.answer_timeout.count();
+    const std::int64_t until = slot.deadline_ms ? std::min(*slot.deadline_ms, timeout) : timeout;
+    out.wait_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(until - now);
   }
 
   lock.unlock();

@@ -107,9 +107,10 @@ struct Outgoing {
   std::int64_t capture_ms = 0;              // Unix ms
   std::optional<std::int64_t> deadline_ms;  // the frame's, else live: capture + max_latency
   const SourceFrame* frame = nullptr;       // valid during Send only
-  // How long Send may wait for room on the broker (Unix ms): lossless frames until their
-  // deadline or answer_timeout from now; unset (live): not at all. `stop` ends the wait.
-  std::optional<std::int64_t> wait_until_ms;
+  // Until when Send may wait for room on the broker: lossless frames until their deadline or
+  // answer_timeout from now (on the run's clock, RunOptions::now_ms); unset (live): not at
+  // all. `stop` ends the wait.
+  std::optional<std::chrono::steady_clock::time_point> wait_until;
   std::stop_token stop;
 };
 

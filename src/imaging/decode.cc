@@ -1,6 +1,8 @@
 #include "imaging/decode.h"
 
+#include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -579,6 +581,18 @@ Result<cv::Mat> DecodeImageReduced(std::span<const std::uint8_t> bytes, int min_
   } catch (const std::bad_alloc&) {
     return InternalError("out of memory decoding image");
   }
+}
+
+cv::Mat FitLongSide(const cv::Mat& image, int max_side) {
+  const int long_side = std::max(image.cols, image.rows);
+  if (max_side <= 0 || long_side <= max_side) return image;
+  const double scale = static_cast<double>(max_side) / long_side;
+  cv::Mat out;
+  cv::resize(image, out,
+             cv::Size(std::max(1, static_cast<int>(std::lround(image.cols * scale))),
+                      std::max(1, static_cast<int>(std::lround(image.rows * scale)))),
+             0, 0, cv::INTER_AREA);
+  return out;
 }
 
 }  // namespace kadr::imaging

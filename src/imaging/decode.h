@@ -68,6 +68,11 @@ Result<cv::Mat> DecodeImage(std::span<const std::uint8_t> bytes, const DecodeLim
 Result<cv::Mat> DecodeImageReduced(std::span<const std::uint8_t> bytes, int min_long_side,
                                    const DecodeLimits& limits = {});
 
+// `image` scaled down with area averaging, aspect kept, so that its long side is at most
+// `max_side` (each side at least 1); `image` itself when it fits already or max_side <= 0.
+// What a frame, a wire image or a thumbnail is sized with. OpenCV's exceptions propagate.
+cv::Mat FitLongSide(const cv::Mat& image, int max_side);
+
 inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }

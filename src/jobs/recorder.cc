@@ -228,17 +228,11 @@ Status Recorder::StoreImage(const bus::InboundMessage& in) {
   const std::span<const std::uint8_t> jpeg =
       reencoded.empty() ? std::span<const std::uint8_t>(m.value) : reencoded;
 
-  cv::Mat small = image;
-  const int long_side = std::max(image.cols, image.rows);
-  if (long_side > options_.thumbnail_max_side) {
-    const double scale = static_cast<double>(options_.thumbnail_max_side) / long_side;
-    const cv::Size size(std::max(1, static_cast<int>(std::lround(image.cols * scale))),
-                        std::max(1, static_cast<int>(std::lround(image.rows * scale))));
-    try {
-      cv::resize(image, small, size, 0, 0, cv::INTER_AREA);
-    } catch (const cv::Exception& e) {
-      return InternalError(std::string("thumbnail resize failed: ") + e.what());
-    }
+  cv::Mat small;
+  try {
+    small = imaging::FitLongSide(image, options_.thumbnail_max_side);
+  } catch (const cv::Exception& e) {
+    return InternalError(std::string("thumbnail resize failed: ") + e.what());
   }
   imaging::JpegOptions thumb_options;
   thumb_options.quality = options_.thumbnail_quality;

@@ -42,8 +42,8 @@ using testing::ChildProcess;
 
 constexpr auto kStartTimeout = 90s;
 
-// A bright photo-sized JPEG of about `megabytes` MB: noise over white compresses badly, as
-// phone photos of real scenes do.
+// A bright `width` x `height` JPEG: `noise` (0..255) of grain over light grey compresses
+// badly, as phone photos of real scenes do.
 std::string BrightPhoto(int width, int height, int noise, int quality) {
   cv::Mat img(height, width, CV_8UC3, cv::Scalar::all(200));
   cv::Mat grain(height, width, CV_8UC3);

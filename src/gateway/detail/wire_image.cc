@@ -1,11 +1,8 @@
 #include "gateway/detail/wire_image.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <string_view>
-
-#include <opencv2/imgproc.hpp>
 
 #include "imaging/encode.h"
 
@@ -103,15 +100,7 @@ Result<WireImage> ToWireImage(std::span<const std::uint8_t> bytes, const imaging
   cv::Mat pixels;
   if (too_big) {
     ASSIGN_OR_RETURN(pixels, imaging::DecodeImageReduced(bytes, max_side, limits));
-    if (std::max(pixels.cols, pixels.rows) > max_side) {
-      const double f = static_cast<double>(max_side) / std::max(pixels.cols, pixels.rows);
-      cv::Mat scaled;
-      cv::resize(pixels, scaled,
-                 cv::Size(std::max(1, static_cast<int>(std::lround(pixels.cols * f))),
-                          std::max(1, static_cast<int>(std::lround(pixels.rows * f)))),
-                 0, 0, cv::INTER_AREA);
-      pixels = std::move(scaled);
-    }
+    pixels = imaging::FitLongSide(pixels, max_side);
     out.scaled = true;
   } else {
     ASSIGN_OR_RETURN(pixels, imaging::DecodeImage(bytes, limits));
