@@ -152,7 +152,9 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
   }
   if (auto v = h.Get(header::kReportSize)) {
     const std::size_t x = v->find('x');
-    constexpr std::int64_t kMaxSide = 1 << 16;
+    // An upload's bounds (imaging::DecodeLimits): the worker scales masks to this size.
+    constexpr std::int64_t kMaxSide = 16384;
+    constexpr std::int64_t kMaxPixels = 50'000'000;
     std::int64_t w = 0, hgt = 0;
     if (x != std::string::npos) {
       auto pw = ParseInt(header::kReportSize, v->substr(0, x));
@@ -162,9 +164,10 @@ Result<FrameMeta> DecodeFrameHeaders(const bus::Headers& h) {
         hgt = *ph;
       }
     }
-    if (w < 1 || hgt < 1 || w > kMaxSide || hgt > kMaxSide) {
+    if (w < 1 || hgt < 1 || w > kMaxSide || hgt > kMaxSide || w * hgt > kMaxPixels) {
       return InvalidArgumentError("header kadr-report-size must be WxH, 1.." +
-                                  std::to_string(kMaxSide) + " each: '" + *v + "'");
+                                  std::to_string(kMaxSide) + " each and at most " +
+                                  std::to_string(kMaxPixels) + " pixels: '" + *v + "'");
     }
     m.report_width = static_cast<int>(w);
     m.report_height = static_cast<int>(hgt);
