@@ -497,7 +497,7 @@ class Requester {
     meta.draw = draw;
     bus::Message m{protocol::FramesTopic(model), frame_id, jpeg, {}};
     protocol::EncodeFrameHeaders(meta, m.headers);
-    Status s = pub_->Publish(std::move(m), [this](const Status& st) {
+    Status s = pub_->Publish(std::move(m), [this](const Status& st, const bus::AckToken&) {
       ++delivered_;
       if (!st.ok()) ++failed_;
     });

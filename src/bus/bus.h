@@ -67,8 +67,24 @@ std::string Describe(const AckToken& token);
 // consumers recognise duplicates by frame id.
 
 // Called once per published message, from a transport thread, with OK or the final error
-// (after the transport's own retries). Must be quick and must not block.
-using DeliveryCallback = std::function<void(const Status&)>;
+// (after the transport's own retries), and where the broker stored the message (Kafka: its
+// partition and offset; offset -1 when it failed or the transport does not say). Must be
+// quick and must not block.
+using DeliveryCallback = std::function<void(const Status&, const AckToken& stored_at)>;
+
+// Messages a broker deleted before a subscriber read them (retention, or the embedded
+// broker's 5 MiB per partition): offsets [from, to) of one partition. `to` is -1 when the
+// broker did not say where its log starts now.
+struct Loss {
+  std::string topic;
+  int partition = 0;
+  std::int64_t from = 0;
+  std::int64_t to = -1;
+  // How many messages: to - from, or 1 when `to` is unknown.
+  std::int64_t count() const { return to > from ? to - from : 1; }
+};
+// True when `at` lies in `loss` (a known range only).
+bool Covers(const Loss& loss, const AckToken& at);
 
 // Thread-safe.
 class FramePublisher {
@@ -103,6 +119,10 @@ class FrameSubscriber {
 
   // Commits what is acknowledged and leaves the group. Idempotent.
   virtual Status Close() = 0;
+
+  // The losses found since the last call: messages the broker deleted before this
+  // subscriber read them. From Poll's thread (it may ask the broker, briefly).
+  virtual std::vector<Loss> TakeLosses() { return {}; }
 };
 
 }  // namespace kadr::bus

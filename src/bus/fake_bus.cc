@@ -1,12 +1,15 @@
 #include "bus/fake_bus.h"
 
 #include <thread>
+#include <utility>
 
 namespace kadr::bus {
 
-void FakeBus::Append(Message m) {
+std::int64_t FakeBus::Append(Message m) {
   std::lock_guard lock(mu_);
-  topics_[m.topic].push_back(std::move(m));
+  auto& topic = topics_[m.topic];
+  topic.push_back(std::move(m));
+  return static_cast<std::int64_t>(topic.size()) - 1;
 }
 
 std::vector<Message> FakeBus::Topic(const std::string& topic) const {
@@ -31,8 +34,9 @@ Status FakePublisher::Publish(Message message, DeliveryCallback on_delivery) {
       result = fail_status_;
     }
   }
-  if (result.ok()) bus_.Append(std::move(message));
-  if (on_delivery) on_delivery(result);
+  AckToken stored_at{message.topic, 0, -1};
+  if (result.ok()) stored_at.offset = bus_.Append(std::move(message));
+  if (on_delivery) on_delivery(result, stored_at);
   return Status::Ok();
 }
 
@@ -68,6 +72,16 @@ std::vector<InboundMessage> FakeSubscriber::Poll(std::size_t max_messages,
     if (!out.empty() || std::chrono::steady_clock::now() >= deadline) return out;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+}
+
+void FakeSubscriber::AddLoss(Loss loss) {
+  std::lock_guard lock(mu_);
+  losses_.push_back(std::move(loss));
+}
+
+std::vector<Loss> FakeSubscriber::TakeLosses() {
+  std::lock_guard lock(mu_);
+  return std::exchange(losses_, {});
 }
 
 void FakeSubscriber::Ack(const AckToken& token) {

@@ -1,6 +1,7 @@
 // An in-memory bus for unit tests of services written against bus.h: topics are vectors of
 // messages (one partition each), publishing appends synchronously, subscribers read one or
-// more topics from the start. Failure injection: FakePublisher::FailNext. Thread-safe.
+// more topics from the start. Failure injection: FakePublisher::FailNext,
+// FakeSubscriber::AddLoss. Thread-safe.
 #pragma once
 
 #include <deque>
@@ -16,7 +17,8 @@ namespace kadr::bus {
 
 class FakeBus {
  public:
-  void Append(Message m);
+  // Returns the message's offset in its topic.
+  std::int64_t Append(Message m);
   std::vector<Message> Topic(const std::string& topic) const;
   std::size_t Size(const std::string& topic) const;
 
@@ -53,7 +55,10 @@ class FakeSubscriber final : public FrameSubscriber {
                                    std::chrono::milliseconds linger) override;
   void Ack(const AckToken& token) override;
   Status Close() override;
+  std::vector<Loss> TakeLosses() override;
 
+  // The next TakeLosses reports `loss` (as if the broker had deleted those messages).
+  void AddLoss(Loss loss);
   // Offsets acknowledged on the first topic; acked(topic) on any.
   std::set<std::int64_t> acked() const;
   std::set<std::int64_t> acked(const std::string& topic) const;
@@ -65,6 +70,7 @@ class FakeSubscriber final : public FrameSubscriber {
   std::vector<std::size_t> next_;  // per topic
   mutable std::mutex mu_;
   std::map<std::string, std::set<std::int64_t>> acked_;
+  std::vector<Loss> losses_;
   bool closed_ = false;
 };
 

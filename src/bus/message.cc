@@ -28,4 +28,9 @@ std::string Describe(const AckToken& token) {
   return token.topic + "/" + std::to_string(token.partition) + "/" + std::to_string(token.offset);
 }
 
+bool Covers(const Loss& loss, const AckToken& at) {
+  return at.offset >= 0 && loss.to >= 0 && at.topic == loss.topic &&
+         at.partition == loss.partition && at.offset >= loss.from && at.offset < loss.to;
+}
+
 }  // namespace kadr::bus

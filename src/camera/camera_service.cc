@@ -206,6 +206,21 @@ std::size_t CameraService::PollOnce(std::chrono::milliseconds timeout) {
 }
 
 void CameraService::Route(const bus::InboundMessage& in, std::int64_t received_ms) {
+  if (in.message.topic == protocol::kWorkersTopic) {
+    // A worker's announcement: only the frames it says the broker deleted unread matter
+    // here (they are sent again, or their stream or job hears why).
+    auto hb = protocol::WorkerHeartbeatFromJson(bus::ValueText(in.message));
+    if (!hb) return;
+    for (const auto& loss : hb->losses) {
+      if (const std::size_t hit = router_.OnDeletedUnread(loss); hit > 0) {
+        spdlog::error(
+            "camera: frames deleted by the broker before a worker read them topic={} "
+            "partition={} from_offset={} to_offset={} frames_hit={} worker={}",
+            loss.topic, loss.partition, loss.from, loss.to, hit, hb->worker_id);
+      }
+    }
+    return;
+  }
   if (router_.Route(in, received_ms)) return;
   if (video_ && video_->HandleControl(in.message)) return;
   if (!protocol::IsImageMessage(in.message)) {

@@ -7,6 +7,8 @@
 //   kadr.video.jobs (requests subscriber, shared group)  ->  VideoJobs
 //   kadr.live.results + kadr.video.replies.<camera id> (results subscriber)  ->  Router
 //       ->  the stream's or video job's run; cancel requests there  ->  VideoJobs
+//   kadr.workers (same subscriber): frames a worker says the broker deleted unread
+//       ->  Router::OnDeletedUnread (sent again)
 //
 // Create() restores the persisted streams and starts their runners, and resumes the video
 // jobs this camera had taken. Run() polls until stopped, then stops every runner and video job

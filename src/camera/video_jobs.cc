@@ -275,12 +275,13 @@ void VideoJobs::PublishFailed(const jobs::VideoJobRequest& request, const Status
   failed.deadline_ms = 0;
   const std::string id = failed.id;
   spdlog::warn("camera: video job failed job={} error=\"{}\"", id, why.ToString());
-  const Status s = publisher_.Publish(jobs::JobEventMessage(failed), [id](const Status& st) {
-    if (!st.ok()) {
-      spdlog::warn("camera: video job snapshot not delivered job={} error=\"{}\"", id,
-                   st.ToString());
-    }
-  });
+  const Status s = publisher_.Publish(
+      jobs::JobEventMessage(failed), [id](const Status& st, const bus::AckToken&) {
+        if (!st.ok()) {
+          spdlog::warn("camera: video job snapshot not delivered job={} error=\"{}\"", id,
+                       st.ToString());
+        }
+      });
   if (!s.ok()) {
     spdlog::warn("camera: video job snapshot not published job={} error=\"{}\"", id, s.ToString());
   }
@@ -548,8 +549,8 @@ jobs::JobRecord VideoJobs::RecordLocked(const Job& job) const {
 void VideoJobs::PublishLocked(Job& job) {
   job.last_snapshot = SteadyClock::now();
   const std::string id = job.request.job.id;
-  const Status s =
-      publisher_.Publish(jobs::JobEventMessage(RecordLocked(job)), [id](const Status& st) {
+  const Status s = publisher_.Publish(
+      jobs::JobEventMessage(RecordLocked(job)), [id](const Status& st, const bus::AckToken&) {
         if (!st.ok()) {
           spdlog::warn("camera: video job snapshot not delivered job={} error=\"{}\"", id,
                        st.ToString());

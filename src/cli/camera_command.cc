@@ -60,7 +60,8 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
   }
   kafka::SubscriberOptions so;
   so.group_id = CameraGroup(camera_id);
-  so.topics = {std::string(protocol::kLiveResultsTopic)};
+  // kadr.workers: workers announce frames the broker deleted before they read them.
+  so.topics = {std::string(protocol::kLiveResultsTopic), std::string(protocol::kWorkersTopic)};
   if (!video_dir.empty()) so.topics.push_back(reply_topic);
   so.metadata_refresh_ms = 5000;
   auto subscriber = kafka::KafkaSubscriber::Create(kafka_options, so);

@@ -135,8 +135,8 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
     fmt::print(stderr, "error: {}\n", publisher.error().ToString());
     return 2;
   }
-  MetricsRegistry metrics;  // before the consumer, which counts lost frames in it
-  const kafka::SubscriberOptions sub = WorkerSubscriberOptions(args.model, args.group, metrics);
+  MetricsRegistry metrics;
+  const kafka::SubscriberOptions sub = WorkerSubscriberOptions(args.model, args.group);
   auto subscriber = kafka::KafkaSubscriber::Create(*kafka_options, sub);
   if (!subscriber) {
     fmt::print(stderr, "error: {}\n", subscriber.error().ToString());
@@ -150,6 +150,7 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
   wo.batch_linger = std::chrono::milliseconds(args.linger_ms);
   wo.drain_timeout = std::chrono::milliseconds(args.drain_ms);
   wo.processing.draw = !args.no_draw;
+  wo.on_lost = CountLostFrames(args.model, metrics);
   worker::WorkerService service(wo, *detector, **publisher, **subscriber);
   std::unique_ptr<http::HttpServer> server;
   if (args.http_port >= 0) {

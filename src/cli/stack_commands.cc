@@ -194,12 +194,12 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     auto w = std::make_unique<InProcessWorker>();
     auto p = kafka::KafkaPublisher::Create(*kafka_options);
     if (!Check(p, "worker producer")) return 2;
-    auto s =
-        kafka::KafkaSubscriber::Create(*kafka_options, WorkerSubscriberOptions(name, "", metrics));
+    auto s = kafka::KafkaSubscriber::Create(*kafka_options, WorkerSubscriberOptions(name, ""));
     if (!Check(s, "worker consumer")) return 2;
     w->publisher = std::move(*p);
     w->subscriber = std::move(*s);
     worker::WorkerOptions wo;
+    wo.on_lost = CountLostFrames(name, metrics);
     w->service =
         std::make_unique<worker::WorkerService>(wo, detector, *w->publisher, *w->subscriber);
     workers.push_back(std::move(w));

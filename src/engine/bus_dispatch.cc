@@ -71,8 +71,8 @@ Status BusDispatcher::Send(const Outgoing& frame, FrameRun& run) {
   auto on_delivery = run.DeliveryCallback(frame.id);
   if (options_.on_delivered) {
     on_delivery = [run_callback = std::move(on_delivery), delivered = options_.on_delivered,
-                   id = frame.id](const Status& s) {
-      run_callback(s);
+                   id = frame.id](const Status& s, const bus::AckToken& stored_at) {
+      run_callback(s, stored_at);
       if (s.ok()) delivered(id);
     };
   }
@@ -103,6 +103,13 @@ FrameRun* Router::FindLocked(std::string_view frame_id) const {
   if (run_id.size() == frame_id.size()) return nullptr;
   const auto it = runs_.find(run_id);
   return it == runs_.end() ? nullptr : it->second;
+}
+
+std::size_t Router::OnDeletedUnread(const bus::Loss& loss) {
+  std::lock_guard lock(mu_);
+  std::size_t hit = 0;
+  for (const auto& [id, run] : runs_) hit += run->OnDeletedUnread(loss);
+  return hit;
 }
 
 bool Router::Route(const bus::InboundMessage& in, std::int64_t received_ms) {

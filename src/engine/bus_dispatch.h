@@ -175,6 +175,12 @@ class Router {
   // does not parse reaches it as an error result ("the worker's result is unreadable").
   bool Route(const bus::InboundMessage& in, std::int64_t received_ms);
 
+  // Messages the broker deleted before a worker read them (from a worker's announcement,
+  // protocol::WorkerHeartbeat::losses): tells every run (FrameRun::OnDeletedUnread), so
+  // their frames stored there are sent again or fail with an error that says so. Returns
+  // how many frames it hit.
+  std::size_t OnDeletedUnread(const bus::Loss& loss);
+
   std::size_t size() const;
 
  private:

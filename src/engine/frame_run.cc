@@ -183,6 +183,7 @@ void FrameRun::OnSendFailed(std::string_view frame_id, const Status& error) {
   const auto it = slots_.find(*index);
   if (it == slots_.end() || it->second.result || it->second.dropped) return;
   hold = std::move(it->second.hold);  // the broker does not have the frame
+  it->second.stored_at.reset();
   if (it->second.retained && it->second.attempts < options_.send_attempts) {
     // Sent again by the run's thread: a frame the broker lost on a fail-over is not lost.
     it->second.resend = true;
@@ -207,12 +208,47 @@ void FrameRun::Hold(std::string_view frame_id, std::shared_ptr<const void> hold)
   it->second.hold = std::move(hold);
 }
 
-std::function<void(const Status&)> FrameRun::DeliveryCallback(std::string frame_id) {
-  return [guard = guard_, frame_id = std::move(frame_id)](const Status& status) {
-    if (status.ok()) return;
+bus::DeliveryCallback FrameRun::DeliveryCallback(std::string frame_id) {
+  return [guard = guard_, frame_id = std::move(frame_id)](const Status& status,
+                                                          const bus::AckToken& stored_at) {
     std::lock_guard lock(guard->mu);
-    if (guard->run != nullptr) guard->run->OnSendFailed(frame_id, status);
+    if (guard->run == nullptr) return;
+    if (status.ok()) {
+      guard->run->OnStored(frame_id, stored_at);
+    } else {
+      guard->run->OnSendFailed(frame_id, status);
+    }
   };
+}
+
+void FrameRun::OnStored(std::string_view frame_id, const bus::AckToken& stored_at) {
+  const auto index = IndexOf(frame_id);
+  if (!index || stored_at.offset < 0) return;
+  std::lock_guard lock(mu_);
+  const auto it = slots_.find(*index);
+  if (it == slots_.end() || it->second.result || it->second.dropped) return;
+  it->second.stored_at = stored_at;
+}
+
+std::size_t FrameRun::OnDeletedUnread(const bus::Loss& loss) {
+  std::vector<std::string> deleted;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [index, slot] : slots_) {
+      if (slot.result || slot.dropped || !slot.stored_at || !bus::Covers(loss, *slot.stored_at)) {
+        continue;
+      }
+      slot.stored_at.reset();  // a resend is stored elsewhere; the same report may come again
+      deleted.push_back(slot.id);
+    }
+  }
+  const Status error = UnavailableError(
+      "the broker deleted the frame before a worker read it (" + loss.topic + " partition " +
+      std::to_string(loss.partition) + ", offsets " + std::to_string(loss.from) + ".." +
+      std::to_string(loss.to - 1) +
+      "): the partition held more unread frames than the broker keeps; retry later");
+  for (const auto& id : deleted) OnSendFailed(id, error);
+  return deleted.size();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@
 //   source is read only when the window has room. Frames carry no deadline. A frame unanswered
 //   answer_timeout after it was sent is dropped ("deadline"), or fails the run
 //   (fail_on_timeout).
-// - A frame that cannot be sent (the broker refused or lost it) is sent again, up to
+// - A frame that cannot be sent (the broker refused or lost it, or deleted it before a worker
+//   read it: OnDeletedUnread) is sent again, up to
 //   send_attempts in all, with the same frame id (a worker's answer to either counts once);
 //   then it is dropped ("error"), or fails the run (fail_on_send_error).
 // - ordered: frames leave in index order (a video); otherwise as soon as they are answered.
@@ -55,6 +56,7 @@
 
 #include <opencv2/core/mat.hpp>
 
+#include "bus/bus.h"
 #include "common/status.h"
 #include "protocol/frame.h"
 
@@ -222,9 +224,17 @@ class FrameRun {
   // comes, its delivery fails or it leaves the run; dropped at once when none of that can
   // happen any more (the frame is answered already or not in flight).
   void Hold(std::string_view frame_id, std::shared_ptr<const void> hold);
-  // A transport's delivery callback for frame `frame_id`: an error goes to OnSendFailed. It
-  // may be called from any thread, also after this run is destroyed (it then does nothing).
-  std::function<void(const Status&)> DeliveryCallback(std::string frame_id);
+  // Where the broker stored frame `frame_id` (for OnDeletedUnread).
+  void OnStored(std::string_view frame_id, const bus::AckToken& stored_at);
+  // Messages the broker deleted before a worker read them (a worker's announcement): every
+  // frame of this run stored there and not answered yet failed its delivery (OnSendFailed
+  // with kUnavailable naming the partition and offsets), so it is sent again while it has
+  // attempts left. Returns how many frames it hit.
+  std::size_t OnDeletedUnread(const bus::Loss& loss);
+  // A transport's delivery callback for frame `frame_id`: where it was stored goes to
+  // OnStored, an error to OnSendFailed. It may be called from any thread, also after this
+  // run is destroyed (it then does nothing).
+  bus::DeliveryCallback DeliveryCallback(std::string frame_id);
 
   const std::string& id() const { return options_.id; }
   const RunOptions& options() const { return options_; }
@@ -249,6 +259,7 @@ class FrameRun {
     int attempts = 0;                         // sends so far
     bool resend = false;                      // a delivery failed: send it again
     std::shared_ptr<const void> hold;         // room on the broker, until the answer
+    std::optional<bus::AckToken> stored_at;   // where the broker has the frame (last send)
   };
 
   std::optional<std::int64_t> IndexOf(std::string_view frame_id) const;

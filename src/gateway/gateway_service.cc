@@ -297,6 +297,7 @@ class GatewayService::Impl {
   std::optional<Status> broker_;  // the last broker check; none before the first
   std::map<std::string, protocol::WorkerHeartbeat> workers_by_id_;
   std::map<std::string, protocol::WorkerHeartbeat> announced_;  // latest per model
+  std::map<std::string, std::int64_t> last_loss_ms_;            // per model, Unix ms
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -604,9 +605,11 @@ std::map<std::string, double> GatewayService::Impl::Timings(const ImageRequest& 
 
 void GatewayService::Impl::PublishSnapshot(const jobs::JobRecord& record) {
   const std::string id = record.id;
-  const Status s = publisher_.Publish(jobs::JobEventMessage(record), [id](const Status& st) {
-    if (!st.ok()) spdlog::warn("job snapshot not delivered job={} error=\"{}\"", id, st.ToString());
-  });
+  const Status s = publisher_.Publish(
+      jobs::JobEventMessage(record), [id](const Status& st, const bus::AckToken&) {
+        if (!st.ok())
+          spdlog::warn("job snapshot not delivered job={} error=\"{}\"", id, st.ToString());
+      });
   if (!s.ok()) spdlog::warn("job snapshot not published job={} error=\"{}\"", id, s.ToString());
 }
 
@@ -745,8 +748,20 @@ void GatewayService::Impl::HandleHeartbeat(const bus::InboundMessage& in) {
     return;
   }
   const protocol::WorkerHeartbeat& hb = *parsed;
+  // Frames deleted before a worker read them: this gateway's among them are sent again, or
+  // fail with an error that says so, now rather than at their timeout.
+  for (const auto& loss : hb.losses) {
+    const std::size_t hit = router_.OnDeletedUnread(loss);
+    if (hit > 0) {
+      spdlog::error(
+          "frames deleted by the broker before a worker read them topic={} partition={} "
+          "from_offset={} to_offset={} requests_hit={} worker={}",
+          loss.topic, loss.partition, loss.from, loss.to, hit, hb.worker_id);
+    }
+  }
   {
     std::lock_guard lock(mu_);
+    if (!hb.losses.empty()) last_loss_ms_[hb.model] = NowMs();
     auto known = workers_by_id_.find(hb.worker_id);
     if (known != workers_by_id_.end() && known->second.ts_ms > hb.ts_ms) return;  // reordered
     if (hb.state == "stopping") {
@@ -763,8 +778,10 @@ void GatewayService::Impl::HandleHeartbeat(const bus::InboundMessage& in) {
     announced_[hb.model] = hb;
   }
   const MetricLabels base = {{"model", hb.model}, {"worker", hb.worker_id}};
-  const std::pair<const char*, std::uint64_t> outcomes[] = {
-      {"processed", hb.processed}, {"skipped", hb.skipped}, {"failed", hb.failed}};
+  const std::pair<const char*, std::uint64_t> outcomes[] = {{"processed", hb.processed},
+                                                            {"skipped", hb.skipped},
+                                                            {"failed", hb.failed},
+                                                            {"lost", hb.lost}};
   for (const auto& [outcome, n] : outcomes) {
     MetricLabels labels = base;
     labels.emplace_back("outcome", outcome);
@@ -875,6 +892,7 @@ HttpResponse GatewayService::Impl::Ready() {
   json models = json::array();
   bool ready = true;
   json broker;
+  std::vector<std::string> losing_models;
   {
     std::lock_guard lock(mu_);
     if (!broker_) {
@@ -892,15 +910,35 @@ HttpResponse GatewayService::Impl::Ready() {
       // Every configured model that can work needs a worker; announced-only ones are extra.
       const bool required = conf != nullptr && conf->state != "failed";
       if (required && workers == 0) ready = false;
+      std::uint64_t lost = 0;
+      for (const auto& [id, hb] : workers_by_id_) {
+        if (hb.model == name) lost += hb.lost;
+      }
+      const auto last_loss = last_loss_ms_.find(name);
+      const bool losing = options_.loss_window.count() > 0 && last_loss != last_loss_ms_.end() &&
+                          now - last_loss->second < options_.loss_window.count();
+      if (losing) {
+        ready = false;
+        losing_models.push_back(name);
+      }
       models.push_back({{"name", name},
                         {"state", conf != nullptr ? conf->state : "remote"},
                         {"workers", workers},
-                        {"required", required}});
+                        {"required", required},
+                        {"frames_lost", lost},
+                        {"losing_frames", losing}});
     }
   }
   json body = {{"status", ready ? "ready" : "not_ready"},
                {"broker", std::move(broker)},
                {"models", std::move(models)}};
+  if (!losing_models.empty()) {
+    body["losing_frames"] = {
+        {"models", losing_models},
+        {"detail",
+         "the broker deleted frames before a worker read them: workers too slow for the load, "
+         "or frames produced past the admission budget (docs/operations.md)"}};
+  }
   return HttpResponse::Json(Dump(body), ready ? 200 : 503);
 }
 

@@ -116,6 +116,10 @@ struct GatewayOptions {
   std::chrono::milliseconds video_claim_timeout{60000};
   // How often Run() asks broker_check; its last answer is cached for /readyz and uploads.
   std::chrono::milliseconds broker_check_interval{2000};
+  // /readyz answers 503 ("losing_frames") while a worker has announced frames of a model
+  // deleted by the broker before they were read within this long (0: never; the losses
+  // still show in its body).
+  std::chrono::milliseconds loss_window{30000};
   // Longest wait of one subscriber poll in Run(); bounds how late a stop is noticed.
   std::chrono::milliseconds poll_timeout{10};
   // Unix milliseconds, for job times and heartbeat liveness; the system clock when unset.

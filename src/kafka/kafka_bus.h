@@ -120,11 +120,6 @@ struct SubscriberOptions {
   // subscribing to ^regex patterns whose topics appear later (the viewer), or to a topic that
   // may not exist yet.
   int metadata_refresh_ms = 0;
-  // Told when the broker no longer has the messages at the consumer's position (deleted by
-  // retention, or by the embedded broker's 5 MiB per partition, before they were read): the
-  // topic, partition and how many messages were skipped (0 when the broker did not say).
-  // Called from Poll's thread. Logged as an error either way.
-  std::function<void(const std::string& topic, int partition, std::int64_t lost)> on_lost;
 };
 
 class KafkaSubscriber final : public bus::FrameSubscriber {
@@ -137,6 +132,10 @@ class KafkaSubscriber final : public bus::FrameSubscriber {
                                         std::chrono::milliseconds linger) override;
   void Ack(const bus::AckToken& token) override;
   Status Close() override;
+  // Messages the broker no longer had at the consumer's position (deleted by retention, or
+  // by the embedded broker's 5 MiB per partition, before they were read), each logged as an
+  // error when found. Where the reset did not say the new log start, it is asked for.
+  std::vector<bus::Loss> TakeLosses() override;
 
   struct Impl;
 

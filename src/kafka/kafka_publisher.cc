@@ -82,10 +82,11 @@ struct KafkaPublisher::Impl {
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* msg, void*) {
     auto* cb = static_cast<bus::DeliveryCallback*>(msg->_private);
     if (cb == nullptr) return;
-    Status s = detail::FromKafkaError(msg->err,
-                                      "delivery to " + std::string(rd_kafka_topic_name(msg->rkt)));
+    const std::string topic = rd_kafka_topic_name(msg->rkt);
+    Status s = detail::FromKafkaError(msg->err, "delivery to " + topic);
     if (!s.ok()) spdlog::warn("delivery failed error=\"{}\"", s.message());
-    if (*cb) (*cb)(s);
+    const bus::AckToken stored_at{topic, msg->partition, s.ok() ? msg->offset : -1};
+    if (*cb) (*cb)(s, stored_at);
     delete cb;
   }
 };

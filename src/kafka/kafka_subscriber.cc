@@ -1,11 +1,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <functional>
 #include <mutex>
 #include <regex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -17,48 +17,63 @@ namespace kadr::kafka {
 
 namespace {
 
-// How many messages an offset reset skipped, from librdkafka's description ("... offset reset
-// (at offset 0, broker 1) to cached BEGINNING offset 3: ..."); 0 when it does not say.
-std::int64_t LostMessages(const std::string& detail) {
-  static const std::regex kRange(R"(at offset (\d+).*? to [^:]*?offset (\d+))");
+// Where an offset reset left the consumer, from librdkafka's description ("... offset reset
+// (at offset 0, broker 1) to cached BEGINNING offset 3: ..."): the messages [0, 3) are gone.
+// `to` stays -1 when it does not say (it then asks the broker for the offset first).
+void ParseReset(const std::string& detail, bus::Loss& loss) {
+  static const std::regex kFrom(R"(at offset (\d+))");
+  static const std::regex kTo(R"(at offset \d+.*? to [^:]*?offset (\d+))");
   std::smatch m;
-  if (!std::regex_search(detail, m, kRange)) return 0;
-  const std::int64_t from = std::stoll(m[1]);
-  const std::int64_t to = std::stoll(m[2]);
-  return to > from ? to - from : 0;
+  if (std::regex_search(detail, m, kFrom)) loss.from = std::stoll(m[1]);
+  if (std::regex_search(detail, m, kTo)) loss.to = std::stoll(m[1]);
 }
+
+// Losses waiting for TakeLosses, at most this many (a subscriber whose owner never asks).
+constexpr std::size_t kMaxPendingLosses = 256;
 
 }  // namespace
 
 struct KafkaSubscriber::Impl {
   detail::HandlePtr rk;
   std::string group;
-  std::function<void(const std::string&, int, std::int64_t)> on_lost;
   bus::OffsetTracker tracker;
   std::mutex close_mu;
   bool closed = false;
+  std::mutex losses_mu;
+  std::vector<bus::Loss> losses;  // found, not yet taken
+
+  // Logs a loss at once and keeps it for TakeLosses. Any thread.
+  void Lost(bus::Loss loss, const std::string& detail) {
+    spdlog::error(
+        "messages lost: deleted by the broker before they were read topic={} partition={} "
+        "from_offset={} to_offset={} group={} detail=\"{}\"",
+        loss.topic, loss.partition, loss.from, loss.to, group, detail);
+    std::lock_guard lock(losses_mu);
+    if (losses.size() >= kMaxPendingLosses) losses.erase(losses.begin());
+    losses.push_back(std::move(loss));
+  }
 
   // librdkafka's log lines, from its threads. With auto.offset.reset earliest or latest it
   // reports a position the broker no longer has only here ("offset reset ... Offset out of
   // range"): messages deleted before they were read. Everything else is printed as
   // librdkafka's own logger does.
   static void OnLog(const rd_kafka_t* rk, int level, const char* facility, const char* line) {
-    const auto* self = static_cast<const Impl*>(rd_kafka_opaque(rk));
+    auto* self = static_cast<Impl*>(rd_kafka_opaque(rk));
     const std::string text(line);
     if (self != nullptr && std::string_view(facility) == "OFFSET" &&
         text.find("offset reset") != std::string::npos &&
         text.find("out of range") != std::string::npos) {
       static const std::regex kWhere(R"((\S+) \[(\d+)\]: offset reset)");
       std::smatch m;
-      const bool named = std::regex_search(text, m, kWhere);
-      const std::string topic = named ? m[1].str() : "";
-      const int partition = named ? std::stoi(m[2]) : -1;
-      const std::int64_t lost = LostMessages(text);
-      spdlog::error(
-          "messages lost: deleted by the broker before they were read topic={} "
-          "partition={} lost={} detail=\"{}\"",
-          topic, partition, lost, text);
-      if (self->on_lost) self->on_lost(topic, partition, lost);
+      bus::Loss loss;
+      if (std::regex_search(text, m, kWhere)) {
+        loss.topic = m[1].str();
+        loss.partition = std::stoi(m[2]);
+      } else {
+        loss.partition = -1;
+      }
+      ParseReset(text, loss);
+      self->Lost(std::move(loss), text);
       return;
     }
     const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -103,7 +118,6 @@ Result<std::unique_ptr<KafkaSubscriber>> KafkaSubscriber::Create(const KafkaOpti
   if (sub.topics.empty()) return InvalidArgumentError("no topics to subscribe to");
   auto impl = std::make_unique<Impl>();
   impl->group = sub.group_id;
-  impl->on_lost = sub.on_lost;
   detail::ConfBuilder b;
   b.Common(options)
       .Set("group.id", sub.group_id)
@@ -160,13 +174,11 @@ std::vector<bus::InboundMessage> KafkaSubscriber::Poll(std::size_t max_messages,
       // The broker no longer has the messages at our position (retention, or the embedded
       // broker's 5 MB per-partition log): they are gone. Never silent.
       const std::string detail = rd_kafka_message_errstr(msg);
-      const std::string topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
-      const std::int64_t lost = LostMessages(detail);
-      spdlog::error(
-          "messages lost: deleted by the broker before they were read topic={} "
-          "partition={} lost={} error=\"{}\"",
-          topic, msg->partition, lost, detail);
-      if (impl_->on_lost) impl_->on_lost(topic, msg->partition, lost);
+      bus::Loss loss;
+      loss.topic = msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "";
+      loss.partition = msg->partition;
+      ParseReset(detail, loss);
+      impl_->Lost(std::move(loss), detail);
       rd_kafka_message_destroy(msg);
       continue;
     }
@@ -202,6 +214,28 @@ std::vector<bus::InboundMessage> KafkaSubscriber::Poll(std::size_t max_messages,
     wait = linger;  // after the first message, wait only briefly for more
   }
   return out;
+}
+
+std::vector<bus::Loss> KafkaSubscriber::TakeLosses() {
+  std::vector<bus::Loss> taken;
+  {
+    std::lock_guard lock(impl_->losses_mu);
+    taken.swap(impl_->losses);
+  }
+  for (auto& loss : taken) {
+    if (loss.to >= 0 || loss.topic.empty() || loss.partition < 0) continue;
+    // The reset did not say where the log starts now: the broker does.
+    std::int64_t low = -1;
+    std::int64_t high = -1;
+    const rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        impl_->rk.get(), loss.topic.c_str(), loss.partition, &low, &high, 2000);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR && low > loss.from) {
+      loss.to = low;
+      spdlog::error("messages lost topic={} partition={} from_offset={} to_offset={} lost={}",
+                    loss.topic, loss.partition, loss.from, loss.to, loss.count());
+    }
+  }
+  return taken;
 }
 
 void KafkaSubscriber::Ack(const bus::AckToken& token) {

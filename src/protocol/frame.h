@@ -163,7 +163,17 @@ struct WorkerHeartbeat {
   std::uint64_t skipped = 0;
   std::uint64_t failed = 0;
   std::int64_t in_flight = 0;  // frames taken and not yet acknowledged
+  // Frames the broker deleted before this worker read them (retention, the embedded
+  // broker's 5 MiB per partition), cumulative; and the offsets lost in the last
+  // kLossReportMs, repeated in every announcement meanwhile, so that the producers of those
+  // frames learn of it (engine::Router::OnDeletedUnread) even if one announcement is lost.
+  std::uint64_t lost = 0;
+  std::vector<bus::Loss> losses;
 };
+
+inline constexpr std::int64_t kLossReportMs = 10000;
+// Loss ranges in one announcement, at most (more are not read).
+inline constexpr std::size_t kMaxLossesPerHeartbeat = 64;
 
 std::string WorkerHeartbeatToJson(const WorkerHeartbeat& hb);
 // kInvalidArgument for malformed JSON, another schema_version, missing worker_id/model.

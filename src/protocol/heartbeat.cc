@@ -23,7 +23,16 @@ std::string WorkerHeartbeatToJson(const WorkerHeartbeat& hb) {
               {"processed", hb.processed},
               {"skipped", hb.skipped},
               {"failed", hb.failed},
-              {"in_flight", hb.in_flight}}}};
+              {"in_flight", hb.in_flight},
+              {"lost", hb.lost}}}};
+  if (!hb.losses.empty()) {
+    json losses = json::array();
+    for (const auto& l : hb.losses) {
+      losses.push_back(
+          {{"topic", l.topic}, {"partition", l.partition}, {"from", l.from}, {"to", l.to}});
+    }
+    j["losses"] = std::move(losses);
+  }
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -61,6 +70,22 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
       hb.skipped = it->value("skipped", std::uint64_t{0});
       hb.failed = it->value("failed", std::uint64_t{0});
       hb.in_flight = it->value("in_flight", std::int64_t{0});
+      hb.lost = it->value("lost", std::uint64_t{0});
+    }
+    if (const auto it = j.find("losses"); it != j.end() && it->is_array()) {
+      for (const auto& l : *it) {
+        if (hb.losses.size() >= kMaxLossesPerHeartbeat) break;
+        bus::Loss loss;
+        loss.topic = l.at("topic").get<std::string>();
+        loss.partition = l.at("partition").get<int>();
+        loss.from = l.at("from").get<std::int64_t>();
+        loss.to = l.value("to", std::int64_t{-1});
+        if (loss.topic.empty() || loss.topic.size() > 249 || loss.partition < 0 || loss.from < 0 ||
+            loss.to < -1 || (loss.to >= 0 && loss.to < loss.from)) {
+          return InvalidArgumentError("worker heartbeat has a malformed loss range");
+        }
+        hb.losses.push_back(std::move(loss));
+      }
     }
   } catch (const json::exception& e) {
     return InvalidArgumentError(std::string("malformed worker heartbeat: ") + e.what());

@@ -198,7 +198,7 @@ std::int64_t SteadyMs() {
 
 WorkerStats WorkerService::stats() const {
   WorkerStats st{frames_.load(), processed_.load(),       skipped_.load(), failed_.load(),
-                 acked_.load(),  publish_retries_.load(), tracked_.load()};
+                 acked_.load(),  publish_retries_.load(), tracked_.load(), lost_.load()};
   const std::uint64_t finished = st.processed + st.skipped + st.failed;
   if (st.frames > finished)
     st.stalled_ms = std::max<std::int64_t>(0, SteadyMs() - last_progress_ms_);
@@ -219,7 +219,8 @@ void WorkerService::Send(const std::shared_ptr<Pending>& pending, bus::Message m
   // The callback keeps a copy for re-publishing: a delivery that failed after the transport's
   // own retries (e.g. a long broker outage) must not lose the frame's output.
   auto copy = std::make_shared<bus::Message>(message);
-  auto on_delivery = [this, lifetime = lifetime_, pending, copy](const Status& st) {
+  auto on_delivery = [this, lifetime = lifetime_, pending, copy](const Status& st,
+                                                                 const bus::AckToken&) {
     std::lock_guard alive(lifetime->mu);
     if (lifetime->closed) return;
     if (st.ok()) {
@@ -463,16 +464,35 @@ void WorkerService::SendHeartbeat(std::string_view state) {
   hb.skipped = s.skipped;
   hb.failed = s.failed;
   hb.in_flight = outstanding_.load();
+  hb.lost = s.lost;
+  while (!recent_losses_.empty() &&
+         (hb.ts_ms - recent_losses_.front().first > protocol::kLossReportMs ||
+          recent_losses_.size() > protocol::kMaxLossesPerHeartbeat)) {
+    recent_losses_.pop_front();
+  }
+  for (const auto& [found_ms, loss] : recent_losses_) hb.losses.push_back(loss);
   bus::Message m{options_.heartbeat_topic, hb.worker_id, {}, {}};
   const std::string json = protocol::WorkerHeartbeatToJson(hb);
   m.value.assign(json.begin(), json.end());
   m.headers.Set(protocol::header::kContentType, "application/json");
   m.headers.Set(protocol::header::kSchema, std::to_string(protocol::kProtocolVersion));
   // Best effort: the next one follows within an interval, so a lost one costs nothing.
-  const Status st = publisher_.Publish(std::move(m), [](const Status& delivery) {
-    if (!delivery.ok()) spdlog::debug("heartbeat not delivered: {}", delivery.ToString());
-  });
+  const Status st =
+      publisher_.Publish(std::move(m), [](const Status& delivery, const bus::AckToken&) {
+        if (!delivery.ok()) spdlog::debug("heartbeat not delivered: {}", delivery.ToString());
+      });
   if (!st.ok()) spdlog::debug("heartbeat not queued: {}", st.ToString());
+}
+
+bool WorkerService::TakeLosses() {
+  const std::vector<bus::Loss> losses = subscriber_.TakeLosses();
+  const std::int64_t now = NowMs();
+  for (const auto& loss : losses) {
+    lost_ += static_cast<std::uint64_t>(loss.count());
+    recent_losses_.emplace_back(now, loss);
+    if (options_.on_lost) options_.on_lost(loss);
+  }
+  return !losses.empty();
 }
 
 Status WorkerService::Run(const std::stop_token& stop) {
@@ -510,6 +530,8 @@ Status WorkerService::Run(const std::stop_token& stop) {
 
   auto next_heartbeat = std::chrono::steady_clock::now();
   while (!stop.stop_requested()) {
+    // Frames deleted before they were read: their producers hear of it now, not in an interval.
+    if (TakeLosses()) next_heartbeat = std::chrono::steady_clock::now();
     if (std::chrono::steady_clock::now() >= next_heartbeat) {
       SendHeartbeat("running");
       next_heartbeat = std::chrono::steady_clock::now() + options_.heartbeat_interval;

@@ -83,6 +83,9 @@ struct WorkerOptions {
   tracking::TrackerOptions tracking;
   std::int64_t tracking_idle_ms = 60000;
   std::size_t max_tracked_streams = 1024;
+  // Told of each range of frames the broker deleted before this worker read them (counted
+  // in stats().lost and announced either way), from Run's thread. Optional.
+  std::function<void(const bus::Loss&)> on_lost;
 };
 
 struct WorkerStats {
@@ -93,6 +96,9 @@ struct WorkerStats {
   std::uint64_t acked = 0;            // frames whose outputs were all delivered
   std::uint64_t publish_retries = 0;  // messages re-published after a failed delivery
   std::uint64_t tracked = 0;          // "ok" frames that went through a tracker
+  // Frames the broker deleted before this worker read them (bus::FrameSubscriber::TakeLosses;
+  // logged as errors; announced in the heartbeat so that their producers learn of it).
+  std::uint64_t lost = 0;
   // How long the worker has held frames without finishing any (0 when it holds none): a
   // model or stage that hangs shows here while the poll loop and announcements go on.
   std::int64_t stalled_ms = 0;
@@ -136,6 +142,8 @@ class WorkerService {
   void OutputDelivered(const std::shared_ptr<Pending>& pending);
   void RetryFailed();
   void SendHeartbeat(std::string_view state);
+  // Takes the subscriber's losses; true when there were any (announced at once).
+  bool TakeLosses();
   std::int64_t NowMs() const;
 
   WorkerOptions options_;
@@ -157,7 +165,9 @@ class WorkerService {
   std::atomic<std::int64_t> outstanding_{0};  // frames not yet acked
 
   std::atomic<std::uint64_t> frames_{0}, processed_{0}, skipped_{0}, failed_{0}, acked_{0},
-      publish_retries_{0}, tracked_{0};
+      publish_retries_{0}, tracked_{0}, lost_{0};
+  // Losses of the last protocol::kLossReportMs with when they were found (poll thread only).
+  std::deque<std::pair<std::int64_t, bus::Loss>> recent_losses_;
   // Steady-clock ms of the last frame finished, or taken while none was held (stats().stalled_ms).
   std::atomic<std::int64_t> last_progress_ms_{0};
   void Progress();

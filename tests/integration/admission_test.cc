@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <future>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,9 +31,11 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/videoio.hpp>
 
 #include "support/child_process.h"
 #include "support/kadr_up.h"
+#include "support/test_data.h"
 
 namespace kadr {
 namespace {
@@ -134,17 +138,19 @@ class AdmissionTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void StartUp(const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {KADR_BINARY,
-                                     "--models-dir",
-                                     (dir_ / "models").string(),
-                                     "up",
-                                     "--http-port",
-                                     "0",
-                                     "--models",
-                                     "tiny",
-                                     "--data-dir",
-                                     (dir_ / "data").string()};
+  void StartUp(const std::vector<std::string>& extra, const std::string& models = "tiny",
+               const std::filesystem::path& models_dir = {}) {
+    std::vector<std::string> args = {
+        KADR_BINARY,
+        "--models-dir",
+        models_dir.empty() ? (dir_ / "models").string() : models_dir.string(),
+        "up",
+        "--http-port",
+        "0",
+        "--models",
+        models,
+        "--data-dir",
+        (dir_ / "data").string()};
     args.insert(args.end(), extra.begin(), extra.end());
     up_ = std::make_unique<ChildProcess>(args, dir_ / "up.log");
     port_ = testing::WaitForHttpPort(*up_, kStartTimeout);
@@ -232,6 +238,68 @@ TEST_F(AdmissionTest, TwelveMegapixelPhotosTravelScaledAndAreReportedInTheirOwnP
   // (640 in the 1280 px frame the worker saw).
   EXPECT_NEAR(j["detections"][0]["box"]["width"].get<double>(), 2000.0, 8.0) << answers[0].body;
   EXPECT_NEAR(j["detections"][0]["box"]["x"].get<double>(), 1000.0, 8.0) << answers[0].body;
+  ExpectNoFrameDeleted();
+}
+
+// Video jobs of large frames take room on the broker frame by frame like uploads do: their
+// frames, many times what a partition keeps, all reach the worker and are answered. Four
+// jobs at once with a model slower than the camera sends frames (yolov8n at 640), and a
+// worker consumer that fetches little ahead (queued.max.messages.kbytes), so that frames wait
+// on the broker: without the admission by bytes the jobs' windows (4 x 16 frames, ~40 MB)
+// would overfill their partitions and frames would be deleted unread (measured: with
+// KADR_FRAME_BUDGET_MB=64 this test fails).
+TEST_F(AdmissionTest, VideoJobsOfLargeFramesAreAnsweredFrameByFrameWithoutLoss) {
+  KADR_REQUIRE_TEST_DATA();
+  StartUp({"--max-in-flight", "16", "--max-video-jobs", "4", "--kafka-property",
+           "queued.max.messages.kbytes=1024"},
+          "yolov8n_640_deq", testing::TestDataDir() / "models");
+  // 1280x720 grain in MJPEG, so that the grain survives: the camera sends each frame as a
+  // JPEG of ~0.7 MB.
+  constexpr int kFrames = 24;
+  constexpr int kJobs = 4;
+  const auto path = dir_ / "grain.avi";
+  {
+    cv::VideoWriter writer(path.string(), cv::VideoWriter::fourcc('M', 'J', 'P', 'G'), 10,
+                           cv::Size(1280, 720));
+    ASSERT_TRUE(writer.isOpened());
+    cv::Mat img(720, 1280, CV_8UC3);
+    for (int i = 0; i < kFrames; ++i) {
+      cv::randu(img, cv::Scalar::all(0), cv::Scalar::all(256));
+      writer.write(img);
+    }
+  }
+  std::ifstream in(path, std::ios::binary);
+  const std::string video((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(video.size(), kFrames * 500'000u) << "the frames should be large";
+  auto c = testing::LoopbackClient(port_, 120s);
+  std::vector<std::string> ids;
+  for (int j = 0; j < kJobs; ++j) {
+    auto submitted = c.Post("/api/v1/jobs?model=yolov8n_640_deq", video, "video/x-msvideo");
+    ASSERT_TRUE(submitted);
+    ASSERT_EQ(submitted->status, 202) << submitted->body;
+    ids.push_back(json::parse(submitted->body).value("id", ""));
+  }
+  for (const std::string& id : ids) {
+    json job;
+    ASSERT_TRUE(testing::WaitUntil(
+        [&] {
+          auto r = c.Get("/api/v1/jobs/" + id);
+          job = r ? json::parse(r->body, nullptr, false) : json();
+          const std::string state = job.is_object() ? job.value("state", "") : "";
+          return state == "done" || state == "failed" || state == "cancelled";
+        },
+        300s))
+        << job.dump();
+    ASSERT_EQ(job["state"], "done") << job.dump();
+    EXPECT_EQ(job["progress"]["frames_done"], kFrames) << job.dump();
+    EXPECT_EQ(job["progress"]["frames_failed"], 0) << job.dump();
+    auto result = c.Get("/api/v1/jobs/" + id + "/result");
+    ASSERT_TRUE(result);
+    ASSERT_EQ(result->status, 200) << result->body.substr(0, 300);
+    const json r = json::parse(result->body);
+    ASSERT_EQ(r["frames"].size(), static_cast<std::size_t>(kFrames));
+    for (const json& f : r["frames"]) ASSERT_EQ(f["status"], "ok") << f.dump();
+  }
   ExpectNoFrameDeleted();
 }
 

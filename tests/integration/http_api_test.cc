@@ -141,7 +141,7 @@ class HttpApiTest : public ::testing::Test {
     bus::Message m{
         std::string(protocol::kWorkersTopic), hb.worker_id, {text.begin(), text.end()}, {}};
     std::atomic<bool> ok{false};
-    ASSERT_TRUE((*p)->Publish(m, [&](const Status& s) { ok = s.ok(); }).ok());
+    ASSERT_TRUE((*p)->Publish(m, [&](const Status& s, const bus::AckToken&) { ok = s.ok(); }).ok());
     ASSERT_TRUE((*p)->Flush(30s).ok());
     ASSERT_TRUE(ok.load());
   }

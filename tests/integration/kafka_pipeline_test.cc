@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -397,9 +398,10 @@ class KafkaPipelineTest : public ::testing::TestWithParam<BrokerKind> {
   // Publishes one frame; a failed delivery is counted and fails the test at the end.
   void Publish(bus::Message message) {
     const std::string id = message.headers.Get(protocol::header::kFrameId).value_or("?");
-    Status s = publisher_->Publish(std::move(message), [this](const Status& st) {
-      if (!st.ok()) ++failed_deliveries_;
-    });
+    Status s =
+        publisher_->Publish(std::move(message), [this](const Status& st, const bus::AckToken&) {
+          if (!st.ok()) ++failed_deliveries_;
+        });
     ASSERT_TRUE(s.ok()) << "publish " << id << ": " << s.ToString();
   }
 
@@ -587,34 +589,94 @@ std::vector<std::uint8_t> NoiseJpegOfAbout(std::size_t bytes);  // below
 // A worker stopped (SIGSTOP) while a producer outside kadr overfills its partition: the
 // embedded broker deletes the frames before the worker reads them. The loss is not silent:
 // the worker logs it as an error and counts it in kadr_frames_lost_total.
-TEST_P(EmbeddedBrokerPipelineTest, FramesDeletedBeforeTheyWereReadAreLoggedAndCounted) {
+// A frame the broker deletes before a worker reads it (the worker stopped while a producer
+// outside kadr overfills every partition past the embedded broker's 5 MiB) is never a silent
+// timeout: the worker logs and counts the loss and announces its offsets; the gateway whose
+// request it was sends the frame again, so the request is answered 200 long before its
+// timeout; /readyz says frames are being lost.
+TEST_P(EmbeddedBrokerPipelineTest, AFrameDeletedBeforeItWasReadIsSentAgainLoggedAndCounted) {
   WorkerProcess& w = StartWorker("w1", {"--http-port", "0"});
-  const auto port = w.WaitForLog(R"(health and metrics on http://[^:]+:(\d+)/)", kWait);
-  ASSERT_TRUE(port.has_value()) << w.LogTail();
+  const auto worker_port = w.WaitForLog(R"(health and metrics on http://[^:]+:(\d+)/)", kWait);
+  ASSERT_TRUE(worker_port.has_value()) << w.LogTail();
   ASSERT_TRUE(WaitAssigned(w));
-  StartCollector();
-  Publish(Frame("before", EncodeImage(true, ".jpg")));
-  ExpectAllAnswered({"before"});
+  testing::ChildProcess gateway(
+      {KADR_BINARY, "--models-dir", (dir_ / "models").string(), "gateway", "--models", kModel,
+       "--brokers", bootstrap(), "--http-port", "0", "--instance-id", "gw-loss"},
+      dir_ / "gw-loss.log");
+  const int port = testing::WaitForHttpPort(gateway, kWait);
+  ASSERT_GT(port, 0) << gateway.LogTail();
+  ASSERT_TRUE(testing::WaitReady(port, kWait)) << gateway.LogTail();
+  const auto white = EncodeImage(true, ".jpg");
+  const std::string image(white.begin(), white.end());
+  {
+    auto c = testing::LoopbackClient(port);
+    auto r = c.Post("/api/v1/detect?model=tiny", image, "image/jpeg");
+    ASSERT_TRUE(r && r->status == 200) << (r ? r->body : "no answer") << gateway.LogTail();
+  }
 
   ASSERT_EQ(kill(w.pid(), SIGSTOP), 0);
-  // ~7 MB on one partition (one key), over the embedded broker's 5 MiB.
-  const auto big = NoiseJpegOfAbout(900u << 10);
-  for (int i = 0; i < 8; ++i) {
-    bus::Message m = Frame("flood-" + std::to_string(i), big);
-    m.key = "flood";
-    Publish(std::move(m));
+  const auto sent = Clock::now();
+  auto request = std::async(std::launch::async, [&] {
+    auto c = testing::LoopbackClient(port);
+    c.set_read_timeout(150s);
+    return c.Post("/api/v1/detect?model=tiny&timeout_ms=120000", image, "image/jpeg");
+  });
+  // The request's frame is on the broker (its reply-to names this gateway)...
+  const std::string consume = "timeout 30 kcat -q -C -e -b " + bootstrap() +
+                              " -X fetch.wait.max.ms=10 -o beginning -t " + FramesTopic();
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const std::string h = testing::Shell(consume + " -f '%h\\n'").out;
+        std::size_t n = 0;
+        for (auto at = h.find("kadr.replies.gw-loss"); at != std::string::npos;
+             at = h.find("kadr.replies.gw-loss", at + 1)) {
+          ++n;
+        }
+        return n >= 2;
+      },
+      kWait));
+  // ...then ~7 MB more on every partition: the broker deletes it unread.
+  const auto flood = dir_ / "flood.txt";
+  {
+    std::ofstream out(flood);
+    for (int i = 0; i < 8; ++i) out << std::string(900u << 10, static_cast<char>('a' + i)) << "\n";
   }
-  ASSERT_TRUE(publisher_->Flush(30s).ok());
+  for (int p = 0; p < 4; ++p) {
+    const auto produced =
+        testing::Shell("timeout 60 kcat -q -P -b " + bootstrap() + " -t " + FramesTopic() + " -p " +
+                       std::to_string(p) + " -l " + flood.string() + " 2>&1");
+    ASSERT_EQ(produced.exit_code, 0) << produced.out;
+  }
   ASSERT_EQ(kill(w.pid(), SIGCONT), 0);
 
-  ASSERT_TRUE(WaitUntil([&] { return w.Log().find("messages lost") != std::string::npos; }, kWait))
+  const auto r = request.get();
+  ASSERT_TRUE(r) << gateway.LogTail();
+  EXPECT_EQ(r->status, 200) << r->body << "\n" << gateway.LogTail();
+  EXPECT_LT(Clock::now() - sent, 100s) << "answered by its timeout, not by a resend";
+  const auto body = nlohmann::json::parse(r->body, nullptr, false);
+  ASSERT_FALSE(body.is_discarded()) << r->body;
+  ASSERT_FALSE(body["detections"].empty()) << r->body;
+  EXPECT_EQ(body["detections"][0]["label"], "bright");
+
+  EXPECT_NE(w.Log().find("messages lost: deleted by the broker before they were read"),
+            std::string::npos)
       << w.LogTail();
-  auto client = testing::LoopbackClient(std::stoi(*port));
+  EXPECT_TRUE(std::regex_search(
+      gateway.Log(), std::regex("frames deleted by the broker before a worker read them .*"
+                                "requests_hit=1")))
+      << gateway.LogTail();
+  auto gw = testing::LoopbackClient(port);
+  const auto ready = gw.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503) << ready->body;
+  EXPECT_NE(ready->body.find("\"losing_frames\""), std::string::npos) << ready->body;
+
+  auto client = testing::LoopbackClient(std::stoi(*worker_port));
   std::string metrics;
   EXPECT_TRUE(WaitUntil(
       [&] {
-        auto r = client.Get("/metrics");
-        metrics = r ? r->body : "";
+        auto m = client.Get("/metrics");
+        metrics = m ? m->body : "";
         return metrics.find(
                    "kadr_frames_lost_total{model=\"tiny\",reason=\"deleted_before_read\"}") !=
                    std::string::npos &&
@@ -623,6 +685,7 @@ TEST_P(EmbeddedBrokerPipelineTest, FramesDeletedBeforeTheyWereReadAreLoggedAndCo
       kWait))
       << metrics;
   EXPECT_TRUE(w.Running()) << "the worker goes on after a loss";
+  EXPECT_EQ(gateway.Stop(30s), 0) << gateway.LogTail();
 }
 
 TEST_P(KafkaPipelineTest, CorruptJpegGoesToDeadLetterTopicAndFramesBehindItAreProcessed) {
@@ -724,15 +787,17 @@ TEST_P(KafkaPipelineTest, PublisherRefusesFrameOverMaxMessageBytes) {
 
   std::atomic<int> called{0};
   bus::Message frame = Frame("big", big);
-  const Status s = (*publisher)->Publish(frame, [&](const Status&) { ++called; });
+  const Status s =
+      (*publisher)->Publish(frame, [&](const Status&, const bus::AckToken&) { ++called; });
   EXPECT_EQ(s.code(), StatusCode::kTooLarge) << s.ToString();
 
   // A frame within the limit still goes through the same publisher.
   std::atomic<int> delivered{0};
-  ASSERT_TRUE((*publisher)
-                  ->Publish(Frame("small", EncodeImage(true, ".png")),
-                            [&](const Status& st) { delivered += st.ok() ? 1 : 0; })
-                  .ok());
+  ASSERT_TRUE(
+      (*publisher)
+          ->Publish(Frame("small", EncodeImage(true, ".png")),
+                    [&](const Status& st, const bus::AckToken&) { delivered += st.ok() ? 1 : 0; })
+          .ok());
   EXPECT_TRUE((*publisher)->Flush(30s).ok());
   EXPECT_EQ(delivered.load(), 1);
   EXPECT_EQ(called.load(), 0) << "a refused message's callback must never run";
@@ -774,7 +839,9 @@ TEST_P(KafkaPipelineTest, EnsureTopicCreatesATopicThatARegexSubscriberThenReads)
   EXPECT_TRUE(publisher_->EnsureTopic("kadr.replies.gw-test", 1, 10s).ok()) << "idempotent";
   bus::Message m{"kadr.replies.gw-test", "k", {'h', 'i'}, {}};
   std::atomic<bool> delivered{false};
-  ASSERT_TRUE(publisher_->Publish(m, [&](const Status& st) { delivered = st.ok(); }).ok());
+  ASSERT_TRUE(
+      publisher_->Publish(m, [&](const Status& st, const bus::AckToken&) { delivered = st.ok(); })
+          .ok());
   ASSERT_TRUE(publisher_->Flush(10s).ok());
   ASSERT_TRUE(delivered.load());
 
@@ -897,7 +964,8 @@ TEST_P(KafkaPipelineTest, AFrameNearTheSizeLimitIsAnsweredAndOneOverItIsRefused)
   std::vector<std::uint8_t> over = near;
   over.resize(limit + 1, 0);
   std::atomic<int> called{0};
-  const Status s = publisher_->Publish(Frame("over-limit", over), [&](const Status&) { ++called; });
+  const Status s = publisher_->Publish(Frame("over-limit", over),
+                                       [&](const Status&, const bus::AckToken&) { ++called; });
   EXPECT_EQ(s.code(), StatusCode::kTooLarge) << s.ToString();
   EXPECT_NE(s.message().find(std::to_string(limit)), std::string::npos) << s.ToString();
   EXPECT_EQ(called.load(), 0);

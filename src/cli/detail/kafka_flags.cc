@@ -48,20 +48,23 @@ std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool e
   return std::make_shared<engine::Admission>(o);
 }
 
-kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model, const std::string& group,
-                                                 MetricsRegistry& metrics) {
+kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model,
+                                                 const std::string& group) {
   kafka::SubscriberOptions o;
   o.group_id = group.empty() ? protocol::WorkerGroup(model) : group;
   o.topics = {protocol::FramesTopic(model)};
+  return o;
+}
+
+std::function<void(const bus::Loss&)> CountLostFrames(const std::string& model,
+                                                      MetricsRegistry& metrics) {
   Counter& lost = metrics.GetCounter(
       "kadr_frames_lost_total",
       "Frames that never got a result, by reason (deleted_before_read: the broker deleted "
       "them before a worker read them)",
       {{"model", model}, {"reason", "deleted_before_read"}});
-  o.on_lost = [&lost](const std::string&, int, std::int64_t n) {
-    lost.Increment(n > 0 ? static_cast<std::uint64_t>(n) : 1);
-  };
-  return o;
+  return
+      [&lost](const bus::Loss& loss) { lost.Increment(static_cast<std::uint64_t>(loss.count())); };
 }
 
 Result<kafka::KafkaOptions> ToKafkaOptions(const KafkaFlags& flags) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,10 +34,13 @@ std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool e
 // "bootstrap=... security.protocol=SASL_SSL sasl.password=***" for the start-up log.
 std::string DescribeKafka(const kafka::KafkaOptions& options);
 
-// A worker's consumer of kadr.frames.<model> in `group` (empty: the model's group). Frames
-// the broker deleted before they were read count in kadr_frames_lost_total{model,reason}.
-kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model, const std::string& group,
-                                                 MetricsRegistry& metrics);
+// A worker's consumer of kadr.frames.<model> in `group` (empty: the model's group).
+kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model,
+                                                 const std::string& group);
+// For worker::WorkerOptions::on_lost: frames the broker deleted before the worker read them
+// count in kadr_frames_lost_total{model,reason="deleted_before_read"} of `metrics`.
+std::function<void(const bus::Loss&)> CountLostFrames(const std::string& model,
+                                                      MetricsRegistry& metrics);
 
 // Makes sure a kadr topic exists, created with the settings docs/protocol.md requires of it
 // (protocol::TopicConfigs); waits up to 5 s.

@@ -18,8 +18,9 @@ inline Status PublishAndWait(bus::FramePublisher& publisher, bus::Message messag
   // Shared with the callback, which may come after this returns.
   auto delivered = std::make_shared<std::promise<Status>>();
   std::future<Status> outcome = delivered->get_future();
-  RETURN_IF_ERROR(publisher.Publish(std::move(message),
-                                    [delivered](const Status& s) { delivered->set_value(s); }));
+  RETURN_IF_ERROR(publisher.Publish(
+      std::move(message),
+      [delivered](const Status& s, const bus::AckToken&) { delivered->set_value(s); }));
   if (outcome.wait_for(timeout) != std::future_status::ready) {
     return UnavailableError("the broker did not take the message within " +
                             std::to_string(timeout.count()) + " ms");

@@ -479,8 +479,8 @@ TEST(FrameRunTest, DeliveryFailureReportedLaterDropsTheFrame) {
   ASSERT_TRUE(dispatcher.WaitForPending(3));
   ASSERT_TRUE(Eventually([&] { return run.stats().sent == 3; }));
 
-  run.DeliveryCallback("r:0")(Status::Ok());  // delivered: nothing happens
-  run.DeliveryCallback("r:1")(UnavailableError("broker lost the message"));
+  run.DeliveryCallback("r:0")(Status::Ok(), {});  // delivered: nothing happens
+  run.DeliveryCallback("r:1")(UnavailableError("broker lost the message"), {});
   ASSERT_TRUE(sink.WaitForCount(1));
   run.OnSendFailed("r:2", ResourceExhaustedError("queue full"));
   ASSERT_TRUE(sink.WaitForCount(2));
@@ -511,7 +511,7 @@ TEST(FrameRunTest, DeliveryFailureFailsTheRunWithFailOnSendError) {
   FrameRun run(options, dispatcher, sink);
   AsyncRun async(run, source);
   ASSERT_TRUE(dispatcher.WaitForPending(2));
-  run.DeliveryCallback("r:1")(UnavailableError("broker lost the message"));
+  run.DeliveryCallback("r:1")(UnavailableError("broker lost the message"), {});
   const auto outcome = async.Wait();
   ASSERT_TRUE(outcome.has_value()) << "the run did not fail";
   EXPECT_EQ(*outcome, UnavailableError("broker lost the message"));
@@ -528,13 +528,13 @@ TEST(FrameRunTest, AFailedDeliveryIsSentAgainUpToSendAttempts) {
   FrameRun run(options, dispatcher, sink);
   AsyncRun async(run, source);
   ASSERT_TRUE(dispatcher.WaitForSent(2));
-  run.DeliveryCallback("r:0")(UnavailableError("out of order sequence number"));
+  run.DeliveryCallback("r:0")(UnavailableError("out of order sequence number"), {});
   ASSERT_TRUE(dispatcher.WaitForSent(3));  // frame 0 again
   EXPECT_EQ(dispatcher.sent()[2].id, "r:0");
   EXPECT_EQ(run.stats().resent, 1u);
-  run.DeliveryCallback("r:1")(UnavailableError("broker lost the message"));
+  run.DeliveryCallback("r:1")(UnavailableError("broker lost the message"), {});
   ASSERT_TRUE(dispatcher.WaitForSent(4));
-  run.DeliveryCallback("r:1")(UnavailableError("broker lost it again"));  // the last attempt
+  run.DeliveryCallback("r:1")(UnavailableError("broker lost it again"), {});  // the last attempt
   ASSERT_TRUE(sink.WaitForCount(1));
   EXPECT_EQ(sink.frames()[0].index, 1);
   EXPECT_EQ(sink.frames()[0].dropped, DropReason::kError);
@@ -548,6 +548,50 @@ TEST(FrameRunTest, AFailedDeliveryIsSentAgainUpToSendAttempts) {
   EXPECT_EQ(sink.frames()[1].index, 0);
   EXPECT_TRUE(sink.frames()[1].result.has_value());
   EXPECT_EQ(run.stats().answered, 1u);
+  EXPECT_EQ(run.stats().dropped_error, 1u);
+}
+
+// Frames the broker deleted before a worker read them (a worker's announcement names the
+// partition and offsets) are sent again; once they have no attempts left they leave with an
+// error that says what happened. Frames stored elsewhere, or answered, are not touched.
+TEST(FrameRunTest, FramesDeletedUnreadAreSentAgainThenFailWithAnErrorThatSaysSo) {
+  FakeDispatcher dispatcher(kHold);
+  RecordingSink sink;
+  CountingSource source(3);
+  RunOptions options = Lossless(3);
+  options.send_attempts = 2;
+  FrameRun run(options, dispatcher, sink);
+  AsyncRun async(run, source);
+  ASSERT_TRUE(dispatcher.WaitForSent(3));
+  run.DeliveryCallback("r:0")(Status::Ok(), {"kadr.frames.m", 1, 10});
+  run.DeliveryCallback("r:1")(Status::Ok(), {"kadr.frames.m", 1, 11});
+  run.DeliveryCallback("r:2")(Status::Ok(), {"kadr.frames.m", 2, 11});  // another partition
+  dispatcher.Answer("r:0");  // read and answered before the rest was deleted
+  ASSERT_TRUE(sink.WaitForCount(1));
+
+  const bus::Loss loss{"kadr.frames.m", 1, 5, 12};
+  EXPECT_EQ(run.OnDeletedUnread(loss), 1u) << "only r:1: r:0 is answered, r:2 elsewhere";
+  ASSERT_TRUE(dispatcher.WaitForSent(4));
+  EXPECT_EQ(dispatcher.sent()[3].id, "r:1");
+  EXPECT_EQ(run.OnDeletedUnread(loss), 0u) << "the same report again hits nothing";
+  EXPECT_EQ(run.OnDeletedUnread({"kadr.frames.m", 1, 0, -1}), 0u) << "an unknown range";
+
+  run.DeliveryCallback("r:1")(Status::Ok(), {"kadr.frames.m", 1, 20});
+  EXPECT_EQ(run.OnDeletedUnread({"kadr.frames.m", 1, 12, 21}), 1u);  // the resend too
+  ASSERT_TRUE(sink.WaitForCount(2));
+  const Released r1 = sink.frames()[1];
+  EXPECT_EQ(r1.index, 1);
+  EXPECT_EQ(r1.dropped, DropReason::kError);
+  EXPECT_EQ(r1.error.code(), StatusCode::kUnavailable);
+  EXPECT_NE(r1.error.message().find("deleted the frame before a worker read it"), std::string::npos)
+      << r1.error.ToString();
+  EXPECT_NE(r1.error.message().find("kadr.frames.m partition 1, offsets 12..20"), std::string::npos)
+      << r1.error.ToString();
+  dispatcher.Answer("r:2");
+  const auto outcome = async.Wait();
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_TRUE(outcome->ok()) << outcome->ToString();
+  EXPECT_EQ(run.stats().resent, 1u);
   EXPECT_EQ(run.stats().dropped_error, 1u);
 }
 
@@ -572,7 +616,7 @@ TEST(FrameRunTest, ATooLargeFrameIsNotSentAgain) {
 TEST(FrameRunTest, DeliveryCallbackAfterTheRunIsDestroyedDoesNothing) {
   FakeDispatcher dispatcher(kHold);
   RecordingSink sink;
-  std::function<void(const Status&)> late;
+  bus::DeliveryCallback late;
   {
     CountingSource source(1);
     FrameRun run(Lossless(), dispatcher, sink);
@@ -582,8 +626,8 @@ TEST(FrameRunTest, DeliveryCallbackAfterTheRunIsDestroyedDoesNothing) {
     async.Stop();
     ASSERT_TRUE(async.Wait().has_value());
   }
-  late(UnavailableError("delivery failed after the run ended"));
-  late(Status::Ok());
+  late(UnavailableError("delivery failed after the run ended"), {});
+  late(Status::Ok(), {"kadr.frames.m", 0, 7});
   EXPECT_EQ(sink.count(), 0u);
 }
 

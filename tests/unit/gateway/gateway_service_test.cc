@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <regex>
 #include <string>
@@ -231,7 +232,8 @@ class GatewayServiceTest : public ::testing::Test {
 
   // Publishes a heartbeat and waits until the gateway has taken it in.
   void Announce(const std::string& model, const std::string& worker = "w1",
-                const std::string& state = "running", std::vector<std::string> labels = {}) {
+                const std::string& state = "running", std::vector<std::string> labels = {},
+                std::vector<bus::Loss> losses = {}) {
     protocol::WorkerHeartbeat hb;
     hb.worker_id = worker;
     hb.model = model;
@@ -244,6 +246,8 @@ class GatewayServiceTest : public ::testing::Test {
     hb.processed = 7;
     hb.skipped = 2;
     hb.failed = 1;
+    for (const auto& l : losses) hb.lost += static_cast<std::uint64_t>(l.count());
+    hb.losses = std::move(losses);
     const auto offset = static_cast<std::int64_t>(bus_.Size(std::string(protocol::kWorkersTopic)));
     bus_.Append({std::string(protocol::kWorkersTopic),
                  worker,
@@ -722,8 +726,12 @@ TEST_F(GatewayServiceTest, ReadyzFollowsBrokerAndWorkers) {
   EXPECT_EQ(r->status, 503);  // no worker for "m" yet
   json body = json::parse(r->body);
   EXPECT_EQ(body["status"], "not_ready");
-  EXPECT_EQ(body["models"][0],
-            json({{"name", "m"}, {"state", "ready"}, {"workers", 0}, {"required", true}}));
+  EXPECT_EQ(body["models"][0], json({{"name", "m"},
+                                     {"state", "ready"},
+                                     {"workers", 0},
+                                     {"required", true},
+                                     {"frames_lost", 0},
+                                     {"losing_frames", false}}));
   EXPECT_EQ(body["models"][1]["required"], false);  // "broken" failed to load
 
   Announce(kModel);
@@ -737,6 +745,56 @@ TEST_F(GatewayServiceTest, ReadyzFollowsBrokerAndWorkers) {
   EXPECT_EQ(body["broker"]["ok"], false);
 
   EXPECT_EQ(client_->Get("/healthz")->status, 200);
+}
+
+// A worker announces frames the broker deleted before it read them: the request whose frame
+// was among them is sent again (three sends in all), then answers 503 with an error that
+// says so, long before its timeout; /readyz and the metrics say frames are being lost.
+TEST_F(GatewayServiceTest, AFrameDeletedBeforeAWorkerReadItIsSentAgainThenAnswers503) {
+  GatewayOptions options = Options();
+  options.default_timeout = 60s;
+  Start(options);
+  worker_->mode = FakeWorker::Mode::kSilent;
+  const std::string frames_topic = protocol::FramesTopic(kModel);
+  auto request = std::async(std::launch::async, [&] {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(60s);
+    return c.Post("/api/v1/detect", jpeg_, "image/jpeg");
+  });
+  const auto started = std::chrono::steady_clock::now();
+  for (std::size_t sends = 1; sends <= 3; ++sends) {
+    ASSERT_TRUE(WaitFor([&] { return bus_.Size(frames_topic) == sends; })) << sends;
+    // Every send so far is gone (the fake bus has one partition; offsets 0..sends-1).
+    Announce(kModel, "w1", "running", {},
+             {bus::Loss{frames_topic, 0, 0, static_cast<std::int64_t>(sends)}});
+  }
+  const auto r = request.get();
+  ASSERT_TRUE(r);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 30s) << "not the request's timeout";
+  EXPECT_EQ(r->status, 503) << r->body;
+  const json error = json::parse(r->body)["error"];
+  EXPECT_EQ(error["code"], "unavailable");
+  EXPECT_NE(error["message"].get<std::string>().find(
+                "the broker deleted the frame before a worker read it (kadr.frames.m partition 0, "
+                "offsets 0..2)"),
+            std::string::npos)
+      << r->body;
+  EXPECT_EQ(bus_.Size(frames_topic), 3u) << "three sends in all";
+
+  const auto ready = client_->Get("/readyz");
+  EXPECT_EQ(ready->status, 503) << ready->body;
+  const json body = json::parse(ready->body);
+  EXPECT_EQ(body["losing_frames"]["models"], json({"m"}));
+  EXPECT_EQ(body["models"][0]["frames_lost"], 3);
+  EXPECT_EQ(body["models"][0]["losing_frames"], true);
+  const std::string metrics = client_->Get("/metrics")->body;
+  EXPECT_NE(metrics.find(R"(kadr_worker_frames_total{model="m",outcome="lost",worker="w1"} 3)"),
+            std::string::npos)
+      << metrics;
+
+  now_ += 31000;  // past the loss window, with a fresh announcement that reports no loss
+  Announce(kModel);
+  EXPECT_EQ(client_->Get("/readyz")->status, 200);
 }
 
 TEST_F(GatewayServiceTest, ModelsMergeConfiguredAndAnnounced) {

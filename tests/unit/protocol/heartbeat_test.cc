@@ -42,6 +42,39 @@ TEST(HeartbeatTest, RoundTripsEveryField) {
   EXPECT_EQ(back->skipped, 2u);
   EXPECT_EQ(back->failed, 1u);
   EXPECT_EQ(back->in_flight, 3);
+  EXPECT_EQ(back->lost, 0u);
+  EXPECT_TRUE(back->losses.empty());
+}
+
+TEST(HeartbeatTest, RoundTripsLossesAndBoundsThem) {
+  WorkerHeartbeat hb = Sample();
+  hb.lost = 9;
+  hb.losses = {{"kadr.frames.yolox_nano", 2, 40, 48}, {"kadr.frames.yolox_nano", 0, 3, -1}};
+  auto back = WorkerHeartbeatFromJson(WorkerHeartbeatToJson(hb));
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->lost, 9u);
+  ASSERT_EQ(back->losses.size(), 2u);
+  EXPECT_EQ(back->losses[0].topic, "kadr.frames.yolox_nano");
+  EXPECT_EQ(back->losses[0].partition, 2);
+  EXPECT_EQ(back->losses[0].from, 40);
+  EXPECT_EQ(back->losses[0].to, 48);
+  EXPECT_EQ(back->losses[1].to, -1);
+
+  hb.losses.assign(kMaxLossesPerHeartbeat + 10, {"kadr.frames.m", 0, 1, 2});
+  back = WorkerHeartbeatFromJson(WorkerHeartbeatToJson(hb));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->losses.size(), kMaxLossesPerHeartbeat) << "the rest is not read";
+
+  for (const bus::Loss& bad :
+       {bus::Loss{"", 0, 1, 2}, bus::Loss{"t", -1, 1, 2}, bus::Loss{"t", 0, -5, 2},
+        bus::Loss{"t", 0, 9, 2}, bus::Loss{"t", 0, 1, -7}}) {
+    hb.losses = {bad};
+    EXPECT_EQ(WorkerHeartbeatFromJson(WorkerHeartbeatToJson(hb)).error().code(),
+              StatusCode::kInvalidArgument)
+        << bad.topic << " " << bad.partition << " " << bad.from << " " << bad.to;
+  }
+  EXPECT_FALSE(WorkerHeartbeatFromJson(
+      R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":1,"losses":[{"topic":"t"}]})"));
 }
 
 TEST(HeartbeatTest, RejectsMalformedInput) {

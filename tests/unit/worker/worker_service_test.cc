@@ -134,6 +134,8 @@ class RecordingSubscriber final : public bus::FrameSubscriber {
     inner_.Ack(token);
   }
   Status Close() override { return inner_.Close(); }
+  std::vector<bus::Loss> TakeLosses() override { return inner_.TakeLosses(); }
+  void AddLoss(bus::Loss loss) { inner_.AddLoss(std::move(loss)); }
 
   std::vector<std::int64_t> acks() const {
     std::lock_guard lock(mu_);
@@ -159,10 +161,11 @@ class HoldingPublisher final : public bus::FramePublisher {
  public:
   explicit HoldingPublisher(bus::FakePublisher& inner) : inner_(inner) {}
   Status Publish(bus::Message message, bus::DeliveryCallback on_delivery) override {
-    return inner_.Publish(std::move(message), [this, on_delivery](const Status& s) {
-      std::lock_guard lock(mu_);
-      held_.emplace_back(on_delivery, s);
-    });
+    return inner_.Publish(std::move(message),
+                          [this, on_delivery](const Status& s, const bus::AckToken& at) {
+                            std::lock_guard lock(mu_);
+                            held_.push_back({on_delivery, s, at});
+                          });
   }
   Status Flush(std::chrono::milliseconds) override { return Status::Ok(); }
 
@@ -172,21 +175,26 @@ class HoldingPublisher final : public bus::FramePublisher {
   }
   // Delivers the oldest held callback; false when none is held.
   bool ReleaseOne() {
-    std::pair<bus::DeliveryCallback, Status> next;
+    Held next;
     {
       std::lock_guard lock(mu_);
       if (held_.empty()) return false;
       next = std::move(held_.front());
       held_.erase(held_.begin());
     }
-    if (next.first) next.first(next.second);
+    if (next.callback) next.callback(next.status, next.at);
     return true;
   }
 
  private:
   bus::FakePublisher& inner_;
   mutable std::mutex mu_;
-  std::vector<std::pair<bus::DeliveryCallback, Status>> held_;
+  struct Held {
+    bus::DeliveryCallback callback;
+    Status status;
+    bus::AckToken at;
+  };
+  std::vector<Held> held_;
 };
 
 std::vector<std::uint8_t> Png(int width = 80, int height = 60) {
@@ -426,6 +434,46 @@ TEST_F(WorkerServiceTest, AnnouncesItselfWhileRunningAndWhenStopping) {
   EXPECT_EQ(parsed.back().state, "stopping");
   EXPECT_EQ(parsed.back().processed, 1u);
   EXPECT_EQ(parsed.back().frames, 1u);
+}
+
+// Frames the broker deleted before the worker read them: counted, told to on_lost, and
+// announced at once (not an interval later) with their partition and offsets, in every
+// announcement for protocol::kLossReportMs, so that their producers learn of it.
+TEST_F(WorkerServiceTest, FramesDeletedBeforeTheyWereReadAreCountedAndAnnouncedAtOnce) {
+  options_.heartbeat_topic = "kadr.workers";
+  options_.heartbeat_interval = 60s;  // only the first one and the ones losses cause
+  options_.worker_id = "w1";
+  std::vector<bus::Loss> told;
+  std::mutex told_mu;
+  options_.on_lost = [&](const bus::Loss& loss) {
+    std::lock_guard lock(told_mu);
+    told.push_back(loss);
+  };
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return bus_.Size("kadr.workers") >= 1; }));
+  subscriber_.AddLoss({kFramesTopic, 2, 40, 45});
+  subscriber_.AddLoss({kFramesTopic, 3, 7, -1});  // the broker did not say how many
+  ASSERT_TRUE(WaitFor([&] { return bus_.Size("kadr.workers") >= 2; }));
+  EXPECT_EQ(service_->stats().lost, 6u);
+  {
+    std::lock_guard lock(told_mu);
+    ASSERT_EQ(told.size(), 2u);
+    EXPECT_EQ(told[0].from, 40);
+  }
+  auto hb = protocol::WorkerHeartbeatFromJson(Text(bus_.Topic("kadr.workers")[1].value));
+  ASSERT_TRUE(hb.has_value()) << hb.error().ToString();
+  EXPECT_EQ(hb->lost, 6u);
+  ASSERT_EQ(hb->losses.size(), 2u);
+  EXPECT_EQ(hb->losses[0].topic, kFramesTopic);
+  EXPECT_EQ(hb->losses[0].partition, 2);
+  EXPECT_EQ(hb->losses[0].from, 40);
+  EXPECT_EQ(hb->losses[0].to, 45);
+  EXPECT_EQ(hb->losses[1].to, -1);
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  hb = protocol::WorkerHeartbeatFromJson(Text(bus_.Topic("kadr.workers").back().value));
+  ASSERT_TRUE(hb.has_value());
+  EXPECT_EQ(hb->state, "stopping");
+  EXPECT_EQ(hb->losses.size(), 2u) << "still reported within kLossReportMs";
 }
 
 TEST_F(WorkerServiceTest, MessageKeyNamesTheStreamWhenTheHeaderIsAbsent) {
