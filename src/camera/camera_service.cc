@@ -1,7 +1,6 @@
 #include "camera/camera_service.h"
 
 #include <algorithm>
-#include <random>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -9,6 +8,7 @@
 
 #include "capture/frame_source.h"
 #include "common/clock.h"
+#include "common/random.h"
 #include "http/status_mapping.h"
 #include "protocol/frame.h"
 
@@ -20,10 +20,8 @@ using nlohmann::json;
 constexpr char kStreamsPath[] = "/api/v1/streams";
 
 std::string NewStreamId() {
-  static thread_local std::mt19937_64 rng{std::random_device{}() ^
-                                          static_cast<std::uint64_t>(UnixMillis())};
   static constexpr char kHex[] = "0123456789abcdef";
-  std::uint64_t v = rng();
+  std::uint64_t v = OsRandom64();  // not guessable from other streams' ids
   std::string id = "s";
   for (int i = 0; i < 16; ++i) {
     id += kHex[v & 0xf];
@@ -169,7 +167,15 @@ void CameraService::ReapRetired() {
     }
   }
   // Joined outside the lock: both threads have ended, so this does not wait.
-  for (auto& r : done) r->Stop();
+  std::vector<std::string> ids;
+  for (auto& r : done) {
+    r->Stop();
+    ids.push_back(r->spec().id);
+  }
+  done.clear();
+  // A deleted stream's series go with it (its runner, which held them, is gone), so that
+  // streams created and deleted over months do not pile up series in /metrics.
+  for (const auto& id : ids) metrics_.RemoveSeries("stream", id);
 }
 
 Status CameraService::Run(const std::stop_token& stop) {

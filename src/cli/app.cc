@@ -1,7 +1,11 @@
 #include "cli/app.h"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
+#include <set>
 #include <sstream>
+#include <string>
 
 #include <fmt/format.h>
 #include <opencv2/core.hpp>
@@ -114,7 +118,14 @@ int Run(int argc, char** argv) {
   if (global.threads > 0) cv::setNumThreads(global.threads);
 
   for (const auto& command : commands) {
-    if (command.app->parsed()) return command.run();
+    if (!command.app->parsed()) continue;
+    // The services' data (job store, images, videos, stream sources with their credentials)
+    // is the operator's alone: files 0600, folders 0700, whatever library creates them
+    // (docs/security.md). `kadr detect` writes where the user asked, with the user's umask.
+    static const std::set<std::string> kServices = {"up",     "gateway", "viewer",
+                                                    "camera", "worker",  "broker"};
+    if (kServices.contains(command.app->get_name())) umask(077);
+    return command.run();
   }
   return 2;
 }

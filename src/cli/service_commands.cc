@@ -151,6 +151,7 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
   wo.drain_timeout = std::chrono::milliseconds(args.drain_ms);
   wo.processing.draw = !args.no_draw;
   wo.on_lost = CountLostFrames(args.model, metrics);
+  wo.reply_topic_prefixes = ReplyTopicPrefixes(args.kafka);
   worker::WorkerService service(wo, *detector, **publisher, **subscriber);
   std::unique_ptr<http::HttpServer> server;
   if (args.http_port >= 0) {
@@ -232,6 +233,7 @@ Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global) {
       ->check(CLI::Range(1000, 3600000))
       ->capture_default_str();
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
+  AddReplyTopicPrefixFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunWorker(*args, global); }};
 }
 

@@ -200,6 +200,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     w->subscriber = std::move(*s);
     worker::WorkerOptions wo;
     wo.on_lost = CountLostFrames(name, metrics);
+    wo.reply_topic_prefixes = ReplyTopicPrefixes(args.kafka);
     w->service =
         std::make_unique<worker::WorkerService>(wo, detector, *w->publisher, *w->subscriber);
     workers.push_back(std::move(w));
@@ -539,6 +540,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
       ->capture_default_str();
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/false);
   AddFrameBudgetFlag(*sub, args->kafka);
+  AddReplyTopicPrefixFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunStack(Role::kUp, *args, global); }};
 }
 

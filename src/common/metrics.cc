@@ -137,6 +137,19 @@ struct MetricsRegistry::Family {
 MetricsRegistry::MetricsRegistry() = default;
 MetricsRegistry::~MetricsRegistry() = default;
 
+std::size_t MetricsRegistry::RemoveSeries(std::string_view name, std::string_view value) {
+  std::lock_guard lock(mu_);
+  std::size_t removed = 0;
+  for (auto& [family_name, family] : families_) {
+    const auto at = std::find(family->label_names.begin(), family->label_names.end(), name);
+    if (at == family->label_names.end()) continue;
+    const auto index = static_cast<std::size_t>(at - family->label_names.begin());
+    removed += std::erase_if(family->series,
+                             [&](const auto& entry) { return entry.first[index] == value; });
+  }
+  return removed;
+}
+
 MetricsRegistry::Family& MetricsRegistry::FamilyFor(std::string_view name, std::string_view help,
                                                     int type, const MetricLabels& labels,
                                                     std::span<const double> bounds) {

@@ -104,6 +104,11 @@ class MetricsRegistry {
   //   kadr_jobs_total{model="yolo"} 3
   std::string RenderPrometheus() const;
 
+  // Removes every series, of any metric, that has label `name` = `value` (a stream's series
+  // when the stream is deleted, so that they do not pile up). References to those series
+  // become invalid: call it only once their users are gone. Returns how many it removed.
+  std::size_t RemoveSeries(std::string_view name, std::string_view value);
+
  private:
   struct Family;
   Family& FamilyFor(std::string_view name, std::string_view help, int type,

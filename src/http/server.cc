@@ -334,6 +334,12 @@ class HttpServer::Impl {
     // bench/gateway_bench.cc: client latency minus server time, p50 43 ms -> 0.7 ms).
     // Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
     server_.set_tcp_nodelay(true);
+    // On every response (docs/security.md): browsers neither guess content types nor let
+    // another site frame a page (clickjacking), and no URL leaks in a Referer.
+    server_.set_default_headers({{"X-Content-Type-Options", "nosniff"},
+                                 {"X-Frame-Options", "DENY"},
+                                 {"Content-Security-Policy", "frame-ancestors 'none'"},
+                                 {"Referrer-Policy", "no-referrer"}});
     // Refuse an announced oversized upload before the client sends it.
     server_.set_expect_100_continue_handler(
         [max_body](const httplib::Request& req, httplib::Response&) {
@@ -390,6 +396,10 @@ class HttpServer::Impl {
   void HandleWithBody(const httplib::Request& req, httplib::Response& res,
                       const httplib::ContentReader& reader, const std::vector<std::string>& names,
                       const Handler& handler) {
+    // Range is for GET (handlers own it there, see Route). Left on a POST, httplib would cut
+    // the answer to it, building one copy per range: `Range: bytes=0-,0-,...` on an upload
+    // made thousands of copies of the annotated JPEG (docs/security.md).
+    const_cast<httplib::Request&>(req).ranges.clear();
     HttpRequest request = Convert(req, names);
     const std::size_t limit = options_.max_body_bytes;
     std::size_t total = 0;

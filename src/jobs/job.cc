@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <mutex>
-#include <random>
 #include <utility>
+
+#include "common/random.h"
 
 namespace kadr::jobs {
 namespace {
@@ -108,17 +108,8 @@ bool IsValidJobId(std::string_view id) {
 }
 
 std::string NewJobId(std::int64_t now_ms) {
-  static std::mutex mu;
-  static std::mt19937_64 rng = [] {
-    std::random_device rd;
-    std::seed_seq seed{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seed);
-  }();
-  std::uint64_t random = 0;
-  {
-    std::lock_guard lock(mu);
-    random = rng();
-  }
+  // From the OS: a generator seeded once could be predicted from the ids it gave out.
+  const std::uint64_t random = OsRandom64();
   std::string id = "j";
   id.reserve(1 + kTimeDigits + kRandomDigits);
   AppendHex(id, static_cast<std::uint64_t>(std::max<std::int64_t>(0, now_ms)), kTimeDigits);

@@ -52,6 +52,14 @@ bool IsValidTopicName(std::string_view topic) {
   return Sanitize(topic) == topic;
 }
 
+bool IsAllowedReplyTopic(std::string_view topic, const std::vector<std::string>& prefixes) {
+  if (prefixes.empty()) return true;
+  for (const auto& p : prefixes) {
+    if (topic.starts_with(p)) return true;
+  }
+  return false;
+}
+
 bool IsTrackedKind(std::string_view k) { return k == kind::kVideo || k == kind::kLive; }
 
 std::string WorkerGroup(std::string_view model) {

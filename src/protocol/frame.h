@@ -37,6 +37,11 @@ std::string FramesTopic(std::string_view model);
 std::string WorkerGroup(std::string_view model);
 // Kafka's rule: 1..249 characters from [A-Za-z0-9._-], not "." or "..".
 bool IsValidTopicName(std::string_view topic);
+// Where a frame may send its answers (kadr-reply-to, kadr-annotated-to): topics that start
+// with one of `prefixes` (empty: any topic). Workers default to kDefaultReplyPrefix, so that
+// a frame cannot make them write to any topic of the cluster.
+inline constexpr std::string_view kDefaultReplyPrefix = "kadr.";
+bool IsAllowedReplyTopic(std::string_view topic, const std::vector<std::string>& prefixes);
 
 // Header names.
 namespace header {
@@ -172,11 +177,18 @@ struct WorkerHeartbeat {
 };
 
 inline constexpr std::int64_t kLossReportMs = 10000;
+// Bounds on what an announcement may say (WorkerHeartbeatFromJson refuses more).
+inline constexpr std::size_t kMaxHeartbeatText = 256;      // worker_id, model, labels, ...
+inline constexpr std::size_t kMaxHeartbeatLabels = 10000;  // model_info.labels
+inline constexpr std::int64_t kMaxHeartbeatTsMs = 100'000'000'000'000;  // ~ year 5138
+inline constexpr std::int64_t kMaxHeartbeatIntervalMs = 3'600'000;
+inline constexpr std::int64_t kMaxHeartbeatCount = 1'000'000'000'000'000;  // stats
 // Loss ranges in one announcement, at most (more are not read).
 inline constexpr std::size_t kMaxLossesPerHeartbeat = 64;
 
 std::string WorkerHeartbeatToJson(const WorkerHeartbeat& hb);
-// kInvalidArgument for malformed JSON, another schema_version, missing worker_id/model.
+// kInvalidArgument for malformed JSON, another schema_version, missing worker_id/model, or
+// a value out of its range (the kMaxHeartbeat* bounds, negative counters).
 Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view json);
 
 // True when `hb` is "running" and its next heartbeat is not more than 3 intervals late.

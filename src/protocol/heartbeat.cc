@@ -65,12 +65,17 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
       }
     }
     if (const auto it = j.find("stats"); it != j.end() && it->is_object()) {
-      hb.frames = it->value("frames", std::uint64_t{0});
-      hb.processed = it->value("processed", std::uint64_t{0});
-      hb.skipped = it->value("skipped", std::uint64_t{0});
-      hb.failed = it->value("failed", std::uint64_t{0});
+      const auto count = [&](const char* key) -> std::uint64_t {
+        const std::int64_t n = it->value(key, std::int64_t{0});
+        if (n < 0) throw json::out_of_range::create(406, std::string(key) + " is negative", &*it);
+        return static_cast<std::uint64_t>(n);
+      };
+      hb.frames = count("frames");
+      hb.processed = count("processed");
+      hb.skipped = count("skipped");
+      hb.failed = count("failed");
       hb.in_flight = it->value("in_flight", std::int64_t{0});
-      hb.lost = it->value("lost", std::uint64_t{0});
+      hb.lost = count("lost");
     }
     if (const auto it = j.find("losses"); it != j.end() && it->is_array()) {
       for (const auto& l : *it) {
@@ -93,7 +98,42 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
   if (hb.worker_id.empty() || hb.model.empty()) {
     return InvalidArgumentError("worker heartbeat without worker_id or model");
   }
-  if (hb.interval_ms <= 0) return InvalidArgumentError("worker heartbeat interval_ms must be > 0");
+  // Everything a reader computes with is range-checked (announcements come from anyone who
+  // can write to kadr.workers): no overflow in IsAlive, no huge label lists kept per worker.
+  if (hb.worker_id.size() > kMaxHeartbeatText || hb.model.size() > kMaxHeartbeatText ||
+      hb.family.size() > kMaxHeartbeatText || hb.task.size() > kMaxHeartbeatText) {
+    return InvalidArgumentError("worker heartbeat has a name longer than " +
+                                std::to_string(kMaxHeartbeatText) + " characters");
+  }
+  if (hb.ts_ms <= 0 || hb.ts_ms > kMaxHeartbeatTsMs) {
+    return InvalidArgumentError("worker heartbeat ts_ms is out of range");
+  }
+  if (hb.interval_ms <= 0 || hb.interval_ms > kMaxHeartbeatIntervalMs) {
+    return InvalidArgumentError("worker heartbeat interval_ms must be in 1.." +
+                                std::to_string(kMaxHeartbeatIntervalMs));
+  }
+  if (hb.input_width < 0 || hb.input_height < 0 || hb.input_width > 65536 ||
+      hb.input_height > 65536) {
+    return InvalidArgumentError("worker heartbeat model input size is out of range");
+  }
+  if (hb.labels.size() > kMaxHeartbeatLabels) {
+    return InvalidArgumentError("worker heartbeat has more than " +
+                                std::to_string(kMaxHeartbeatLabels) + " labels");
+  }
+  for (const auto& label : hb.labels) {
+    if (label.size() > kMaxHeartbeatText) {
+      return InvalidArgumentError("worker heartbeat has a label longer than " +
+                                  std::to_string(kMaxHeartbeatText) + " characters");
+    }
+  }
+  if (hb.in_flight < 0 || hb.in_flight > kMaxHeartbeatCount) {
+    return InvalidArgumentError("worker heartbeat in_flight is out of range");
+  }
+  for (const std::uint64_t n : {hb.frames, hb.processed, hb.skipped, hb.failed, hb.lost}) {
+    if (n > static_cast<std::uint64_t>(kMaxHeartbeatCount)) {
+      return InvalidArgumentError("worker heartbeat counter is out of range");
+    }
+  }
   if (hb.state != "running" && hb.state != "stopping") {
     return InvalidArgumentError("worker heartbeat has unknown state '" + hb.state + "'");
   }

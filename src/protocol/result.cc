@@ -13,6 +13,11 @@ using nlohmann::json;
 
 // Largest mask accepted from JSON, pixels: the decoder's own image limit.
 constexpr std::int64_t kMaxMaskPixels = 50'000'000;
+// All masks of one result together, pixels (= bytes once decoded): at most four times the
+// image (boxes overlap, each mask covers its box), and never more than this, so that a small
+// message cannot make its reader allocate gigabytes.
+constexpr std::int64_t kMaxResultMaskPixels = 100'000'000;
+constexpr std::int64_t kMaskAreaFactor = 4;
 
 // Integer fields must be JSON integers: a float like 1e30 would be UB to convert.
 int IntField(const json& j, const char* key) {
@@ -112,6 +117,15 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
     r.model = j.at("model").get<std::string>();
     r.image_width = IntField(j.at("image"), "width");
     r.image_height = IntField(j.at("image"), "height");
+    if (r.image_width < 0 || r.image_height < 0) {
+      return InvalidArgumentError("result image has a negative size");
+    }
+    const std::int64_t image_area = static_cast<std::int64_t>(r.image_width) * r.image_height;
+    // An image of unknown size (0x0) has only the absolute bound.
+    const std::int64_t mask_budget =
+        image_area > 0 ? std::min(kMaxResultMaskPixels, kMaskAreaFactor * image_area)
+                       : kMaxResultMaskPixels;
+    std::int64_t mask_pixels = 0;
     if (j.contains("timings_ms"))
       r.timings_ms = j["timings_ms"].get<std::map<std::string, double>>();
     for (const auto& jd : j.at("detections")) {
@@ -137,9 +151,17 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
         m.width = IntField(jm, "width");
         m.height = IntField(jm, "height");
         if (m.width < 0 || m.height < 0) return InvalidArgumentError("mask has a negative size");
-        if (static_cast<std::int64_t>(m.width) * m.height > kMaxMaskPixels) {
+        const std::int64_t pixels = static_cast<std::int64_t>(m.width) * m.height;
+        if (pixels > kMaxMaskPixels) {
           return InvalidArgumentError("mask is larger than " + std::to_string(kMaxMaskPixels) +
                                       " pixels");
+        }
+        mask_pixels += pixels;
+        if (mask_pixels > mask_budget) {
+          return InvalidArgumentError("the result's masks exceed " + std::to_string(mask_budget) +
+                                      " pixels in all (4x its " + std::to_string(r.image_width) +
+                                      "x" + std::to_string(r.image_height) + " image, at most " +
+                                      std::to_string(kMaxResultMaskPixels) + ")");
         }
         ASSIGN_OR_RETURN(m.data, DecodeMaskRle(jm.at("rle").get<std::vector<std::int64_t>>(),
                                                static_cast<std::size_t>(m.width) * m.height));

@@ -257,6 +257,23 @@ void WorkerService::RetryFailed() {
   }
 }
 
+Status WorkerService::CheckRoutes(protocol::FrameMeta& meta) const {
+  for (const std::string* topic : {&meta.reply_to, &meta.annotated_to}) {
+    if (topic->empty() || protocol::IsAllowedReplyTopic(*topic, options_.reply_topic_prefixes)) {
+      continue;
+    }
+    std::string allowed;
+    for (const auto& p : options_.reply_topic_prefixes)
+      allowed += (allowed.empty() ? "" : ", ") + p;
+    Status error = InvalidArgumentError("the frame's answers may go only to topics starting with " +
+                                        allowed + ", not to '" + *topic + "'");
+    meta.reply_to = std::string(protocol::kResultsTopic);
+    meta.annotated_to.clear();
+    return error;
+  }
+  return Status::Ok();
+}
+
 void WorkerService::Reject(Item& item, const Status& error) {
   ++failed_;
   Progress();
@@ -323,6 +340,7 @@ void WorkerService::Admit(std::vector<bus::InboundMessage>& batch, Pipeline& pip
                                             "/" + std::to_string(in.token.offset));
       error = meta.error();
     }
+    if (Status route = CheckRoutes(item->meta); !route.ok() && error.ok()) error = route;
     if (error.ok()) error = inference::ValidateOptions(item->meta.options, detector_->info());
     item->in = std::move(in);
     if (!error.ok()) {

@@ -66,6 +66,10 @@ struct WorkerOptions {
   std::chrono::milliseconds batch_linger{0};
   std::chrono::milliseconds poll_timeout{100};  // idle poll; also the stop-check interval
   std::string annotated_topic = std::string(protocol::kAnnotatedTopic);
+  // Topics a frame may name for its answers (kadr-reply-to, kadr-annotated-to), by prefix;
+  // a frame naming another is answered with an error on kadr.results and dead-lettered.
+  // Empty: any topic.
+  std::vector<std::string> reply_topic_prefixes = {std::string(protocol::kDefaultReplyPrefix)};
   std::string dead_letter_topic = std::string(protocol::kDeadLetterTopic);
   FrameProcessorOptions processing;
   // On stop: bound for the deliveries, once the pipeline's frames are finished.
@@ -133,6 +137,9 @@ class WorkerService {
   void FinishStage(Pipeline& pipeline);
   // False when the frame is already answered, or is answered now because its deadline passed.
   bool StillToProcess(Item& item);
+  // OK when the frame's answers go to allowed topics; else its error, with the frame's
+  // routes reset to kadr.results (and the default annotated topic).
+  Status CheckRoutes(protocol::FrameMeta& meta) const;
   void Reject(Item& item, const Status& error);  // an "error" result and a dead-letter copy
   void Skip(Item& item, std::int64_t now);       // a "skipped" result
   // Publishes all of a frame's outputs; the frame is acked once every one is delivered.

@@ -6,7 +6,11 @@
 // and the built-in `null`; with KADR_TEST_DATA also the real `yolox_nano` on bus.jpg.
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -404,6 +408,125 @@ TEST_F(HttpApiTest, AsyncJobIsAcceptedAtOnceThenDoneWithResultImageAndHistory) {
   ASSERT_TRUE(thumb);
   EXPECT_EQ(thumb->status, 200);
   EXPECT_EQ(thumb->get_header_value("Content-Type"), "image/jpeg");
+}
+
+// The mask bomb (issue 16): a result of a few KB whose detections each declare a 49 MP mask
+// (two RLE runs) used to make every reader allocate ~2 GB per message. Dozens of them on
+// every topic kadr up reads results from (the recorder's kadr.results, the gateway's reply
+// topic, the camera's kadr.live.results) are refused as malformed within the per-result
+// mask budget: the peak memory stays bounded and everyone is served as before.
+TEST_F(HttpApiTest, MaskBombsOnTheResultTopicsAreRefusedWithBoundedMemory) {
+  const auto peak_mib = [] {
+    std::ifstream in("/proc/" + std::to_string(up_->process->pid()) + "/status");
+    const std::string status((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+    const auto at = status.find("VmHWM:");
+    return at == std::string::npos ? -1.0 : std::atof(status.c_str() + at + 6) / 1024.0;
+  };
+  const double before = peak_mib();
+  ASSERT_GT(before, 0);
+
+  protocol::FrameResult r;
+  r.status = protocol::FrameStatus::kOk;
+  r.result.model = "tiny";
+  r.result.image_width = 16384;
+  r.result.image_height = 3000;
+  protocol::Detection d;
+  d.label = "bomb";
+  d.box = {0, 0, 7000, 7000};
+  r.result.detections.assign(40, d);
+  kafka::KafkaOptions o;
+  o.brokers = up_->broker;
+  auto p = kafka::KafkaPublisher::Create(o);
+  ASSERT_TRUE(p.has_value()) << p.error().ToString();
+  constexpr int kPerTopic = 8;
+  std::atomic<int> delivered{0};
+  const std::vector<std::string> topics = {std::string(protocol::kResultsTopic),
+                                           "kadr.replies.it-a",
+                                           std::string(protocol::kLiveResultsTopic)};
+  for (const auto& topic : topics) {
+    for (int i = 0; i < kPerTopic; ++i) {
+      r.frame_id = r.correlation_id = "bomb-" + std::to_string(i);
+      nlohmann::json j = nlohmann::json::parse(protocol::FrameResultToJson(r));
+      for (auto& det : j["detections"]) {
+        det["mask"] = {{"x", 0},
+                       {"y", 0},
+                       {"width", 7000},
+                       {"height", 7000},
+                       {"rle", nlohmann::json::array({0, 49'000'000})}};
+      }
+      const std::string text = j.dump();
+      ASSERT_LT(text.size(), 16'000u) << "a small message";
+      bus::Message m{topic, r.frame_id, {text.begin(), text.end()}, {}};
+      m.headers.Set(protocol::header::kContentType, "application/json");
+      ASSERT_TRUE((*p)->Publish(m,
+                                [&](const Status& s, const bus::AckToken&) {
+                                  if (s.ok()) ++delivered;
+                                })
+                      .ok());
+    }
+  }
+  ASSERT_TRUE((*p)->Flush(30s).ok());
+  ASSERT_EQ(delivered.load(), kPerTopic * static_cast<int>(topics.size()));
+
+  auto c = up_->Client();
+  const auto count = [&](const std::string& series) {
+    auto m = c.Get("/metrics");
+    if (!m) return -1.0;
+    const auto at = m->body.find(series + " ");
+    return at == std::string::npos ? 0.0 : std::atof(m->body.c_str() + at + series.size() + 1);
+  };
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        return count(R"(kadr_jobs_records_total{kind="any",outcome="malformed"})") >=
+                   2 * kPerTopic &&
+               count(R"(kadr_camera_results_total{outcome="malformed"})") >= kPerTopic;
+      },
+      60s))
+      << "the recorder and the camera refuse them as malformed";
+  EXPECT_TRUE(up_->process->Running());
+  EXPECT_EQ(c.Get("/healthz")->status, 200);
+  std::vector<std::uint8_t> jpeg;
+  ASSERT_TRUE(cv::imencode(".jpg", cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(255)), jpeg));
+  const std::string white(jpeg.begin(), jpeg.end());
+  auto detect = c.Post("/api/v1/detect?model=tiny", white, "image/jpeg");
+  ASSERT_TRUE(detect);
+  EXPECT_EQ(detect->status, 200) << detect->body;
+  const double after = peak_mib();
+  std::cout << "peak RSS before " << before << " MiB, after " << after << " MiB\n";
+  // Unbounded, each reader would have taken ~2 GB per message; bounded, 100 MB at most.
+  EXPECT_LT(after - before, 1500.0) << "peak RSS grew from " << before << " to " << after;
+}
+
+// The services' data is the operator's alone (docs/security.md): every file kadr up writes
+// (the job store, annotated images, thumbnails) is 0600 and every folder 0700.
+TEST_F(HttpApiTest, DataFilesAreOwnerOnly) {
+  std::vector<std::uint8_t> jpeg;
+  ASSERT_TRUE(cv::imencode(".jpg", cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(255)), jpeg));
+  auto c = up_->Client();
+  auto r = c.Post("/api/v1/detect?model=tiny", std::string(jpeg.begin(), jpeg.end()), "image/jpeg");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string id = nlohmann::json::parse(r->body)["job_id"];
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto image = c.Get("/api/v1/jobs/" + id + "/image");
+        return image && image->status == 200;
+      },
+      30s));
+  namespace fs = std::filesystem;
+  const fs::path data = *dir_ / "data";
+  int files = 0;
+  const auto owner_only = [](const fs::path& p) {
+    const auto perms = fs::status(p).permissions();
+    return (perms & (fs::perms::group_all | fs::perms::others_all)) == fs::perms::none;
+  };
+  EXPECT_TRUE(owner_only(data)) << data;
+  for (const auto& entry : fs::recursive_directory_iterator(data)) {
+    EXPECT_TRUE(owner_only(entry.path())) << entry.path();
+    if (entry.is_regular_file()) ++files;
+  }
+  EXPECT_GE(files, 2) << "the store and an image at least";
 }
 
 TEST_F(HttpApiTest, RealModelFindsTheBusInBusJpg) {

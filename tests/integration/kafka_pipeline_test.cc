@@ -729,6 +729,45 @@ TEST_P(KafkaPipelineTest, CorruptJpegGoesToDeadLetterTopicAndFramesBehindItArePr
   }
 }
 
+// A frame cannot make a worker write to a topic of the operator's cluster outside kadr's
+// (issue 16): a kadr-reply-to or kadr-annotated-to outside the allowed prefixes (kadr.) is
+// answered with an error on kadr.results and dead-lettered; nothing reaches that topic.
+TEST_P(KafkaPipelineTest, AFrameNamingAForeignReplyTopicIsRefused) {
+  WorkerProcess& w = StartWorker("w1");
+  StartCollector({std::string(protocol::kResultsTopic), std::string(protocol::kDeadLetterTopic)});
+  ASSERT_TRUE(WaitAssigned(w));
+  bus::Message reply = Frame("foreign-reply", EncodeImage(true, ".jpg"));
+  reply.headers.Set(protocol::header::kReplyTo, "victim.events");
+  bus::Message image = Frame("foreign-image", EncodeImage(true, ".jpg"));
+  image.headers.Set(protocol::header::kAnnotatedTo, "victim.images");
+  Publish(std::move(reply));
+  Publish(std::move(image));
+  Publish(Frame("fine", EncodeImage(true, ".jpg")));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return collector_->Has("foreign-reply") && collector_->Has("foreign-image") &&
+               collector_->Has("fine") && collector_->DeadLetters().size() >= 2;
+      },
+      kWait))
+      << "results=" << collector_->Distinct()
+      << " dead letters=" << collector_->DeadLetters().size();
+  for (const std::string id : {"foreign-reply", "foreign-image"}) {
+    const auto r = collector_->ResultsOf(id);
+    ASSERT_FALSE(r.empty()) << id;
+    EXPECT_EQ(r[0].status, FrameStatus::kError) << id;
+    EXPECT_EQ(r[0].error.code(), StatusCode::kInvalidArgument) << id;
+    EXPECT_NE(r[0].error.message().find("only to topics starting with kadr."), std::string::npos)
+        << r[0].error.ToString();
+  }
+  EXPECT_EQ(collector_->ResultsOf("fine")[0].status, FrameStatus::kOk);
+  for (const std::string topic : {"victim.events", "victim.images"}) {
+    const auto read = testing::Shell("timeout 20 kcat -q -C -e -b " + bootstrap() +
+                                     " -X fetch.wait.max.ms=10 -o beginning -t " + topic +
+                                     " -f '%k\\n' 2>/dev/null");
+    EXPECT_EQ(read.out, "") << topic << " got messages";
+  }
+}
+
 TEST_P(KafkaPipelineTest, FramePastItsDeadlineGetsSkippedResult) {
   WorkerProcess& w = StartWorker("w1");
   StartCollector();

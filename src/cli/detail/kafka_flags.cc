@@ -35,6 +35,24 @@ void AddFrameBudgetFlag(CLI::App& app, KafkaFlags& flags) {
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
 }
 
+void AddReplyTopicPrefixFlag(CLI::App& app, KafkaFlags& flags) {
+  app.add_option("--reply-topic-prefix", flags.reply_topic_prefixes,
+                 "topics a frame may name for its answers (kadr-reply-to, kadr-annotated-to), "
+                 "by prefix; others are refused with an error result (default: kadr.; "
+                 "\"\": any topic)")
+      ->envname("KADR_REPLY_TOPIC_PREFIXES")
+      ->delimiter(',');
+}
+
+std::vector<std::string> ReplyTopicPrefixes(const KafkaFlags& flags) {
+  std::vector<std::string> out;
+  for (const auto& p : flags.reply_topic_prefixes) {
+    if (p.empty()) return {};  // "": any topic
+    out.push_back(p);
+  }
+  return out;
+}
+
 std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool embedded) {
   engine::AdmissionOptions o;
   if (flags.frame_budget_mb > 0) {

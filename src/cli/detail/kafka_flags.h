@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "engine/bus_dispatch.h"
 #include "kafka/kafka_bus.h"
+#include "protocol/frame.h"
 
 namespace kadr::cli {
 
@@ -22,6 +23,8 @@ struct KafkaFlags {
   int fetch_wait_max_ms = 10;           // --fetch-wait-ms
   int session_timeout_ms = 10000;       // --session-timeout-ms
   std::size_t frame_budget_mb = 0;      // --frame-budget-mb; 0: by broker (MakeAdmission)
+  // --reply-topic-prefix (workers): where frames may send their answers.
+  std::vector<std::string> reply_topic_prefixes = {std::string(protocol::kDefaultReplyPrefix)};
 };
 
 void AddKafkaFlags(CLI::App& app, KafkaFlags& flags, bool brokers_required);
@@ -33,6 +36,12 @@ void AddFrameBudgetFlag(CLI::App& app, KafkaFlags& flags);
 std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool embedded);
 // "bootstrap=... security.protocol=SASL_SSL sasl.password=***" for the start-up log.
 std::string DescribeKafka(const kafka::KafkaOptions& options);
+
+// --reply-topic-prefix, for the commands that run workers (up, worker).
+void AddReplyTopicPrefixFlag(CLI::App& app, KafkaFlags& flags);
+// For worker::WorkerOptions::reply_topic_prefixes: the flag's prefixes, or none (any topic)
+// when one of them is "".
+std::vector<std::string> ReplyTopicPrefixes(const KafkaFlags& flags);
 
 // A worker's consumer of kadr.frames.<model> in `group` (empty: the model's group).
 kafka::SubscriberOptions WorkerSubscriberOptions(const std::string& model,

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -159,6 +160,35 @@ TEST_F(CameraServiceTest, TooManyStreamsIsResourceExhausted) {
   ASSERT_FALSE(second.has_value());
   EXPECT_EQ(second.error().code(), StatusCode::kResourceExhausted);
   (*service)->StopAll();
+}
+
+// A deleted stream's metric series (~26 of them) leave /metrics once its runner is gone, so
+// that streams created and deleted over months do not pile up series; other streams' stay.
+TEST_F(CameraServiceTest, ADeletedStreamsMetricSeriesAreRemoved) {
+  ScriptedSources sources({SourceScript{}, SourceScript{}});
+  auto service = Make(sources.Factory());
+  ASSERT_NE(service, nullptr);
+  auto gone = service->AddStream(R"({"source":"rtsp://cam/a","probe":false})");
+  auto kept = service->AddStream(R"({"source":"rtsp://cam/b","probe":false})");
+  ASSERT_TRUE(gone.has_value() && kept.has_value());
+  const std::string gone_id = json::parse(*gone)["id"];
+  const std::string kept_id = json::parse(*kept)["id"];
+  const auto series = [&](const std::string& id) {
+    const std::string text = metrics_.RenderPrometheus();
+    std::size_t n = 0;
+    for (auto at = text.find("stream=\"" + id + "\""); at != std::string::npos;
+         at = text.find("stream=\"" + id + "\"", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  ASSERT_GT(series(gone_id), 5u);
+  const std::size_t kept_series = series(kept_id);
+  std::jthread run([&](const std::stop_token& stop) { (void)service->Run(stop); });
+  ASSERT_TRUE(service->RemoveStream(gone_id).ok());
+  EXPECT_TRUE(WaitFor([&] { return series(gone_id) == 0; })) << metrics_.RenderPrometheus();
+  EXPECT_EQ(series(kept_id), kept_series);
+  run.request_stop();
 }
 
 TEST_F(CameraServiceTest, StreamsComeBackAfterARestart) {

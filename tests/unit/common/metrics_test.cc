@@ -21,6 +21,23 @@ TEST(MetricsTest, RendersCounterWithLabelsSortedByName) {
             "kadr_requests_total{code=\"404\",route=\"/b\"} 1\n");
 }
 
+TEST(MetricsTest, RemoveSeriesDropsEverySeriesWithThatLabelValueOnly) {
+  MetricsRegistry r;
+  r.GetCounter("kadr_frames_total", "Frames.", {{"stream", "s1"}, {"outcome", "done"}}).Increment();
+  r.GetCounter("kadr_frames_total", "Frames.", {{"stream", "s2"}, {"outcome", "done"}}).Increment();
+  r.GetGauge("kadr_state", "State.", {{"stream", "s1"}}).Set(1);
+  r.GetGauge("kadr_other", "Other.", {{"model", "s1"}}).Set(1);  // another label of that value
+  EXPECT_EQ(r.RemoveSeries("stream", "s1"), 2u);
+  const std::string text = r.RenderPrometheus();
+  EXPECT_EQ(text.find(R"(stream="s1")"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(kadr_frames_total{outcome="done",stream="s2"} 1)"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(kadr_other{model="s1"} 1)"), std::string::npos) << text;
+  EXPECT_EQ(r.RemoveSeries("stream", "s1"), 0u);
+  // The series can be made again, from zero.
+  EXPECT_EQ(r.GetGauge("kadr_state", "State.", {{"stream", "s1"}}).value(), 0.0);
+}
+
 TEST(MetricsTest, SameLabelsReturnSameSeries) {
   MetricsRegistry registry;
   Counter& a = registry.GetCounter("c_total", "h", {{"x", "1"}, {"y", "2"}});

@@ -75,6 +75,51 @@ TEST_F(HttpServerTest, RoutePassesPathParamsQueryAndHeaders) {
   EXPECT_EQ(deeper->status, 404);
 }
 
+// Every response, routed, an error or a 404, carries the security headers: no content-type
+// sniffing, never framed by another site, no Referer.
+TEST_F(HttpServerTest, EveryResponseCarriesTheSecurityHeaders) {
+  StartServer([](HttpServer& s) {
+    ASSERT_TRUE(
+        s.Route("GET", "/ok", [](const HttpRequest&) { return HttpResponse::Json("{}"); }).ok());
+    ASSERT_TRUE(s.Route("GET", "/fails", [](const HttpRequest&) {
+                   return HttpResponse::Error(InvalidArgumentError("no"));
+                 }).ok());
+  });
+  for (const char* path : {"/ok", "/fails", "/nowhere"}) {
+    auto r = client_->Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->get_header_value("X-Content-Type-Options"), "nosniff") << path;
+    EXPECT_EQ(r->get_header_value("X-Frame-Options"), "DENY") << path;
+    EXPECT_EQ(r->get_header_value("Content-Security-Policy"), "frame-ancestors 'none'") << path;
+    EXPECT_EQ(r->get_header_value("Referrer-Policy"), "no-referrer") << path;
+  }
+}
+
+// The Range bomb: httplib applies a request's Range to any answer, one copy per range. Only
+// GET handlers see Range (and own it); a POST's answer is whole, once.
+TEST_F(HttpServerTest, RangeOnAPostIsIgnoredSoNoRangeBombCopiesTheAnswer) {
+  const std::string answer(10000, 'x');
+  StartServer([&](HttpServer& s) {
+    ASSERT_TRUE(s.Route("POST", "/detect", [&](const HttpRequest&) {
+                   HttpResponse r;
+                   r.content_type = "image/jpeg";
+                   r.body = answer;
+                   return r;
+                 }).ok());
+  });
+  std::string ranges = "bytes=0-";
+  for (int i = 0; i < 2700; ++i) ranges += ",0-";
+  auto r = client_->Post("/detect", {{"Range", ranges}}, "body", "image/jpeg");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), answer.size());
+  EXPECT_FALSE(r->has_header("Content-Range"));
+  auto unknown = client_->Post("/nowhere", {{"Range", ranges}}, "body", "text/plain");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+  EXPECT_LT(unknown->body.size(), 1000u);
+}
+
 TEST_F(HttpServerTest, LiteralSegmentsAreNotRegexes) {
   StartServer([](HttpServer& s) {
     ASSERT_TRUE(s.Route("GET", "/v1.0/x", [](const HttpRequest&) {

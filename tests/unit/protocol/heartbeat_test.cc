@@ -1,3 +1,7 @@
+#include <cstdint>
+#include <functional>
+#include <string>
+
 #include <gtest/gtest.h>
 
 #include "protocol/frame.h"
@@ -96,6 +100,30 @@ TEST(HeartbeatTest, RejectsMalformedInput) {
       WorkerHeartbeatFromJson(R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":5})");
   ASSERT_TRUE(minimal.has_value());
   EXPECT_EQ(minimal->interval_ms, 2000);
+}
+
+// Announcements come from anyone who can write to kadr.workers: values a reader computes
+// with are range-checked (IsAlive's arithmetic on int64 cannot overflow), lists are bounded.
+TEST(HeartbeatTest, RefusesValuesOutOfRange) {
+  const auto refused = [](const std::function<void(WorkerHeartbeat&)>& change) {
+    WorkerHeartbeat hb = Sample();
+    change(hb);
+    const auto parsed = WorkerHeartbeatFromJson(WorkerHeartbeatToJson(hb));
+    return !parsed.has_value() && parsed.error().code() == StatusCode::kInvalidArgument;
+  };
+  EXPECT_TRUE(refused([](auto& hb) { hb.ts_ms = INT64_MAX; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.ts_ms = -5; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.interval_ms = INT64_MAX / 2; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.interval_ms = kMaxHeartbeatIntervalMs + 1; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.in_flight = -1; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.processed = UINT64_MAX; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.worker_id.assign(kMaxHeartbeatText + 1, 'w'); }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.labels.assign(kMaxHeartbeatLabels + 1, "x"); }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.labels = {std::string(kMaxHeartbeatText + 1, 'l')}; }));
+  EXPECT_TRUE(refused([](auto& hb) { hb.input_width = 1 << 20; }));
+  EXPECT_FALSE(refused([](auto& hb) { hb.interval_ms = kMaxHeartbeatIntervalMs; }));
+  EXPECT_FALSE(WorkerHeartbeatFromJson(
+      R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":5,"stats":{"failed":-3}})"));
 }
 
 TEST(HeartbeatTest, AliveUntilThreeIntervalsLateOrStopping) {

@@ -251,6 +251,35 @@ TEST(ResultJsonTest, RejectsMasksWithNegativeSize) {
   EXPECT_EQ(decoded.error().code(), StatusCode::kInvalidArgument);
 }
 
+// The mask bomb: a ~150-byte detection may declare a 50 MP mask (two runs), and a result
+// may hold many such. The masks of one result together are bounded (4x the image, 100 MP at
+// most), so that a small message cannot make a gateway, viewer or camera allocate gigabytes.
+TEST(ResultJsonTest, RejectsAResultWhoseMasksTogetherExceedTheBudget) {
+  json j = json::parse(ToJson(SampleResult(/*with_mask=*/false)));  // a 640x480 image
+  const json big_mask = {
+      {"x", 0}, {"y", 0}, {"width", 7000}, {"height", 7000}, {"rle", json::array({0, 49'000'000})}};
+  json detection = j["detections"][0];
+  detection["mask"] = big_mask;
+  j["detections"] = json::array({detection});
+  auto one = ResultFromJson(j.dump());
+  ASSERT_FALSE(one.has_value()) << "49 MP of mask on a 640x480 image";
+  EXPECT_NE(one.error().message().find("masks exceed 1228800 pixels"), std::string::npos)
+      << one.error().ToString();
+
+  j["image"] = {{"width", 16384}, {"height", 3000}};  // 49 MP: the absolute bound applies
+  j["detections"] = json::array({detection, detection, detection});
+  const std::string bomb = j.dump();
+  EXPECT_LT(bomb.size(), 1000u) << "a small message";
+  auto three = ResultFromJson(bomb);
+  ASSERT_FALSE(three.has_value());
+  EXPECT_EQ(three.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(three.error().message().find("at most 100000000"), std::string::npos)
+      << three.error().ToString();
+
+  j["detections"] = json::array({detection, detection});  // 98 MP: within both bounds
+  EXPECT_TRUE(ResultFromJson(j.dump()).has_value());
+}
+
 // --- Mask run-length encoding -------------------------------------------------------------
 
 Mask MaskOf(std::vector<std::uint8_t> data) {

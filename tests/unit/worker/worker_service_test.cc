@@ -374,16 +374,56 @@ TEST_F(WorkerServiceTest, GoodFrameYieldsOneOkResultAndAnAnnotatedJpeg) {
 
 TEST_F(WorkerServiceTest, HonoursACustomReplyTo) {
   FrameMeta meta = Meta("f1");
-  meta.reply_to = "replies.gateway-2";
+  meta.reply_to = "kadr.replies.gateway-2";
   Enqueue(meta, Png());
   Start();
   ASSERT_TRUE(WaitForAcks(1));
   ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
   EXPECT_EQ(bus_.Size(kResults), 0u);
-  const auto results = Results("replies.gateway-2");
+  const auto results = Results("kadr.replies.gateway-2");
   ASSERT_EQ(results.size(), 1u);
   EXPECT_EQ(results[0].frame_id, "f1");
   EXPECT_EQ(results[0].status, FrameStatus::kOk);
+}
+
+// A frame cannot make the worker write to a topic outside the allowed prefixes (kadr. by
+// default): it is answered with an error on kadr.results and dead-lettered, and nothing goes
+// to the topic it named. The operator may allow other prefixes.
+TEST_F(WorkerServiceTest, AForeignReplyTopicIsRefusedUnlessItsPrefixIsAllowed) {
+  FrameMeta bad_reply = Meta("f1");
+  bad_reply.reply_to = "billing.events";
+  FrameMeta bad_image = Meta("f2");
+  bad_image.annotated_to = "__consumer_offsets";
+  Enqueue(bad_reply, Png());
+  Enqueue(bad_image, Png());
+  Start();
+  ASSERT_TRUE(WaitForAcks(2));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  EXPECT_EQ(bus_.Size("billing.events"), 0u);
+  EXPECT_EQ(bus_.Size("__consumer_offsets"), 0u);
+  const auto results = Results();
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.status, FrameStatus::kError);
+    EXPECT_EQ(r.error.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.error.message().find("only to topics starting with kadr."), std::string::npos)
+        << r.error.ToString();
+  }
+  EXPECT_EQ(bus_.Size(std::string(protocol::kDeadLetterTopic)), 2u);
+  EXPECT_EQ(service_->stats().failed, 2u);
+}
+
+TEST_F(WorkerServiceTest, TheOperatorMayAllowOtherReplyTopicPrefixes) {
+  options_.reply_topic_prefixes = {"kadr.", "billing."};
+  FrameMeta allowed = Meta("f3");
+  allowed.reply_to = "billing.events";
+  Enqueue(allowed, Png());
+  Start();
+  ASSERT_TRUE(WaitFor([&] { return bus_.Size("billing.events") == 1; }));
+  ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
+  const auto billed = Results("billing.events");
+  ASSERT_EQ(billed.size(), 1u);
+  EXPECT_EQ(billed[0].status, FrameStatus::kOk);
 }
 
 TEST_F(WorkerServiceTest, AnnotatedImageGoesWhereTheFrameAsksAndEchoesTheSource) {
@@ -615,13 +655,13 @@ TEST_F(WorkerServiceTest, BadHeaderResultKeepsCorrelationIdAndReplyTo) {
   m.value = Png();
   m.headers.Set("kadr-frame-id", "f2");
   m.headers.Set("kadr-correlation-id", "req-7");
-  m.headers.Set("kadr-reply-to", "replies.gw1");
+  m.headers.Set("kadr-reply-to", "kadr.replies.gw1");
   m.headers.Set("kadr-seq", "not-a-number");
   EnqueueRaw(std::move(m));
   Start();
   ASSERT_TRUE(WaitForAcks(1));
   ASSERT_TRUE(Stop().ok()) << run_status_.ToString();
-  const auto replies = bus_.Topic("replies.gw1");
+  const auto replies = bus_.Topic("kadr.replies.gw1");
   ASSERT_EQ(replies.size(), 1u);
   auto r =
       protocol::FrameResultFromJson(std::string(replies[0].value.begin(), replies[0].value.end()));
