@@ -5,11 +5,11 @@
 #include <condition_variable>
 #include <utility>
 
-#include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
 #include "capture/opencv_frame_source.h"
 #include "common/clock.h"
+#include "imaging/decode.h"
 
 namespace kadr::camera {
 namespace {
@@ -341,7 +341,7 @@ class StreamRunner::Reader final : public engine::Source {
         next_due_ = std::max(next_due_ + period_, t);
       }
       engine::SourceFrame out;
-      out.image = Scaled(std::move(frame->image));
+      out.image = Scaled(frame->image);
       out.capture_ms = capture_ms;
       return std::optional<engine::SourceFrame>(std::move(out));
     }
@@ -418,17 +418,8 @@ class StreamRunner::Reader final : public engine::Source {
     return Status::Ok();
   }
 
-  cv::Mat Scaled(cv::Mat image) const {
-    const StreamSpec& spec = runner_.spec_;
-    if (image.cols <= spec.max_width && image.rows <= spec.max_height) return image;
-    const double scale = std::min(static_cast<double>(spec.max_width) / image.cols,
-                                  static_cast<double>(spec.max_height) / image.rows);
-    cv::Mat small;
-    cv::resize(image, small,
-               cv::Size(std::max(1, static_cast<int>(std::lround(image.cols * scale))),
-                        std::max(1, static_cast<int>(std::lround(image.rows * scale)))),
-               0, 0, cv::INTER_AREA);
-    return small;
+  cv::Mat Scaled(const cv::Mat& image) const {
+    return imaging::FitWithin(image, runner_.spec_.max_width, runner_.spec_.max_height);
   }
 
   // Waits up to `d` unless stop is requested; false when stopping.

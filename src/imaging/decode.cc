@@ -584,9 +584,15 @@ Result<cv::Mat> DecodeImageReduced(std::span<const std::uint8_t> bytes, int min_
 }
 
 cv::Mat FitLongSide(const cv::Mat& image, int max_side) {
-  const int long_side = std::max(image.cols, image.rows);
-  if (max_side <= 0 || long_side <= max_side) return image;
-  const double scale = static_cast<double>(max_side) / long_side;
+  return FitWithin(image, max_side, max_side);
+}
+
+cv::Mat FitWithin(const cv::Mat& image, int max_width, int max_height) {
+  if (max_width <= 0 || max_height <= 0 || (image.cols <= max_width && image.rows <= max_height)) {
+    return image;
+  }
+  const double scale = std::min(static_cast<double>(max_width) / image.cols,
+                                static_cast<double>(max_height) / image.rows);
   cv::Mat out;
   cv::resize(image, out,
              cv::Size(std::max(1, static_cast<int>(std::lround(image.cols * scale))),

@@ -72,6 +72,9 @@ Result<cv::Mat> DecodeImageReduced(std::span<const std::uint8_t> bytes, int min_
 // `max_side` (each side at least 1); `image` itself when it fits already or max_side <= 0.
 // What a frame, a wire image or a thumbnail is sized with. OpenCV's exceptions propagate.
 cv::Mat FitLongSide(const cv::Mat& image, int max_side);
+// The same into a `max_width` x `max_height` box (a stream's frame size limit); `image` itself
+// when it fits already or either bound is <= 0.
+cv::Mat FitWithin(const cv::Mat& image, int max_width, int max_height);
 
 inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
