@@ -26,12 +26,16 @@ std::string_view StatusCodeName(StatusCode code) {
       return "unavailable";
     case StatusCode::kDeadlineExceeded:
       return "deadline_exceeded";
+    case StatusCode::kUnauthenticated:
+      return "unauthenticated";
+    case StatusCode::kPermissionDenied:
+      return "permission_denied";
   }
   return "unknown";
 }
 
 StatusCode StatusCodeFromName(std::string_view name) {
-  for (int c = 1; c <= static_cast<int>(StatusCode::kDeadlineExceeded); ++c) {
+  for (int c = 1; c <= static_cast<int>(StatusCode::kPermissionDenied); ++c) {
     if (StatusCodeName(static_cast<StatusCode>(c)) == name) return static_cast<StatusCode>(c);
   }
   return StatusCode::kInternal;

@@ -26,6 +26,8 @@ enum class StatusCode {
   kInternal,            // a bug or an unexpected library failure (500)
   kUnavailable,         // a dependency is down; retry (503)
   kDeadlineExceeded,    // the deadline passed (504)
+  kUnauthenticated,     // no valid credentials (401)
+  kPermissionDenied,    // credentials valid, but not allowed to do this (403)
 };
 
 // Stable lowercase name of a code, e.g. "invalid_argument"; used in logs and JSON errors.
@@ -76,6 +78,12 @@ inline Status InternalError(std::string m) { return {StatusCode::kInternal, std:
 inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status DeadlineExceededError(std::string m) {
   return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
+inline Status UnauthenticatedError(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
+inline Status PermissionDeniedError(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
 }
 
 // Either a value or a non-OK Status. Constructing from an OK Status is a programming error.

@@ -1,10 +1,17 @@
 #include "http/server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <exception>
 #include <filesystem>
 #include <mutex>
@@ -17,10 +24,84 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "http/detail/connection.h"
+#include "http/detail/tls.h"
+#include "http/multipart.h"
 #include "http/status_mapping.h"
 
 namespace kadr::http {
 namespace {
+
+using detail::Clock;
+using detail::Connection;
+
+// The connection whose request this thread is serving (set by the server around each
+// connection): handlers' wrappers reach its limits and TLS state through it.
+thread_local Connection* t_connection = nullptr;
+
+// httplib's server with its request parser reachable: kadr runs its own accept loop, worker
+// pool and connections (ADR 0013) and calls process_request once per request.
+class GuardedServer final : public httplib::Server {
+ public:
+  using httplib::Server::process_request;
+  socket_t listen_socket() const { return svr_sock_; }
+  std::size_t keep_alive_max_count() const { return keep_alive_max_count_; }
+
+ private:
+  // Unused: listen_after_bind() is never called.
+  bool process_and_close_socket(socket_t sock) override {
+    ::close(sock);
+    return false;
+  }
+};
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// The media type of a Content-Type value, lowercase, without parameters.
+std::string MediaType(std::string_view content_type) {
+  std::string_view t = content_type.substr(0, content_type.find(';'));
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+  return Lower(t);
+}
+
+// "host" of a Host header or an origin's authority, lowercase, without port or brackets.
+std::string HostName(std::string_view authority) {
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    return Lower(authority.substr(1, close == std::string_view::npos ? close : close - 1));
+  }
+  const std::size_t colon = authority.find(':');
+  if (colon != std::string_view::npos && authority.find(':', colon + 1) == std::string_view::npos) {
+    authority = authority.substr(0, colon);
+  }
+  return Lower(authority);
+}
+
+// "host:port" of an authority with the scheme's default port made explicit, lowercase.
+std::string Authority(std::string_view authority, bool https) {
+  std::string out = Lower(authority);
+  const std::size_t bracket = out.rfind(']');
+  const std::size_t colon = out.rfind(':');
+  const bool has_port = colon != std::string::npos &&
+                        (bracket == std::string::npos ? out.find(':') == colon : colon > bracket);
+  if (!has_port) out += https ? ":443" : ":80";
+  return out;
+}
+
+bool IsUnsafeMethod(std::string_view method) {
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+}
+
+bool HasBody(const httplib::Request& req) {
+  if (req.has_header("Transfer-Encoding")) return true;
+  return req.has_header("Content-Length") &&
+         req.get_header_value("Content-Length") != std::string("0");
+}
 
 // A route pattern compiled to the std::regex source httplib matches against the whole path.
 struct CompiledPattern {
@@ -91,6 +172,7 @@ HttpRequest Convert(const httplib::Request& req, const std::vector<std::string>&
   out.query_params.insert(req.params.begin(), req.params.end());
   out.headers.insert(req.headers.begin(), req.headers.end());
   out.remote_addr = req.remote_addr;
+  out.secure = t_connection != nullptr && t_connection->secure();
   return out;
 }
 
@@ -159,6 +241,20 @@ HttpResponse Invoke(const Handler& handler, const HttpRequest& request) {
 
 }  // namespace
 
+std::string_view AccessName(Access access) {
+  switch (access) {
+    case Access::kPublic:
+      return "public";
+    case Access::kRead:
+      return "read";
+    case Access::kOperate:
+      return "operate";
+    case Access::kAdmin:
+      return "admin";
+  }
+  return "admin";
+}
+
 bool CaseInsensitiveLess::operator()(std::string_view a, std::string_view b) const {
   return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
     return std::tolower(static_cast<unsigned char>(x)) <
@@ -205,20 +301,38 @@ HttpResponse HttpResponse::Stream(std::string content_type, StreamBody body) {
 
 class HttpServer::Impl {
  public:
-  explicit Impl(const HttpServerOptions& options) : options_(options) {}
+  Impl(const HttpServerOptions& options, std::unique_ptr<detail::TlsContext> tls)
+      : options_(options), tls_(std::move(tls)) {
+    limits_.max_request_line_bytes = options.max_request_line_bytes;
+    limits_.max_header_bytes = options.max_header_bytes;
+    limits_.max_headers = options.max_headers;
+    limits_.header_timeout = options.header_timeout;
+    limits_.min_body_bytes_per_second = options.min_body_bytes_per_second;
+    limits_.read_timeout = options.read_timeout;
+    limits_.default_body_bytes = std::min(kMaxJsonBodyBytes, options.max_body_bytes);
+    for (const auto& host : options.allowed_hosts) allowed_hosts_.insert(HostName(host));
+  }
 
-  Status Route(std::string_view method, std::string_view pattern, Handler handler) {
+  Status Route(std::string_view method, std::string_view pattern, Handler handler,
+               RouteOptions route) {
     std::lock_guard lock(mu_);
     if (started_) return FailedPreconditionError("routes must be added before Start()");
     ASSIGN_OR_RETURN(CompiledPattern compiled, CompilePattern(pattern));
+    if (route.served_when_busy) {
+      if (method != "GET" || !compiled.names.empty()) {
+        return InvalidArgumentError("only GET routes without parameters can be served when busy");
+      }
+      busy_paths_.emplace(pattern);
+    }
+    route.max_body_bytes = std::min(route.max_body_bytes, options_.max_body_bytes);
     auto names = std::move(compiled.names);
     if (MethodTakesBody(method)) {
-      httplib::Server::HandlerWithContentReader h = [this, names, handler = std::move(handler)](
-                                                        const httplib::Request& req,
-                                                        httplib::Response& res,
-                                                        const httplib::ContentReader& reader) {
-        HandleWithBody(req, res, reader, names, handler);
-      };
+      httplib::Server::HandlerWithContentReader h =
+          [this, names, route, handler = std::move(handler)](const httplib::Request& req,
+                                                             httplib::Response& res,
+                                                             const httplib::ContentReader& reader) {
+            HandleWithBody(req, res, reader, names, handler, route);
+          };
       if (method == "POST") {
         server_.Post(compiled.regex, std::move(h));
       } else if (method == "PUT") {
@@ -230,18 +344,21 @@ class HttpServer::Impl {
       }
       return Status::Ok();
     }
-    httplib::Server::Handler h = [names, handler = std::move(handler),
-                                  stop = stopping_.get_token()](const httplib::Request& req,
-                                                                httplib::Response& res) {
+    httplib::Server::Handler h = [this, names, route, handler = std::move(handler)](
+                                     const httplib::Request& req, httplib::Response& res) {
       HttpRequest request = Convert(req, names);
-      request.body = req.body;
       // httplib cuts every routed response body to the request's single Range after the
       // handler, so a handler's 206 slice was cut again (bytes=100-199 -> 416, a second
       // Content-Range). Handlers own Range: one that honours it answers 206 with the slice,
       // the others the whole body (RFC 9110 lets a server ignore Range). The Request is
       // httplib's own non-const object, handed to handlers as const.
       const_cast<httplib::Request&>(req).ranges.clear();
-      Write(Invoke(handler, request), res, stop);
+      if (std::optional<HttpResponse> denied = Authorize(request, route.access)) {
+        Write(std::move(*denied), res, {});
+        return;
+      }
+      request.body = req.body;
+      Write(Invoke(handler, request), res, stopping_.get_token());
     };
     if (method == "GET") {
       server_.Get(compiled.regex, std::move(h));
@@ -280,22 +397,14 @@ class HttpServer::Impl {
       stopped_ = true;
       return UnavailableError("cannot listen on " + host + ":" + std::to_string(options_.port));
     }
+    // httplib listens with a backlog of 5; a burst of clients needs more.
+    ::listen(server_.listen_socket(), SOMAXCONN);
     port_.store(port);
-    thread_ = std::thread([this] {
-      server_.listen_after_bind();
-      listen_returned_.store(true);
-    });
-    // httplib's stop() is a no-op until the accept loop runs; wait for it so that a Stop()
-    // right after Start() cannot leave the thread blocked in accept().
-    while (!server_.is_running() && !listen_returned_.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    if (!server_.is_running()) {
-      thread_.join();
-      stopped_ = true;
-      return UnavailableError("accept loop failed on " + host + ":" + std::to_string(port));
-    }
-    spdlog::info("http server listening host={} port={} threads={}", host, port, options_.threads);
+    for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+    shed_thread_ = std::thread([this] { ShedLoop(); });
+    accept_thread_ = std::thread([this] { AcceptLoop(); });
+    spdlog::info("http server listening host={} port={} threads={} tls={}", host, port,
+                 options_.threads, tls_ != nullptr);
     return Status::Ok();
   }
 
@@ -305,21 +414,294 @@ class HttpServer::Impl {
     stopped_ = true;
     // First: streaming responses end their waits and return, so that the pool can be joined.
     stopping_.request_stop();
-    if (!thread_.joinable()) return;
-    server_.stop();
-    thread_.join();
+    if (!accept_thread_.joinable()) return;
+    {
+      std::lock_guard q(queue_mu_);
+      stopping_flag_.store(true);
+    }
+    queue_cv_.notify_all();
+    accept_thread_.join();
+    shed_thread_.join();
+    for (auto& w : workers_) w.join();
+    for (Pending& p : queue_) ::close(p.fd);
+    queue_.clear();
+    ::close(server_.listen_socket());
     spdlog::info("http server stopped port={}", port_.load());
   }
 
   int port() const { return port_.load(); }
 
  private:
+  // An accepted connection not yet served, with the bytes the shedding thread read from it.
+  struct Pending {
+    int fd = -1;
+    std::string prefix;
+    Clock::time_point accepted;
+    bool lingering = false;  // answered 503: draining until it closes
+  };
+
+  bool stopping() const { return stopping_flag_.load(); }
+
+  void AcceptLoop() {
+    const int listen_fd = server_.listen_socket();
+    while (!stopping()) {
+      pollfd p{listen_fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE) {
+          spdlog::warn("http accept failed: out of file descriptors");
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        continue;
+      }
+      int yes = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
+      Dispatch(Pending{fd, {}, Clock::now()});
+    }
+  }
+
+  // A free worker takes the connection; else the shedding thread holds it (it waits there
+  // for a worker, or gets 503); with that full too, it is closed at once.
+  void Dispatch(Pending p) {
+    std::unique_lock lock(queue_mu_);
+    if (idle_workers_ > queue_.size()) {
+      queue_.push_back(std::move(p));
+      queue_cv_.notify_one();
+      return;
+    }
+    if (shed_count_.load() + shed_new_.size() >= options_.max_shed_connections) {
+      lock.unlock();
+      ::close(p.fd);
+      NoteShed("closed");
+      return;
+    }
+    shed_new_.push_back(std::move(p));
+  }
+
+  void WorkerLoop() {
+    while (true) {
+      Pending p;
+      {
+        std::unique_lock lock(queue_mu_);
+        ++idle_workers_;
+        queue_cv_.wait(lock, [&] { return stopping() || !queue_.empty(); });
+        --idle_workers_;
+        if (stopping()) return;
+        p = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      Serve(std::move(p), false);
+    }
+  }
+
+  // Serves the requests of one connection (one only when `shedding`). Keep-alive: an idle
+  // connection is dropped at once when others wait for a worker.
+  void Serve(Pending p, bool shedding) {
+    SSL* ssl = nullptr;
+    if (tls_) {
+      ssl = tls_->Accept(p.fd, Clock::now() + options_.header_timeout);
+      if (ssl == nullptr) {
+        ::close(p.fd);
+        return;
+      }
+    }
+    Connection conn(p.fd, ssl, limits_, std::move(p.prefix));
+    t_connection = &conn;
+    std::size_t left = shedding ? 1 : server_.keep_alive_max_count();
+    const auto first_wait =
+        shedding ? std::chrono::milliseconds(options_.shed_timeout)
+                 : std::chrono::duration_cast<std::chrono::milliseconds>(options_.header_timeout);
+    const auto connected = Clock::now();
+    bool first = true;
+    while (left-- > 0 && !stopping()) {
+      const bool waiting =
+          first ? conn.WaitForRequest(first_wait,
+                                      [&] {
+                                        // A silent new connection yields after
+                                        // a second when others wait.
+                                        return stopping() ||
+                                               (shed_count_.load() > 0 &&
+                                                Clock::now() - connected > std::chrono::seconds(1));
+                                      })
+                : conn.WaitForRequest(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          options_.keep_alive_timeout),
+                                      [&] { return stopping() || shed_count_.load() > 0; });
+      if (!waiting) break;
+      first = false;
+      conn.BeginRequest();
+      bool connection_closed = false;
+      const bool ok =
+          server_.process_request(conn, left == 0 || conn.closing(), connection_closed, nullptr);
+      if (!ok || connection_closed || conn.closing()) break;
+    }
+    t_connection = nullptr;
+  }
+
+  // The shedding thread: holds connections accepted while every worker was busy, hands them
+  // to a worker that frees up within shed_timeout, serves their request itself when its
+  // route is served_when_busy (health checks), and answers the others 503 after shed_timeout.
+  void ShedLoop() {
+    std::vector<Pending> pending;
+    std::vector<pollfd> polls;
+    while (!stopping()) {
+      {
+        std::lock_guard lock(queue_mu_);
+        for (Pending& p : shed_new_) pending.push_back(std::move(p));
+        shed_new_.clear();
+        // Oldest first to any worker that is idle now.
+        for (auto it = pending.begin(); it != pending.end() && idle_workers_ > queue_.size();) {
+          if (it->lingering) {
+            ++it;
+            continue;
+          }
+          queue_.push_back(std::move(*it));
+          it = pending.erase(it);
+          queue_cv_.notify_one();
+        }
+        shed_count_.store(static_cast<std::size_t>(std::count_if(
+            pending.begin(), pending.end(), [](const Pending& p) { return !p.lingering; })));
+      }
+      polls.clear();
+      for (const Pending& p : pending) polls.push_back({p.fd, POLLIN, 0});
+      if (polls.empty()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
+      ::poll(polls.data(), polls.size(), 20);
+      const auto now = Clock::now();
+      std::vector<Pending> keep;
+      for (std::size_t i = 0; i < pending.size(); ++i) {
+        Pending& p = pending[i];
+        bool closed = false;
+        if ((polls[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && (!tls_ || p.lingering)) {
+          char buf[4096];
+          const ssize_t n = ::recv(p.fd, buf, sizeof(buf), 0);
+          if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
+            closed = true;
+          } else if (n > 0 && !p.lingering &&
+                     p.prefix.size() < options_.max_request_line_bytes + 2) {
+            p.prefix.append(buf, static_cast<std::size_t>(n));
+          }
+        }
+        if (closed) {
+          ::close(p.fd);
+          continue;
+        }
+        if (p.lingering) {
+          if (now - p.accepted > std::chrono::seconds(1)) {
+            ::close(p.fd);
+          } else {
+            keep.push_back(std::move(p));
+          }
+          continue;
+        }
+        if (!tls_ && ServedWhenBusy(p.prefix)) {
+          Serve(std::move(p), true);
+          continue;
+        }
+        if (now - p.accepted < options_.shed_timeout) {
+          keep.push_back(std::move(p));
+          continue;
+        }
+        NoteShed("answered 503");
+        if (tls_) {
+          ::close(p.fd);  // no handshake here: a TLS client sees the connection close
+          continue;
+        }
+        const std::string text = detail::ErrorResponseText(
+            503,
+            UnavailableError("the server is busy: all " + std::to_string(options_.threads) +
+                             " of its connection threads are serving requests; retry shortly"),
+            "Retry-After: 1\r\n");
+        (void)::send(p.fd, text.data(), text.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::shutdown(p.fd, SHUT_WR);
+        p.lingering = true;
+        p.accepted = now;
+        keep.push_back(std::move(p));
+      }
+      pending = std::move(keep);
+    }
+    for (Pending& p : pending) ::close(p.fd);
+    std::lock_guard lock(queue_mu_);
+    for (Pending& p : shed_new_) ::close(p.fd);
+    shed_new_.clear();
+    shed_count_.store(0);
+  }
+
+  // Whether `prefix` holds a complete request line for a served_when_busy route.
+  bool ServedWhenBusy(const std::string& prefix) const {
+    const std::size_t eol = prefix.find('\n');
+    if (eol == std::string::npos || busy_paths_.empty()) return false;
+    const std::string_view line(prefix.data(), eol);
+    if (!line.starts_with("GET ") && !line.starts_with("HEAD ")) return false;
+    const std::size_t start = line.find(' ') + 1;
+    const std::size_t end = line.find_first_of(" ?", start);
+    if (end == std::string_view::npos) return false;
+    return busy_paths_.contains(std::string(line.substr(start, end - start)));
+  }
+
+  void NoteShed(const char* what) {
+    const std::uint64_t n = ++shed_total_;
+    const auto now = Clock::now();
+    std::lock_guard lock(shed_log_mu_);
+    if (now - last_shed_log_ > std::chrono::seconds(5)) {
+      last_shed_log_ = now;
+      spdlog::warn(
+          "http server busy: a connection was {} (connections shed so far: {}, threads={})", what,
+          n, options_.threads);
+    }
+  }
+
+  // Host (DNS rebinding) and Origin (CSRF) checks before any route or file is reached.
+  std::optional<HttpResponse> CheckSite(const httplib::Request& req) const {
+    if (!allowed_hosts_.empty() && req.has_header("Host")) {
+      const std::string host = HostName(req.get_header_value("Host"));
+      if (!allowed_hosts_.contains(host)) {
+        HttpResponse r = HttpResponse::Error(
+            PermissionDeniedError("host '" + host.substr(0, 256) +
+                                  "' is not served here (the operator allows hosts with "
+                                  "--allowed-host)"));
+        r.status = 421;
+        return r;
+      }
+    }
+    if (options_.same_origin_writes && IsUnsafeMethod(req.method)) {
+      const bool https = t_connection != nullptr && t_connection->secure();
+      if (req.has_header("Origin")) {
+        const std::string origin = req.get_header_value("Origin");
+        const std::size_t scheme_end = origin.find("://");
+        const std::string authority = Authority(req.get_header_value("Host"), https);
+        if (scheme_end == std::string::npos ||
+            Authority(std::string_view(origin).substr(scheme_end + 3),
+                      origin.starts_with("https")) != authority) {
+          return HttpResponse::Error(PermissionDeniedError("cross-site request refused: Origin '" +
+                                                           origin.substr(0, 256) +
+                                                           "' is not this server"));
+        }
+      } else if (req.has_header("Sec-Fetch-Site")) {
+        const std::string site = req.get_header_value("Sec-Fetch-Site");
+        if (site != "same-origin" && site != "none") {
+          return HttpResponse::Error(
+              PermissionDeniedError("cross-site request refused: Sec-Fetch-Site " + site));
+        }
+      }
+    }
+    return std::nullopt;
+  }
+
+  std::optional<HttpResponse> Authorize(HttpRequest& request, Access access) const {
+    if (!options_.authorizer) return std::nullopt;
+    try {
+      return options_.authorizer(request, access);
+    } catch (const std::exception& e) {
+      spdlog::error("http authorizer threw error=\"{}\"", e.what());
+      return HttpResponse::Error(InternalError("internal error"));
+    }
+  }
+
   void Configure() {
     const std::size_t max_body = options_.max_body_bytes;
-    const int threads = options_.threads;
-    server_.new_task_queue = [threads] {
-      return new httplib::ThreadPool(static_cast<std::size_t>(threads));
-    };
     server_.set_payload_max_length(max_body);
     server_.set_read_timeout(options_.read_timeout);
     server_.set_keep_alive_timeout(options_.keep_alive_timeout.count());
@@ -332,14 +714,33 @@ class HttpServer::Impl {
     // Responses go out as several writes (headers, body): with Nagle's algorithm the second
     // waits for the client's delayed ACK, ~40 ms per request (measured with
     // bench/gateway_bench.cc: client latency minus server time, p50 43 ms -> 0.7 ms).
-    // Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
+    // Accepted sockets get TCP_NODELAY in AcceptLoop.
     server_.set_tcp_nodelay(true);
     // On every response (docs/security.md): browsers neither guess content types nor let
     // another site frame a page (clickjacking), and no URL leaks in a Referer.
-    server_.set_default_headers({{"X-Content-Type-Options", "nosniff"},
-                                 {"X-Frame-Options", "DENY"},
-                                 {"Content-Security-Policy", "frame-ancestors 'none'"},
-                                 {"Referrer-Policy", "no-referrer"}});
+    httplib::Headers headers = {{"X-Content-Type-Options", "nosniff"},
+                                {"X-Frame-Options", "DENY"},
+                                {"Content-Security-Policy", "frame-ancestors 'none'"},
+                                {"Referrer-Policy", "no-referrer"}};
+    if (tls_) headers.emplace("Strict-Transport-Security", "max-age=31536000");
+    server_.set_default_headers(std::move(headers));
+    server_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      // httplib slices static files by Range itself: one range at most, or the whole file
+      // (a Range of thousands of ranges would make as many copies).
+      if (req.ranges.size() > 1) {
+        auto& mutable_req = const_cast<httplib::Request&>(req);
+        mutable_req.ranges.clear();
+        mutable_req.headers.erase("Range");
+      }
+      // httplib never reads the body of a GET: the connection cannot carry another request.
+      if (!MethodTakesBody(req.method) && HasBody(req)) LeaveBodyUnread(res);
+      std::optional<HttpResponse> refused = CheckSite(req);
+      if (!refused) return httplib::Server::HandlerResponse::Unhandled;
+      const_cast<httplib::Request&>(req).ranges.clear();
+      if (HasBody(req)) LeaveBodyUnread(res);
+      Write(std::move(*refused), res, {});
+      return httplib::Server::HandlerResponse::Handled;
+    });
     // Refuse an announced oversized upload before the client sends it.
     server_.set_expect_100_continue_handler(
         [max_body](const httplib::Request& req, httplib::Response&) {
@@ -349,11 +750,10 @@ class HttpServer::Impl {
           }
           return 100;
         });
-    // Unknown routes taking a body: read it under the size limit (httplib does not bound
-    // chunked bodies itself), then answer 404.
+    // Unknown routes taking a body: read it under the default limit, then answer 404.
     auto not_found = [this](const httplib::Request& req, httplib::Response& res,
                             const httplib::ContentReader& reader) {
-      HandleWithBody(req, res, reader, {}, nullptr);
+      HandleWithBody(req, res, reader, {}, nullptr, RouteOptions{});
     };
     server_.Post(".*", not_found);
     server_.Put(".*", not_found);
@@ -391,60 +791,71 @@ class HttpServer::Impl {
         });
   }
 
-  // Reads the body (raw or multipart) under max_body_bytes, then runs `handler`; a null
-  // handler answers 404.
+  // The request's body stays unread: the connection cannot carry another request.
+  static void LeaveBodyUnread(httplib::Response& res) {
+    res.set_header("Connection", "close");
+    if (t_connection != nullptr) t_connection->MarkClosing();
+  }
+
+  // Checks access, body type and size, reads the body (raw, or multipart parsed by
+  // ParseMultipart) under the route's limit, then runs `handler`; a null handler answers 404.
   void HandleWithBody(const httplib::Request& req, httplib::Response& res,
                       const httplib::ContentReader& reader, const std::vector<std::string>& names,
-                      const Handler& handler) {
+                      const Handler& handler, const RouteOptions& route) {
     // Range is for GET (handlers own it there, see Route). Left on a POST, httplib would cut
     // the answer to it, building one copy per range: `Range: bytes=0-,0-,...` on an upload
     // made thousands of copies of the annotated JPEG (docs/security.md).
     const_cast<httplib::Request&>(req).ranges.clear();
     HttpRequest request = Convert(req, names);
-    const std::size_t limit = options_.max_body_bytes;
-    std::size_t total = 0;
-    bool too_large = false;
-    // Past the limit the body is still read, and dropped, for up to another `limit` bytes so
-    // that a client that is still sending can read the 413; beyond that the read is aborted.
-    auto admit = [&](std::size_t n) {
-      total += n;
-      too_large = too_large || total > limit;
-      return total <= limit || total - limit <= limit;
+    const std::string content_type = req.get_header_value("Content-Type");
+    const std::string media = MediaType(content_type);
+    const bool has_body = HasBody(req);
+    auto refuse = [&](const Status& status) {
+      if (has_body) LeaveBodyUnread(res);
+      Write(HttpResponse::Error(status), res, {});
     };
-    bool ok = false;
-    if (req.is_multipart_form_data()) {
-      ok = reader(
-          [&](const httplib::MultipartFormData& part) {
-            if (!too_large) {
-              request.files.push_back({part.name, part.filename, part.content_type, {}});
-            }
-            return true;
-          },
-          [&](const char* data, std::size_t n) {
-            if (!admit(n)) return false;
-            if (!too_large && !request.files.empty()) {
-              request.files.back().content.append(data, n);
-            }
-            return true;
-          });
-    } else {
-      ok = reader([&](const char* data, std::size_t n) {
-        if (!admit(n)) return false;
-        if (!too_large) request.body.append(data, n);
-        return true;
-      });
+    if (handler) {
+      if (std::optional<HttpResponse> denied = Authorize(request, route.access)) {
+        if (has_body) LeaveBodyUnread(res);
+        Write(std::move(*denied), res, {});
+        return;
+      }
+      if (has_body && !route.content_types.empty() &&
+          std::find(route.content_types.begin(), route.content_types.end(), media) ==
+              route.content_types.end()) {
+        std::string wanted;
+        for (const auto& t : route.content_types) wanted += (wanted.empty() ? "" : ", ") + t;
+        refuse(UnsupportedError("the body of " + req.method + " " + req.path + " must be " +
+                                wanted + ", not '" + media.substr(0, 128) + "'"));
+        return;
+      }
     }
-    if (!ok) {
-      // The rest of the body is unread; the connection cannot be reused.
-      res.set_header("Connection", "close");
-    }
-    if (too_large || res.status == 413) {
-      Write(HttpResponse::Error(TooLargeError(TooLargeMessage(limit))), res, {});
+    const std::size_t limit = handler ? route.max_body_bytes : limits_.default_body_bytes;
+    if (req.has_header("Content-Length") &&
+        req.get_header_value<std::uint64_t>("Content-Length") > limit) {
+      refuse(TooLargeError(TooLargeMessage(limit)));
       return;
     }
-    if (!ok) {
-      Write(HttpResponse::Error(InvalidArgumentError("malformed or incomplete request body")), res,
-            {});
+    // The connection counts raw bytes: a chunked body's framing gets room too (as much again
+    // as the body: one-byte chunks from a hostile client are cut off earlier).
+    if (t_connection != nullptr) {
+      t_connection->SetBodyLimit(req.has_header("Content-Length") ? limit : 2 * limit + 4096);
+    }
+    const bool multipart = media == "multipart/form-data";
+    // httplib's own multipart parser is unbounded (ADR 0013): it gets no multipart type.
+    if (multipart) const_cast<httplib::Request&>(req).headers.erase("Content-Type");
+    const bool ok = reader([&](const char* data, std::size_t n) {
+      if (request.body.size() + n > limit) return false;
+      request.body.append(data, n);
+      return true;
+    });
+    if (t_connection != nullptr && t_connection->refused()) return;  // 408 or 413 sent
+    if (!ok || res.status == 413) {
+      if (request.body.size() >= limit || res.status == 413) {
+        refuse(TooLargeError(TooLargeMessage(limit)));
+      } else {
+        refuse(InvalidArgumentError("malformed or incomplete request body"));
+      }
       return;
     }
     if (!handler) {
@@ -452,19 +863,44 @@ class HttpServer::Impl {
             {});
       return;
     }
+    if (multipart) {
+      Result<std::vector<MultipartFile>> parts = ParseMultipart(content_type, request.body);
+      if (!parts) {
+        Write(HttpResponse::Error(parts.status()), res, {});
+        return;
+      }
+      request.files = std::move(*parts);
+      request.body.clear();
+    }
     Write(Invoke(handler, request), res, stopping_.get_token());
   }
 
   const HttpServerOptions options_;
-  httplib::Server server_;
-  std::mutex mu_;  // guards started_, stopped_, thread_ and route registration
+  const std::unique_ptr<detail::TlsContext> tls_;
+  detail::ConnectionLimits limits_;
+  std::set<std::string, std::less<>> allowed_hosts_;
+  std::set<std::string, std::less<>> busy_paths_;
+  GuardedServer server_;
+  std::mutex mu_;  // guards started_, stopped_, the threads and route registration
   bool started_ = false;
   bool stopped_ = false;
-  std::thread thread_;
+  std::thread accept_thread_;
+  std::thread shed_thread_;
+  std::vector<std::thread> workers_;
   std::atomic<int> port_{0};
-  std::atomic<bool> listen_returned_{false};
+  std::atomic<bool> stopping_flag_{false};
   // Requested by Stop(); streaming responses watch its tokens.
   std::stop_source stopping_;
+
+  std::mutex queue_mu_;  // guards queue_, shed_new_, idle_workers_
+  std::condition_variable queue_cv_;
+  std::deque<Pending> queue_;
+  std::vector<Pending> shed_new_;
+  std::size_t idle_workers_ = 0;
+  std::atomic<std::size_t> shed_count_{0};  // connections the shedding thread holds
+  std::atomic<std::uint64_t> shed_total_{0};
+  std::mutex shed_log_mu_;
+  Clock::time_point last_shed_log_{};
 };
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options) {
@@ -476,18 +912,32 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& 
     return InvalidArgumentError("http threads must be >= 1: " + std::to_string(options.threads));
   }
   if (options.max_body_bytes == 0) return InvalidArgumentError("http max_body_bytes is 0");
-  if (options.read_timeout.count() <= 0 || options.keep_alive_timeout.count() <= 0) {
+  if (options.read_timeout.count() <= 0 || options.keep_alive_timeout.count() <= 0 ||
+      options.header_timeout.count() <= 0 || options.shed_timeout.count() <= 0) {
     return InvalidArgumentError("http timeouts must be positive");
   }
-  return std::unique_ptr<HttpServer>(new HttpServer(std::make_unique<Impl>(options)));
+  if (options.max_request_line_bytes == 0 || options.max_header_bytes == 0 ||
+      options.max_headers == 0) {
+    return InvalidArgumentError("http request head limits must be positive");
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return InvalidArgumentError("TLS needs both a certificate and a key file");
+  }
+  std::unique_ptr<detail::TlsContext> tls;
+  if (!options.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(tls, detail::TlsContext::Create(options.tls_cert_file, options.tls_key_file));
+  }
+  return std::unique_ptr<HttpServer>(
+      new HttpServer(std::make_unique<Impl>(options, std::move(tls))));
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() { Stop(); }
 
-Status HttpServer::Route(std::string_view method, std::string_view pattern, Handler handler) {
+Status HttpServer::Route(std::string_view method, std::string_view pattern, Handler handler,
+                         RouteOptions options) {
   if (!handler) return InvalidArgumentError("null handler");
-  return impl_->Route(method, pattern, std::move(handler));
+  return impl_->Route(method, pattern, std::move(handler), std::move(options));
 }
 Status HttpServer::ServeStatic(std::string_view mount, const std::string& dir) {
   return impl_->ServeStatic(mount, dir);

@@ -44,20 +44,34 @@
 
 namespace kadr::http {
 
-struct HttpServerOptions {
-  // Address to bind; "0.0.0.0" for all IPv4 interfaces.
-  std::string host = "127.0.0.1";
-  // TCP port; 0 picks a free port (read it back with HttpServer::port()).
-  int port = 8080;
-  // Largest accepted request body, in bytes; larger bodies get 413 too_large.
-  std::size_t max_body_bytes = 32 * 1024 * 1024;
-  // Worker threads handling connections (one connection per thread at a time). At least 1.
-  int threads = 8;
-  // Longest wait for the next bytes of a request before the connection is dropped.
-  std::chrono::seconds read_timeout{30};
-  // How long an idle keep-alive connection is kept open; also bounds how long Stop() waits
-  // for idle connections.
-  std::chrono::seconds keep_alive_timeout{5};
+// Who may call a route. The server's authorizer (HttpServerOptions::authorizer) decides what
+// each level needs; without an authorizer every route is open.
+enum class Access {
+  kPublic,   // anyone: health checks, the web UI's files, the login route
+  kRead,     // read results, jobs, models, live views (role viewer and above)
+  kOperate,  // submit images and videos (role operator and above)
+  kAdmin,    // streams, deletions, settings (role admin)
+};
+
+// The name of an access level ("public", "read", "operate", "admin").
+std::string_view AccessName(Access access);
+
+// Largest body of a route that takes JSON; the default body limit of every route.
+inline constexpr std::size_t kMaxJsonBodyBytes = 64 * 1024;
+
+struct RouteOptions {
+  Access access = Access::kRead;
+  // Largest request body this route accepts (for POST/PUT/PATCH/DELETE routes; other routes
+  // accept none larger than kMaxJsonBodyBytes). A declared Content-Length over it is refused
+  // with 413 before a byte of the body is read.
+  std::size_t max_body_bytes = kMaxJsonBodyBytes;
+  // Media types (without parameters, lowercase) the body may have, e.g. {"application/json"};
+  // any other, or none, gets 415 unsupported. Empty: any type. A JSON route lists
+  // "application/json" so that a cross-site HTML form (form-encoded, text/plain) cannot reach it.
+  std::vector<std::string> content_types;
+  // Served even when every worker thread is busy (health checks), by the server's small
+  // shedding thread instead of being answered 503. Keep such handlers fast.
+  bool served_when_busy = false;
 };
 
 // Orders strings ignoring ASCII case; HTTP header names compare this way.
@@ -89,6 +103,10 @@ struct HttpRequest {
   std::string body;
   std::vector<MultipartFile> files;
   std::string remote_addr;
+  // Who made the request, as the authorizer named them ("" without an authorizer).
+  std::string principal;
+  // Whether the request came over TLS.
+  bool secure = false;
 
   // First value of query parameter `key`, if present.
   std::optional<std::string> Query(std::string_view key) const;
@@ -138,6 +156,54 @@ struct HttpResponse {
   static HttpResponse Stream(std::string content_type, StreamBody body);
 };
 
+// Decides whether `request` may reach a route of `access`. nullopt lets it through (the
+// authorizer may set request.principal); a response (401, 403, 429 ...) is sent instead.
+// Called on the connection's thread for every routed request, before its body is read.
+using Authorizer = std::function<std::optional<HttpResponse>(HttpRequest& request, Access access)>;
+
+struct HttpServerOptions {
+  // Address to bind; "0.0.0.0" for all IPv4 interfaces.
+  std::string host = "127.0.0.1";
+  // TCP port; 0 picks a free port (read it back with HttpServer::port()).
+  int port = 8080;
+  // Largest request body of any route, in bytes: a route's own max_body_bytes is capped by it.
+  std::size_t max_body_bytes = 32 * 1024 * 1024;
+  // Worker threads handling connections (one connection per thread at a time). At least 1.
+  int threads = 8;
+  // Longest wait for the next bytes of a request before the connection is dropped.
+  std::chrono::seconds read_timeout{30};
+  // How long an idle keep-alive connection is kept open; also bounds how long Stop() waits
+  // for idle connections. An idle connection is closed at once when others wait for a thread.
+  std::chrono::seconds keep_alive_timeout{5};
+  // The request line and headers must arrive within this time of their first byte (408).
+  std::chrono::seconds header_timeout{10};
+  // A body must arrive at this average rate at least, after header_timeout of grace (408):
+  // a client trickling a body cannot hold a thread for long.
+  std::size_t min_body_bytes_per_second = 64 * 1024;
+  // Request line (method, target, version) longer than this: 414.
+  std::size_t max_request_line_bytes = 8192;
+  // Request line and headers together longer than this, or more header lines than
+  // max_headers: 431.
+  std::size_t max_header_bytes = 32 * 1024;
+  std::size_t max_headers = 64;
+  // Connections accepted while every worker thread is busy wait in the shedding thread for at
+  // most this long for their request line; then they get 503 (or their served_when_busy route).
+  // At most max_shed_connections wait at once; more are closed at once.
+  std::chrono::milliseconds shed_timeout{2000};
+  std::size_t max_shed_connections = 256;
+  // TLS: a PEM certificate (chain) and its private key. Both empty: plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Host header names (without the port, lowercase) a request may carry; others get 421
+  // (DNS rebinding). Empty: any Host.
+  std::vector<std::string> allowed_hosts;
+  // Requests that change state (POST, PUT, PATCH, DELETE) from a browser must come from this
+  // server's own origin: a foreign Origin, or Sec-Fetch-Site cross-site, gets 403 (CSRF).
+  bool same_origin_writes = true;
+  // Called before every routed request (see Authorizer); null: every route open.
+  Authorizer authorizer;
+};
+
 using Handler = std::function<HttpResponse(const HttpRequest&)>;
 
 class HttpServer {
@@ -154,8 +220,10 @@ class HttpServer {
   // HEAD) and `pattern`, a path whose segments are literal or ":name" (one non-empty segment,
   // captured into path_params): "/api/v1/jobs/:id". The first matching route wins.
   // kInvalidArgument: unknown method, pattern not starting with '/', bad or repeated ":name".
+  // `options` set the route's access level, body limit and body types (RouteOptions).
   // kFailedPrecondition: the server was already started.
-  Status Route(std::string_view method, std::string_view pattern, Handler handler);
+  Status Route(std::string_view method, std::string_view pattern, Handler handler,
+               RouteOptions options = {});
 
   // Serves the files under `dir` at `mount` ("/" or "/static") for GET and HEAD, with a
   // Content-Type guessed from the extension. Paths escaping `dir` ("..") are rejected.

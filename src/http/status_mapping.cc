@@ -28,6 +28,10 @@ int HttpStatusFor(StatusCode code) {
       return 503;
     case StatusCode::kDeadlineExceeded:
       return 504;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
   }
   return 500;  // an out-of-range enum value is a bug
 }
@@ -56,6 +60,10 @@ StatusCode StatusCodeForHttp(int http_status) {
       return StatusCode::kUnavailable;
     case 504:
       return StatusCode::kDeadlineExceeded;
+    case 401:
+      return StatusCode::kUnauthenticated;
+    case 403:
+      return StatusCode::kPermissionDenied;
     default:
       return http_status >= 400 && http_status < 500 ? StatusCode::kInvalidArgument
                                                      : StatusCode::kInternal;

@@ -67,7 +67,7 @@ std::int64_t ClampToInt64(std::uint64_t v) {
 
 StatusCode StatusCodeFromName(std::string_view name) {
   for (int c = static_cast<int>(StatusCode::kOk);
-       c <= static_cast<int>(StatusCode::kDeadlineExceeded); ++c) {
+       c <= static_cast<int>(StatusCode::kPermissionDenied); ++c) {
     if (StatusCodeName(static_cast<StatusCode>(c)) == name) return static_cast<StatusCode>(c);
   }
   return StatusCode::kInternal;  // a name from a newer kadr: still shown as an error
