@@ -372,7 +372,8 @@ int Main(int argc, char** argv) {
   std::vector<std::string> up = {kadr_bin.string()};
   if (cfg.threads > 0) up.insert(up.end(), {"--threads", std::to_string(cfg.threads)});
   up.insert(up.end(), {"up", "--http-port", "0", "--models", cfg.model, "--models-dir",
-                       cfg.models_dir, "--data-dir", (tmp / "data").string()});
+                       cfg.models_dir, "--data-dir", (tmp / "data").string(), "--source-dir",
+                       tmp.string()});  // the live source is a file in tmp
   for (std::string& a : SplitWords(cfg.extra_up_args)) up.push_back(std::move(a));
   KadrProcess kadr;
   if (!kadr.Start(up, tmp / "kadr.log")) return 1;

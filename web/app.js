@@ -60,15 +60,22 @@ class ApiError extends Error {
   }
 }
 
+// A request to the API. A 401 (access control on, no or an ended session) shows the login
+// form; once logged in, the request is sent again.
 async function request(path, options = {}) {
+  const { retried, ...fetchOptions } = options;
   let response;
   try {
     response = await fetch(path, {
-      ...options,
+      ...fetchOptions,
       headers: { Accept: 'application/json', ...(options.headers || {}) },
     });
   } catch (error) {
     throw new ApiError(0, 'unreachable', `Cannot reach the kadr server (${error.message}).`);
+  }
+  if (response.status === 401 && !retried) {
+    await requireLogin();
+    return request(path, { ...options, retried: true });
   }
   const text = await response.text();
   let body = null;
@@ -109,6 +116,8 @@ const ERROR_HINTS = {
   deadline_exceeded: 'No result in time.',
   internal: 'Server error.',
   unreachable: 'Check that kadr is running.',
+  unauthenticated: 'Log in with an API token.',
+  permission_denied: 'Your token\'s role does not allow this; ask an admin.',
 };
 
 const alertBox = byTestId('error');
@@ -1224,6 +1233,110 @@ async function pollReadiness() {
   $('.server-status-text', serverStatus).textContent = text;
 }
 
+// ---- access control: login, logout, who is logged in -------------------------------------
+
+const loginBox = byTestId('login');
+const loginForm = byTestId('login-form');
+const loginToken = byTestId('login-token');
+const loginError = byTestId('login-error');
+const loginSubmit = byTestId('login-submit');
+const account = byTestId('account');
+let loginWait = null; // {promise, resolve} while the login form is shown
+
+function showAccount(who) {
+  const on = Boolean(who && who.auth);
+  account.hidden = !on;
+  if (!on) return;
+  byTestId('account-name').textContent = who.name;
+  byTestId('account-role').textContent = who.role;
+  account.dataset.role = who.role;
+}
+
+// Shows the login form (once, however many requests wait) and resolves when logged in.
+function requireLogin() {
+  if (!loginWait) {
+    let resolve;
+    const promise = new Promise((r) => {
+      resolve = r;
+    });
+    loginWait = { promise, resolve };
+    showAccount(null);
+    loginError.hidden = true;
+    loginToken.value = '';
+    loginBox.hidden = false;
+    loginToken.focus();
+  }
+  return loginWait.promise;
+}
+
+loginForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const token = loginToken.value.trim();
+  if (!token) {
+    loginToken.focus();
+    return;
+  }
+  loginSubmit.disabled = true;
+  let response;
+  let body = null;
+  try {
+    response = await fetch(`${API}/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ token }),
+    });
+    body = await response.json().catch(() => null);
+  } catch (error) {
+    response = null;
+    body = { error: { message: `Cannot reach the kadr server (${error.message})` } };
+  } finally {
+    loginSubmit.disabled = false;
+  }
+  if (!response || !response.ok) {
+    const message = (body && body.error && body.error.message) || `HTTP ${response.status}`;
+    const retry = response && response.headers.get('Retry-After');
+    loginError.textContent =
+      response && response.status === 401
+        ? 'That token is not valid: mistyped, or revoked.'
+        : `${sentence(message)}${retry ? ` Try again in ${retry} s.` : ''}`;
+    loginError.hidden = false;
+    loginToken.select();
+    return;
+  }
+  loginBox.hidden = true;
+  loginToken.value = '';
+  showAccount(body);
+  clearError();
+  const wait = loginWait;
+  loginWait = null;
+  if (wait) wait.resolve();
+});
+
+byTestId('logout').addEventListener('click', async () => {
+  try {
+    await fetch(`${API}/logout`, { method: 'POST' });
+  } catch {
+    // The cookie stays until it expires; the form still asks for a token.
+  }
+  await requireLogin();
+  loadModels();
+});
+
+// Who is logged in; the login form when nobody is and the server wants someone.
+async function checkLogin() {
+  let response;
+  try {
+    response = await fetch(`${API}/whoami`, { headers: { Accept: 'application/json' } });
+  } catch {
+    return;
+  }
+  if (response.status === 401) {
+    await requireLogin();
+    return;
+  }
+  if (response.ok) showAccount(await response.json().catch(() => null));
+}
+
 // ---- views and routing -------------------------------------------------------------------
 
 let currentView = null;
@@ -1255,6 +1368,7 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+checkLogin();
 route();
 loadModels();
 pollReadiness();

@@ -80,6 +80,8 @@ Result<std::unique_ptr<CameraService>> CameraService::Create(
   if (!options.runner.admission) options.runner.admission = options.video.admission;
   if (!options.runner.admission) options.runner.admission = std::make_shared<engine::Admission>();
   if (!options.video.admission) options.video.admission = options.runner.admission;
+  ASSIGN_OR_RETURN(options.runner.source_policy, capture::SourcePolicy::Create(options.sources));
+  spdlog::info("camera: stream sources {}", options.runner.source_policy->Describe());
   ASSIGN_OR_RETURN(std::unique_ptr<StreamStore> store, StreamStore::Create(options.data_dir));
   ASSIGN_OR_RETURN(std::vector<StreamSpec> specs, store->List());
   std::unique_ptr<CameraService> service(new CameraService(std::move(options), publisher, results,
@@ -253,6 +255,9 @@ struct ApiErrorParts {
 
 // The finer API error of a source that did not open when probed.
 ApiErrorParts ProbeError(const Status& s, const capture::SourceLocation& location) {
+  if (s.code() == StatusCode::kPermissionDenied) {
+    return {StatusCode::kPermissionDenied, 403, "permission_denied"};
+  }
   switch (location.kind) {
     case capture::SourceKind::kDevice:
       if (s.code() == StatusCode::kNotFound) return {StatusCode::kNotFound, 400, "no_such_device"};
@@ -265,7 +270,7 @@ ApiErrorParts ProbeError(const Status& s, const capture::SourceLocation& locatio
       break;
     case capture::SourceKind::kRtsp:
     case capture::SourceKind::kHttp:
-      if (s.code() == StatusCode::kInternal) break;
+      if (s.code() == StatusCode::kInvalidArgument) break;
       return {StatusCode::kUnavailable, 502, "source_unreachable"};
   }
   return {s.code(), http::HttpStatusFor(s.code()), std::string(StatusCodeName(s.code()))};
@@ -296,10 +301,18 @@ Result<std::string> CameraService::Add(std::string_view body, ApiError* error) {
   }
   const auto location = capture::ParseSource(spec.source);
   if (!location) return fail(ApiError::Of(location.error()));
+  // The operator's policy, with or without the probe (the factory checks it again at every
+  // open; a host name is checked when it is resolved).
+  if (auto allowed = options_.runner.source_policy->Check(*location); !allowed) {
+    spdlog::info("camera: stream refused source={} error=\"{}\"", location->redacted,
+                 capture::RedactUrl(allowed.error().ToString()));
+    return fail(ApiError::Of(allowed.error()));
+  }
   if (request->probe) {
     capture::SourceOptions so;
     so.open_timeout = options_.probe_timeout;
     so.read_timeout = options_.probe_timeout;
+    so.policy = options_.runner.source_policy;
     auto source = factory_(spec, so);
     Status opened = source ? (*source)->Open() : source.error();
     if (source) (*source)->Close();
@@ -307,7 +320,8 @@ Result<std::string> CameraService::Add(std::string_view body, ApiError* error) {
       spdlog::info("camera: stream rejected source={} error=\"{}\"", location->redacted,
                    capture::RedactUrl(opened.ToString()));
       const ApiErrorParts parts = ProbeError(opened, *location);
-      return fail(ApiError::Fine(parts.code, parts.http_status, parts.api_code, opened.message()));
+      return fail(ApiError::Fine(parts.code, parts.http_status, parts.api_code,
+                                 PublicSourceError(opened, spec.source).message()));
     }
   }
   spec.id = NewStreamId();
@@ -419,37 +433,53 @@ std::vector<std::string> CameraService::StreamIds() const {
 }
 
 Status CameraService::RegisterRoutes(http::HttpServer& server) {
-  RETURN_IF_ERROR(server.Route("POST", kStreamsPath, [this](const http::HttpRequest& req) {
-    ApiError error;
-    auto created = Add(req.body, &error);
-    if (!created) return ErrorResponse(error.http_status, error.code, error.status.message());
-    http::HttpResponse r = http::HttpResponse::Json(std::move(*created), 201);
-    const json j = json::parse(r.body, nullptr, false);
-    if (j.is_object()) r.headers.emplace("Location", j["links"]["self"].get<std::string>());
-    return r;
-  }));
-  RETURN_IF_ERROR(server.Route("GET", kStreamsPath, [this](const http::HttpRequest&) {
-    return http::HttpResponse::Json(ListStreamsJson());
-  }));
+  // Listing streams is for viewers and above; creating and deleting them is an admin's (a
+  // stream names a source the camera service opens). A new stream is JSON only.
+  const http::RouteOptions read{.access = http::Access::kRead};
+  const http::RouteOptions admin{.access = http::Access::kAdmin};
+  const http::RouteOptions create{.access = http::Access::kAdmin,
+                                  .content_types = {"application/json"}};
+  RETURN_IF_ERROR(server.Route(
+      "POST", kStreamsPath,
+      [this](const http::HttpRequest& req) {
+        ApiError error;
+        auto created = Add(req.body, &error);
+        if (!created) return ErrorResponse(error.http_status, error.code, error.status.message());
+        http::HttpResponse r = http::HttpResponse::Json(std::move(*created), 201);
+        const json j = json::parse(r.body, nullptr, false);
+        if (j.is_object()) r.headers.emplace("Location", j["links"]["self"].get<std::string>());
+        return r;
+      },
+      create));
+  RETURN_IF_ERROR(server.Route(
+      "GET", kStreamsPath,
+      [this](const http::HttpRequest&) { return http::HttpResponse::Json(ListStreamsJson()); },
+      read));
   const std::string one = std::string(kStreamsPath) + "/:id";
-  RETURN_IF_ERROR(server.Route("GET", one, [this](const http::HttpRequest& req) {
-    const std::string& id = req.path_params.at("id");
-    auto body = StreamJson(id);
-    if (!body) return ErrorResponse(404, "unknown_stream", "unknown stream '" + id + "'");
-    return http::HttpResponse::Json(std::move(*body));
-  }));
-  RETURN_IF_ERROR(server.Route("DELETE", one, [this](const http::HttpRequest& req) {
-    const std::string& id = req.path_params.at("id");
-    Status s = RemoveStream(id);
-    if (s.code() == StatusCode::kNotFound) {
-      return ErrorResponse(404, "unknown_stream", "unknown stream '" + id + "'");
-    }
-    if (!s.ok()) return ErrorResponse(s);
-    http::HttpResponse r;
-    r.status = 204;
-    r.content_type = "";
-    return r;
-  }));
+  RETURN_IF_ERROR(server.Route(
+      "GET", one,
+      [this](const http::HttpRequest& req) {
+        const std::string& id = req.path_params.at("id");
+        auto body = StreamJson(id);
+        if (!body) return ErrorResponse(404, "unknown_stream", "unknown stream '" + id + "'");
+        return http::HttpResponse::Json(std::move(*body));
+      },
+      read));
+  RETURN_IF_ERROR(server.Route(
+      "DELETE", one,
+      [this](const http::HttpRequest& req) {
+        const std::string& id = req.path_params.at("id");
+        Status s = RemoveStream(id);
+        if (s.code() == StatusCode::kNotFound) {
+          return ErrorResponse(404, "unknown_stream", "unknown stream '" + id + "'");
+        }
+        if (!s.ok()) return ErrorResponse(s);
+        http::HttpResponse r;
+        r.status = 204;
+        r.content_type = "";
+        return r;
+      },
+      admin));
   return Status::Ok();
 }
 

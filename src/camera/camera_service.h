@@ -16,10 +16,12 @@
 // camera's, or deleted ones) are acknowledged and ignored.
 //
 // Errors of the API (docs/api.md "Streams"): 400 invalid field (invalid_argument, names the
-// field) or no_such_device / no_such_file; 404 unknown model (via the injected check) or
-// unknown_stream; 415 not_a_video; 502 source_unreachable (a network source that cannot be
-// opened within the probe timeout); 429 too many streams. Every message and every stream JSON
-// has its credentials redacted (capture::RedactUrl).
+// field) or no_such_device / no_such_file; 403 permission_denied (a source the operator's
+// policy refuses: CameraOptions::sources, capture::SourcePolicy); 404 unknown model (via the
+// injected check) or unknown_stream; 415 not_a_video; 502 source_unreachable (a network
+// source that cannot be opened within the probe timeout: one message whatever the reason, so
+// that answers do not map the network; the reason is logged); 429 too many streams. Every
+// message and every stream JSON has its credentials redacted (capture::RedactUrl).
 //
 // Metrics: kadr_camera_frames_total{stream,outcome}, kadr_camera_frames_dropped_total{stream,
 // reason}, kadr_camera_reconnects_total{stream}, kadr_camera_stream_state{stream,state},
@@ -47,6 +49,7 @@
 #include "camera/detail/stream_store.h"
 #include "camera/stream_runner.h"
 #include "camera/video_jobs.h"
+#include "capture/source_policy.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "http/server.h"
@@ -65,6 +68,11 @@ struct CameraOptions {
   std::size_t max_streams = 64;
   // The POST's one-off open of the source (unless "probe": false).
   std::chrono::milliseconds probe_timeout{5000};
+  // What sources streams may use (--source-dir, --source-device, --source-host): checked on
+  // every POST (with or without the probe) and at every (re)connect, restored streams
+  // included. The default allows no file, no device, and no loopback, link-local or
+  // metadata host. Create() validates it and sets runner.source_policy from it.
+  capture::SourcePolicyOptions sources;
   // Every runner's options (timeouts, backoff, topics, clock).
   RunnerOptions runner;
   // Results taken per poll, and the longest wait of one poll (also the stop-check interval).
@@ -82,7 +90,8 @@ class CameraService {
   // folder and a `requests` subscriber (of kadr.video.jobs), resumes this camera's video jobs
   // and takes new ones. `factory` builds sources (OpenCvSourceFactory() in production; fakes
   // in tests).
-  // Errors: the store's (kUnavailable, kInternal, kFailedPrecondition), VideoJobs::Init's.
+  // Errors: kInvalidArgument (options.sources: SourcePolicy::Create), the store's
+  // (kUnavailable, kInternal, kFailedPrecondition), VideoJobs::Init's.
   static Result<std::unique_ptr<CameraService>> Create(CameraOptions options,
                                                        bus::FramePublisher& publisher,
                                                        bus::FrameSubscriber& results,
@@ -109,10 +118,11 @@ class CameraService {
 
   // The API's operations, for the routes and for tests. Add validates, probes (unless the
   // request says not to), persists and starts; it returns the stream JSON. Errors:
-  // kInvalidArgument (a field, named), kNotFound (unknown model; no such device or file),
-  // kUnsupported (a file that is not a video), kResourceExhausted (max_streams), kUnavailable
-  // (a source that cannot be reached), the store's. The routes answer them with the finer
-  // codes of docs/api.md (no_such_device, no_such_file, not_a_video, source_unreachable).
+  // kInvalidArgument (a field, named), kPermissionDenied (a source the policy refuses),
+  // kNotFound (unknown model; no such device or file), kUnsupported (a file that is not a
+  // video), kResourceExhausted (max_streams), kUnavailable (a source that cannot be reached),
+  // the store's. The routes answer them with the finer codes of docs/api.md (no_such_device,
+  // no_such_file, not_a_video, source_unreachable).
   Result<std::string> AddStream(std::string_view body);
   std::string ListStreamsJson() const;
   // The stream JSON, or nullopt for an unknown id.

@@ -34,7 +34,8 @@ constexpr char kDroppedHelp[] =
 
 // Retrying cannot fix these: the source is not a video, or the spec is invalid.
 bool IsPermanent(const Status& s) {
-  return s.code() == StatusCode::kUnsupported || s.code() == StatusCode::kInvalidArgument;
+  return s.code() == StatusCode::kUnsupported || s.code() == StatusCode::kInvalidArgument ||
+         s.code() == StatusCode::kPermissionDenied;
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -364,10 +365,11 @@ class StreamRunner::Reader final : public engine::Source {
     so.open_timeout = options.open_timeout;
     so.read_timeout = options.stall_timeout;
     so.loop = spec.loop;
+    so.policy = options.source_policy;
     auto made = runner_.factory_(spec, so);
     Status opened = made ? (*made)->Open() : made.error();
     if (!opened.ok()) {
-      runner_.RecordError(opened);
+      runner_.RecordError(opened, PublicSourceError(opened, spec.source));
       if (IsPermanent(opened)) {
         runner_.SetState(StreamState::kFailed);
         return opened;
@@ -549,10 +551,11 @@ void StreamRunner::SetState(StreamState state) {
   }
 }
 
-void StreamRunner::RecordError(const Status& error) {
+void StreamRunner::RecordError(const Status& error, const std::optional<Status>& shown) {
   const Status redacted(error.code(), capture::RedactUrl(error.message()));
   spdlog::warn("camera: stream={} error=\"{}\"", spec_.id, redacted.ToString());
-  stats_->Error(redacted, NowMs());
+  const Status& api = shown ? *shown : error;
+  stats_->Error(Status(api.code(), capture::RedactUrl(api.message())), NowMs());
 }
 
 void StreamRunner::OnResult(const protocol::FrameResult& result, std::int64_t received_ms) {

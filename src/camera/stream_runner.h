@@ -78,6 +78,15 @@ std::string SpecToStorageJson(const StreamSpec& spec);
 nlohmann::json SpecToPublicJson(const StreamSpec& spec);
 Result<StreamSpec> SpecFromStorageJson(std::string_view json);
 
+// What the stream API says about a source that did not open (the POST's probe, a stream's
+// last_error). A network source's failures (refused, unknown host, no answer, not a video
+// stream, ...) all become one kUnavailable "cannot open the source <url>: no video stream
+// answered (the server log has the reason)", so that answers do not map the hosts and ports
+// behind the camera; log the precise error. kPermissionDenied and kInvalidArgument, and the
+// errors of files and devices (which the policy limits to the operator's), stay as they are.
+// Credentials redacted.
+Status PublicSourceError(const Status& error, std::string_view source);
+
 // ---------------------------------------------------------------------------------------------
 // StreamRunner: one live stream on the frame engine (engine/frame_run.h), from its source to
 // the frames topic of its model, with bounded latency (docs/adr/0004 "Bounded latency in live
@@ -135,10 +144,15 @@ class Backoff {
 using SourceFactory = std::function<Result<std::unique_ptr<capture::FrameSource>>(
     const StreamSpec& spec, const capture::SourceOptions& options)>;
 
-// The factory of production: capture::MakeOpenCvFrameSource.
+// The factory of production: capture::MakeOpenCvFrameSource (which applies the options'
+// policy).
 SourceFactory OpenCvSourceFactory();
 
 struct RunnerOptions {
+  // What sources may be opened, at every (re)connect (CameraService::Create sets it from
+  // CameraOptions::sources). Unset: the default policy (no files, no devices, no loopback,
+  // link-local or metadata hosts).
+  std::shared_ptr<const capture::SourcePolicy> source_policy;
   // Open timeout of a network source.
   std::chrono::milliseconds open_timeout{5000};
   // No frame for this long counts as a lost source (also the read timeout of the source).
@@ -219,7 +233,8 @@ class StreamRunner {
 
   void RunLoop(const std::stop_token& stop);
   void SetState(StreamState state);
-  void RecordError(const Status& error);
+  // Logs `error` and records `shown` (what the API shows; `error` when not given).
+  void RecordError(const Status& error, const std::optional<Status>& shown = std::nullopt);
   std::int64_t NowMs() const;
 
   const StreamSpec spec_;

@@ -161,6 +161,21 @@ nlohmann::json SpecJson(const StreamSpec& spec, bool redact) {
 
 nlohmann::json SpecToPublicJson(const StreamSpec& spec) { return SpecJson(spec, true); }
 
+Status PublicSourceError(const Status& error, std::string_view source) {
+  const Status redacted(error.code(), capture::RedactUrl(error.message()));
+  if (error.ok() || error.code() == StatusCode::kPermissionDenied ||
+      error.code() == StatusCode::kInvalidArgument) {
+    return redacted;
+  }
+  const auto location = capture::ParseSource(source);
+  if (!location || (location->kind != capture::SourceKind::kRtsp &&
+                    location->kind != capture::SourceKind::kHttp)) {
+    return redacted;
+  }
+  return UnavailableError("cannot open the source " + location->redacted +
+                          ": no video stream answered (the server log has the reason)");
+}
+
 std::string SpecToStorageJson(const StreamSpec& spec) { return SpecJson(spec, false).dump(); }
 
 Result<StreamSpec> SpecFromStorageJson(std::string_view text) {

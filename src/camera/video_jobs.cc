@@ -345,7 +345,8 @@ Status VideoJobs::Process(Job& job) {
   const std::string id = job.request.job.id;
   const std::string& model = job.request.job.model;
   ASSIGN_OR_RETURN(auto source,
-                   engine::VideoFileSource::Open(FileOf(options_.dir, id, ".src").string()));
+                   engine::VideoFileSource::Open(FileOf(options_.dir, id, ".src").string(),
+                                                 options_.max_frames));
   const fs::path mp4_part = FileOf(options_.dir, id, ".part.mp4");
   const fs::path jsonl_part = FileOf(options_.dir, id, ".part.jsonl");
   std::ofstream lines(jsonl_part, std::ios::binary | std::ios::trunc);
@@ -642,10 +643,22 @@ void VideoJobs::Retain() {
     if (!name.ends_with(".jsonl") || name.find(".part.") != std::string::npos) continue;
     outputs.emplace_back(entry.last_write_time(ec), name.substr(0, name.size() - 6));
   }
-  if (outputs.size() <= options_.max_kept) return;
+  if (outputs.size() <= options_.max_kept && options_.max_kept_bytes == 0) return;
   std::sort(outputs.begin(), outputs.end(), std::greater<>());
-  for (std::size_t i = options_.max_kept; i < outputs.size(); ++i) {
+  std::uint64_t kept_bytes = 0;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
     const std::string& id = outputs[i].second;
+    std::uint64_t bytes = 0;
+    for (const char* suffix : {".mp4", ".jsonl"}) {
+      const std::uintmax_t size = fs::file_size(FileOf(options_.dir, id, suffix), ec);
+      if (!ec) bytes += size;
+    }
+    // The newest is kept whatever its size; then by count and by bytes.
+    if (i == 0 || (i < options_.max_kept && (options_.max_kept_bytes == 0 ||
+                                             kept_bytes + bytes <= options_.max_kept_bytes))) {
+      kept_bytes += bytes;
+      continue;
+    }
     {
       std::lock_guard lock(mu_);
       if (const auto it = jobs_.find(id); it != jobs_.end()) {

@@ -64,6 +64,12 @@ struct VideoJobsOptions {
   std::size_t max_running = 2;
   // Finished jobs whose outputs are kept; the oldest go first.
   std::size_t max_kept = 100;
+  // The kept outputs (annotated MP4s and result lines) together at most this many bytes;
+  // the oldest go first, the newest is always kept. 0: no limit.
+  std::uint64_t max_kept_bytes = std::uint64_t{16} << 30;
+  // A video with more frames than this fails its job after them (invalid_argument), whatever
+  // its container stated. 0: no limit.
+  std::int64_t max_frames = 108000;
   // A frame's answer must arrive within this after it was sent (a request may ask for
   // another).
   std::chrono::milliseconds frame_timeout{60000};

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,8 @@
 #include "common/status.h"
 
 namespace kadr::capture {
+
+class SourcePolicy;  // capture/source_policy.h
 
 enum class SourceKind {
   kDevice,  // "/dev/video0" (V4L2)
@@ -75,6 +78,9 @@ struct SourceOptions {
   std::chrono::milliseconds read_timeout{5000};
   // Files: start again from the first frame at the end instead of ending.
   bool loop = false;
+  // What may be opened (files, devices, hosts). Unset: the default SourcePolicy (no files, no
+  // devices, no loopback, link-local or metadata hosts).
+  std::shared_ptr<const SourcePolicy> policy;
 };
 
 class FrameSource {
@@ -82,6 +88,7 @@ class FrameSource {
   virtual ~FrameSource() = default;
 
   // Opens the source and reads its first frame (which the first Read() returns).
+  // kPermissionDenied: a network source's host resolves to an address the policy refuses.
   // kNotFound: "no such device /dev/video9", "no such file /x.mp4".
   // kInvalidArgument: the file is a directory or unreadable.
   // kUnsupported: a file that is not a video ("not a video: ..."), one with no decodable frame.

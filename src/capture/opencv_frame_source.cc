@@ -18,6 +18,7 @@
 
 #include <opencv2/videoio.hpp>
 
+#include "capture/source_policy.h"
 #include "common/clock.h"
 #include "video/video.h"
 
@@ -27,6 +28,22 @@ namespace {
 std::string HostPort(const std::string& host, int port) {
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
          std::to_string(port);
+}
+
+const std::shared_ptr<const SourcePolicy>& DefaultPolicy() {
+  static const auto policy = std::make_shared<const SourcePolicy>();
+  return policy;
+}
+
+// `uri` with its host[:port] replaced by `address`:`port`, so that FFmpeg connects to the
+// address the policy checked instead of resolving the name again.
+std::string PinnedUri(const std::string& uri, const std::string& address, int port) {
+  const std::size_t start = uri.find("://") + 3;
+  std::size_t end = uri.find_first_of("/?#", start);
+  if (end == std::string::npos) end = uri.size();
+  const std::size_t at = uri.rfind('@', end);
+  const std::size_t host = at != std::string::npos && at >= start ? at + 1 : start;
+  return uri.substr(0, host) + HostPort(address, port) + uri.substr(end);
 }
 
 // Waits for a non-blocking connect on `fd` up to `deadline`; 0 or an errno value.
@@ -50,7 +67,9 @@ int FinishConnect(int fd, SteadyClock::time_point deadline) {
 class OpenCvFrameSource final : public FrameSource {
  public:
   OpenCvFrameSource(SourceLocation location, const SourceOptions& options)
-      : location_(std::move(location)), options_(options) {
+      : location_(std::move(location)),
+        options_(options),
+        policy_(options.policy ? options.policy : DefaultPolicy()) {
     info_.kind = location_.kind;
     info_.live = true;
   }
@@ -113,8 +132,18 @@ class OpenCvFrameSource final : public FrameSource {
         return InternalError("files are read by FileFrameSource");
       case SourceKind::kRtsp:
       case SourceKind::kHttp: {
-        if (Status s = ProbeTcp(location_.host, location_.port, options_.open_timeout); !s.ok()) {
-          return Status(s.code(), location_.redacted + ": " + s.message());
+        auto address = ProbeTcp(location_.host, location_.port, options_.open_timeout, *policy_);
+        if (!address) {
+          return Status(address.error().code(),
+                        location_.redacted + ": " + address.error().message());
+        }
+        // RTSP connects to the address just checked (no second resolution that DNS could
+        // answer differently). HTTP(S) and RTSPS keep the name: the Host header and TLS
+        // need it (docs/security.md says what that leaves open).
+        open_uri_ = location_.uri;
+        const bool plain_rtsp = location_.kind == SourceKind::kRtsp && location_.uri[4] == ':';
+        if (plain_rtsp && address->find('%') == std::string::npos) {
+          open_uri_ = PinnedUri(location_.uri, *address, location_.port);
         }
         if (Status s = OpenCapture(); !s.ok()) {
           const double ms = MillisSince(started);
@@ -162,7 +191,7 @@ class OpenCvFrameSource final : public FrameSource {
     const std::vector<int> params = {
         cv::CAP_PROP_OPEN_TIMEOUT_MSEC, static_cast<int>(options_.open_timeout.count()),
         cv::CAP_PROP_READ_TIMEOUT_MSEC, static_cast<int>(options_.read_timeout.count())};
-    ok = capture_.open(location_.uri, cv::CAP_FFMPEG, params);
+    ok = capture_.open(open_uri_, cv::CAP_FFMPEG, params);
     if (ok) return Status::Ok();
     return UnavailableError(location_.redacted + ": connected to " +
                             HostPort(location_.host, location_.port) +
@@ -193,6 +222,8 @@ class OpenCvFrameSource final : public FrameSource {
 
   const SourceLocation location_;
   const SourceOptions options_;
+  const std::shared_ptr<const SourcePolicy> policy_;
+  std::string open_uri_;  // what FFmpeg opens: the URL, its host pinned for rtsp://
   cv::VideoCapture capture_;
   cv::Mat pending_;  // the first frame, read by Open()
   SourceInfo info_;
@@ -211,13 +242,16 @@ class FileFrameSource final : public FrameSource {
   Status Open() override {
     Close();
     struct stat st {};
-    if (::stat(location_.uri.c_str(), &st) != 0)
-      return NotFoundError("no such file " + location_.uri);
+    // Messages name the path as requested (redacted), never where a symlink led.
+    if (::stat(location_.uri.c_str(), &st) != 0) {
+      return NotFoundError("no such file " + location_.redacted);
+    }
     if (S_ISDIR(st.st_mode)) {
-      return InvalidArgumentError(location_.uri + " is a directory, not a video file");
+      return InvalidArgumentError(location_.redacted + " is a directory, not a video file");
     }
     if (::access(location_.uri.c_str(), R_OK) != 0) {
-      return InvalidArgumentError("cannot read " + location_.uri + ": " + std::strerror(errno));
+      return InvalidArgumentError("cannot read " + location_.redacted + ": " +
+                                  std::strerror(errno));
     }
     auto reader = video::VideoFileReader::Open(location_.uri);
     if (!reader) return reader.error();
@@ -261,7 +295,8 @@ class FileFrameSource final : public FrameSource {
 
 }  // namespace
 
-Status ProbeTcp(const std::string& host, int port, std::chrono::milliseconds timeout) {
+Result<std::string> ProbeTcp(const std::string& host, int port, std::chrono::milliseconds timeout,
+                             const SourcePolicy& policy) {
   const auto deadline = SteadyClock::now() + timeout;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -271,8 +306,23 @@ Status ProbeTcp(const std::string& host, int port, std::chrono::milliseconds tim
   if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
     return UnavailableError("cannot resolve host '" + host + "': " + ::gai_strerror(rc));
   }
-  int last_error = ECONNREFUSED;
+  // Every address first: FFmpeg may pick any of them when it resolves the name again.
+  std::vector<std::string> addresses;
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    char text[NI_MAXHOST] = {};
+    const int rc =
+        ::getnameinfo(a->ai_addr, a->ai_addrlen, text, sizeof(text), nullptr, 0, NI_NUMERICHOST);
+    Status allowed = rc == 0 ? policy.CheckAddress(host, text)
+                             : InternalError("cannot print an address of '" + host + "'");
+    if (!allowed.ok()) {
+      ::freeaddrinfo(found);
+      return allowed;
+    }
+    addresses.emplace_back(text);
+  }
+  int last_error = ECONNREFUSED;
+  std::size_t index = 0;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next, ++index) {
     const int fd =
         ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
     if (fd < 0) {
@@ -286,7 +336,7 @@ Status ProbeTcp(const std::string& host, int port, std::chrono::milliseconds tim
     ::close(fd);
     if (err == 0) {
       ::freeaddrinfo(found);
-      return Status::Ok();
+      return addresses[index];
     }
     last_error = err;
     if (err == ETIMEDOUT) break;
@@ -302,7 +352,10 @@ Status ProbeTcp(const std::string& host, int port, std::chrono::milliseconds tim
 
 Result<std::unique_ptr<FrameSource>> MakeOpenCvFrameSource(std::string_view source,
                                                            const SourceOptions& options) {
-  ASSIGN_OR_RETURN(SourceLocation location, ParseSource(source));
+  InstallFfmpegAllowLists();  // a no-op when the command did it at its start
+  ASSIGN_OR_RETURN(SourceLocation requested, ParseSource(source));
+  const SourcePolicy& policy = options.policy ? *options.policy : *DefaultPolicy();
+  ASSIGN_OR_RETURN(SourceLocation location, policy.Check(requested));
   if (location.kind == SourceKind::kFile) {
     return std::unique_ptr<FrameSource>(
         std::make_unique<FileFrameSource>(std::move(location), options));

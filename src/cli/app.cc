@@ -94,7 +94,7 @@ int Run(int argc, char** argv) {
       AddDetectCommand(app, global), AddModelsCommand(app, global), AddBrokerCommand(app, global),
       AddWorkerCommand(app, global), AddUpCommand(app, global),     AddGatewayCommand(app, global),
       AddViewerCommand(app, global), AddCameraCommand(app, global), AddTopicsCommand(app, global),
-      AddHealthCommand(app, global)};
+      AddHealthCommand(app, global), AddTokenCommand(app, global)};
   // The config file's settings become environment defaults, so flags > environment > file.
   if (const auto config = FindConfigFile(argc, argv); !config.empty()) {
     if (Status s = ApplyConfigSettings(config, app); !s.ok()) {

@@ -18,9 +18,11 @@
 #include <spdlog/spdlog.h>
 
 #include "camera/camera_service.h"
+#include "capture/source_policy.h"
 #include "cli/app.h"
 #include "cli/detail/camera_setup.h"
 #include "cli/detail/commands.h"
+#include "cli/detail/http_flags.h"
 #include "cli/detail/kafka_flags.h"
 #include "cli/detail/shutdown.h"
 #include "common/metrics.h"
@@ -82,12 +84,19 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
   co.default_model = default_model;
   co.max_streams = flags.max_streams;
   co.probe_timeout = std::chrono::milliseconds(flags.probe_timeout_ms);
+  co.sources.dirs = flags.source_dirs;
+  co.sources.devices = flags.source_devices;
+  co.sources.hosts = flags.source_hosts;
   co.runner.open_timeout = std::chrono::milliseconds(flags.open_timeout_ms);
   co.runner.stall_timeout = std::chrono::milliseconds(flags.stall_timeout_ms);
   co.video.dir = video_dir;
   co.video.camera_id = camera_id;
   co.video.reply_topic = reply_topic;
   co.video.max_running = flags.max_video_jobs;
+  co.video.max_frames = flags.video_limits.max_frames;
+  // Finished jobs' outputs stay within three quarters of the folder's quota, so that the
+  // gateways' uploads (refused past the quota) always find room again (ADR 0015).
+  co.video.max_kept_bytes = (std::uint64_t{flags.video_limits.max_dir_mb} << 20) / 4 * 3;
   co.runner.admission = std::move(admission);
   auto service =
       camera::CameraService::Create(co, publisher, *stack.subscriber, stack.requests.get(), metrics,
@@ -98,6 +107,31 @@ Result<CameraStack> MakeCameraService(const CameraFlags& flags, const std::strin
                data_dir, stack.service->StreamIds().size(),
                video_dir.empty() ? "none (no video jobs)" : video_dir);
   return stack;
+}
+
+void AddVideoLimitFlags(CLI::App& sub, VideoLimitFlags& flags) {
+  sub.add_option("--max-video-pixels", flags.max_pixels,
+                 "largest frame of a video job, width x height (413 before it is queued)")
+      ->envname("KADR_MAX_VIDEO_PIXELS")
+      ->check(CLI::Range(std::int64_t{1024}, std::int64_t{8192} * 8192))
+      ->capture_default_str();
+  sub.add_option("--max-video-frames", flags.max_frames,
+                 "most frames of a video job (413 when the container states more; a camera "
+                 "service reads no more)")
+      ->envname("KADR_MAX_VIDEO_FRAMES")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{100000000}))
+      ->capture_default_str();
+  sub.add_option("--max-video-seconds", flags.max_seconds,
+                 "longest video a job takes, seconds (413 before it is queued)")
+      ->envname("KADR_MAX_VIDEO_SECONDS")
+      ->check(CLI::Range(1.0, 1e7))
+      ->capture_default_str();
+  sub.add_option("--max-video-dir-mb", flags.max_dir_mb,
+                 "quota of the video folder, MiB: uploads past it get 507; camera services keep "
+                 "finished outputs within 3/4 of it")
+      ->envname("KADR_MAX_VIDEO_DIR_MB")
+      ->check(CLI::Range(std::size_t{16}, std::size_t{1} << 30))
+      ->capture_default_str();
 }
 
 void AddCameraFlags(CLI::App& sub, CameraFlags& flags) {
@@ -128,6 +162,23 @@ void AddCameraFlags(CLI::App& sub, CameraFlags& flags) {
       ->envname("KADR_MAX_VIDEO_JOBS")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  // Stream sources (docs/security.md "Stream sources"): nothing of the host by default.
+  sub.add_option("--source-dir", flags.source_dirs,
+                 "a directory whose video files streams may read, repeatable; symlinks and .. "
+                 "cannot leave it (default: none, no file sources; env: ':'-separated)")
+      ->envname("KADR_SOURCE_DIRS")
+      ->delimiter(':');
+  sub.add_option("--source-device", flags.source_devices,
+                 "a device streams may open, exactly (/dev/video0), repeatable (default: none; "
+                 "env: ':'-separated)")
+      ->envname("KADR_SOURCE_DEVICES")
+      ->delimiter(':');
+  sub.add_option("--source-host", flags.source_hosts,
+                 "a host (name, address or CIDR) network streams may reach, repeatable; given, "
+                 "only these (loopback too when listed) (default: any but loopback, link-local "
+                 "and cloud metadata addresses; env: ','-separated)")
+      ->envname("KADR_SOURCE_HOSTS")
+      ->delimiter(',');
 }
 
 namespace {
@@ -142,9 +193,13 @@ struct CameraArgs {
   std::string video_dir;
   std::string default_model;
   std::vector<std::string> models;
+  HttpSecurityFlags security;  // --auth, --auth-file, --tls-*, --allowed-host
 };
 
 int RunCamera(const CameraArgs& args, const GlobalOptions& global) {
+  // Before any thread starts (setenv): the FFmpeg protocols and demuxers every capture and
+  // video reader of this process may use.
+  capture::InstallFfmpegAllowLists();
   ShutdownSignal shutdown;
   auto kafka_options = ToKafkaOptions(args.kafka);
   if (!kafka_options) {
@@ -194,24 +249,33 @@ int RunCamera(const CameraArgs& args, const GlobalOptions& global) {
   ho.host = args.host;
   ho.port = args.http_port;
   ho.threads = args.http_threads;
+  auto access = ApplyHttpSecurity(args.security, args.data_dir, ho);
+  if (!access) {
+    fmt::print(stderr, "error: http settings: {}\n", access.error().ToString());
+    return 2;
+  }
   auto server = http::HttpServer::Create(ho);
   if (!server) {
     fmt::print(stderr, "error: http server: {}\n", server.error().ToString());
     return 2;
   }
   Status routes = stack->service->RegisterRoutes(**server);
+  if (routes.ok()) routes = (*access)->RegisterRoutes(**server);
   if (routes.ok()) {
-    routes = (*server)->Route("GET", "/healthz", [](const http::HttpRequest&) {
-      return http::HttpResponse::Json(R"({"status":"ok"})");
-    });
+    routes = (*server)->Route(
+        "GET", "/healthz",
+        [](const http::HttpRequest&) { return http::HttpResponse::Json(R"({"status":"ok"})"); },
+        {.access = http::Access::kPublic, .served_when_busy = true});
   }
   if (routes.ok()) {
-    routes = (*server)->Route("GET", "/metrics", [m = &metrics](const http::HttpRequest&) {
-      http::HttpResponse r;
-      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      r.body = m->RenderPrometheus();
-      return r;
-    });
+    routes = (*server)->Route("GET", "/metrics",
+                              [m = &metrics](const http::HttpRequest&) {
+                                http::HttpResponse r;
+                                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                                r.body = m->RenderPrometheus();
+                                return r;
+                              },
+                              {.access = http::Access::kRead});
   }
   if (!routes.ok()) {
     fmt::print(stderr, "error: camera routes: {}\n", routes.ToString());
@@ -227,7 +291,7 @@ int RunCamera(const CameraArgs& args, const GlobalOptions& global) {
     return 2;
   }
   const std::string shown_host = args.host == "0.0.0.0" ? "127.0.0.1" : args.host;
-  fmt::print("kadr: camera API on http://{}:{}/\n", shown_host, (*server)->port());
+  fmt::print("kadr: camera API on {}://{}:{}/\n", HttpScheme(ho), shown_host, (*server)->port());
   std::fflush(stdout);
 
   shutdown.Wait();
@@ -271,7 +335,9 @@ Command AddCameraCommand(CLI::App& app, const GlobalOptions& global) {
                   "configured: any)")
       ->envname("KADR_MODELS")
       ->delimiter(',');
+  AddHttpSecurityFlags(*sub, args->security);
   AddCameraFlags(*sub, args->camera);
+  AddVideoLimitFlags(*sub, args->camera.video_limits);
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
   AddFrameBudgetFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunCamera(*args, global); }};

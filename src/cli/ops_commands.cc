@@ -86,22 +86,23 @@ int RunTopics(const TopicsArgs& args, const GlobalOptions& global) {
 
 struct HealthArgs {
   std::string url;
+  std::string tls_cert;  // set: the service serves HTTPS (the default URL is https://)
   int http_port = 8080;
   int timeout_ms = 3000;
 };
 
-// `http://host[:port][/path]` split for cpp-httplib's client.
+// `http[s]://host[:port][/path]` split for cpp-httplib's client.
 struct ParsedUrl {
   std::string origin;  // scheme://host:port
   std::string path;
 };
 
 Result<ParsedUrl> ParseHttpUrl(const std::string& url) {
-  constexpr std::string_view kScheme = "http://";
-  if (!url.starts_with(kScheme) || url.size() == kScheme.size()) {
-    return InvalidArgumentError("--url must look like http://host:port/path, got '" + url + "'");
+  const std::string_view scheme = url.starts_with("https://") ? "https://" : "http://";
+  if (!url.starts_with(scheme) || url.size() == scheme.size()) {
+    return InvalidArgumentError("--url must look like http[s]://host:port/path, got '" + url + "'");
   }
-  const auto slash = url.find('/', kScheme.size());
+  const auto slash = url.find('/', scheme.size());
   ParsedUrl p;
   p.origin = url.substr(0, slash);
   p.path = slash == std::string::npos ? "/" : url.substr(slash);
@@ -110,13 +111,18 @@ Result<ParsedUrl> ParseHttpUrl(const std::string& url) {
 
 int RunHealth(const HealthArgs& args) {
   const std::string url =
-      args.url.empty() ? fmt::format("http://127.0.0.1:{}/healthz", args.http_port) : args.url;
+      !args.url.empty() ? args.url
+                        : fmt::format("{}://127.0.0.1:{}/healthz",
+                                      args.tls_cert.empty() ? "http" : "https", args.http_port);
   auto parsed = ParseHttpUrl(url);
   if (!parsed) {
     fmt::print(stderr, "error: {}\n", parsed.error().message());
     return 2;
   }
   httplib::Client client(parsed->origin);
+  // The local service's own certificate, reached as 127.0.0.1: its name will not match, and
+  // this check is about liveness, not about whom we talk to.
+  client.enable_server_certificate_verification(false);
   const auto timeout = std::chrono::milliseconds(args.timeout_ms);
   client.set_connection_timeout(timeout);
   client.set_read_timeout(timeout);
@@ -172,6 +178,9 @@ Command AddHealthCommand(CLI::App& app, const GlobalOptions&) {
       ->envname("KADR_HTTP_PORT")
       ->check(CLI::Range(1, 65535))
       ->capture_default_str();
+  sub->add_option("--tls-cert", args->tls_cert,
+                  "set when the service serves HTTPS (its --tls-cert): the default URL is https")
+      ->envname("KADR_TLS_CERT");
   sub->add_option("--timeout-ms", args->timeout_ms, "connect and read timeout")
       ->envname("KADR_HEALTH_TIMEOUT_MS")
       ->check(CLI::Range(1, 600000))

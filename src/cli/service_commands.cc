@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/detail/commands.h"
+#include "cli/detail/http_flags.h"
 #include "cli/detail/kafka_flags.h"
 #include "cli/detail/shutdown.h"
 #include "common/metrics.h"
@@ -64,6 +65,8 @@ struct WorkerArgs {
   std::string host = "127.0.0.1";
   int http_port = -1;  // -1: no HTTP
   int unhealthy_after_ms = 60000;
+  std::string data_dir = "kadr-data";  // only for the token file's default place
+  HttpSecurityFlags security;          // --auth, --auth-file, --tls-*, --allowed-host
 };
 
 // The worker's own /healthz and /metrics (for container health checks and Prometheus; the
@@ -76,47 +79,55 @@ Result<std::unique_ptr<http::HttpServer>> StartWorkerHttp(const WorkerArgs& args
   ho.port = args.http_port;
   ho.threads = 2;
   ho.max_body_bytes = 1024;  // GET only
+  // The access control lives as long as the authorizer that holds it; the worker has no login.
+  ASSIGN_OR_RETURN(auto access, ApplyHttpSecurity(args.security, args.data_dir, ho));
+  (void)access;
   ASSIGN_OR_RETURN(auto server, http::HttpServer::Create(ho));
   const worker::WorkerService* svc = &service;
   const std::string model = args.model;
   const std::int64_t unhealthy_after = args.unhealthy_after_ms;
-  RETURN_IF_ERROR(
-      server->Route("GET", "/healthz", [svc, model, unhealthy_after](const http::HttpRequest&) {
-        const worker::WorkerStats st = svc->stats();
-        // Frames held and none finished for that long: the model or a stage hangs. 503 fails the
-        // container's health check, so the orchestrator restarts the worker and its frames are
-        // redelivered (at least once) to a live one.
-        const bool stalled = st.stalled_ms > unhealthy_after;
-        nlohmann::json j = {{"status", stalled ? "stalled" : "ok"},
-                            {"role", "worker"},
-                            {"model", model},
-                            {"stalled_ms", st.stalled_ms},
-                            {"frames", st.frames},
-                            {"processed", st.processed},
-                            {"skipped", st.skipped},
-                            {"failed", st.failed}};
-        return http::HttpResponse::Json(j.dump(), stalled ? 503 : 200);
-      }));
+  RETURN_IF_ERROR(server->Route("GET", "/healthz",
+                                [svc, model, unhealthy_after](const http::HttpRequest&) {
+                                  const worker::WorkerStats st = svc->stats();
+                                  // Frames held and none finished for that long: the model or a
+                                  // stage hangs. 503 fails the container's health check, so the
+                                  // orchestrator restarts the worker and its frames are redelivered
+                                  // (at least once) to a live one.
+                                  const bool stalled = st.stalled_ms > unhealthy_after;
+                                  nlohmann::json j = {{"status", stalled ? "stalled" : "ok"},
+                                                      {"role", "worker"},
+                                                      {"model", model},
+                                                      {"stalled_ms", st.stalled_ms},
+                                                      {"frames", st.frames},
+                                                      {"processed", st.processed},
+                                                      {"skipped", st.skipped},
+                                                      {"failed", st.failed}};
+                                  return http::HttpResponse::Json(j.dump(), stalled ? 503 : 200);
+                                },
+                                {.access = http::Access::kPublic, .served_when_busy = true}));
   MetricsRegistry* m = &metrics;
-  RETURN_IF_ERROR(server->Route("GET", "/metrics", [svc, m, model](const http::HttpRequest&) {
-    const worker::WorkerStats st = svc->stats();
-    const std::pair<const char*, std::uint64_t> outcomes[] = {
-        {"taken", st.frames},  {"ok", st.processed}, {"skipped", st.skipped},
-        {"failed", st.failed}, {"acked", st.acked},  {"republished", st.publish_retries}};
-    for (const auto& [outcome, value] : outcomes) {
-      m->GetGauge("kadr_worker_frames", "Frames of this worker by outcome, since it started.",
-                  {{"model", model}, {"outcome", outcome}})
-          .Set(static_cast<double>(value));
-    }
-    m->GetGauge("kadr_worker_stalled_seconds",
-                "How long the worker has held frames without finishing any (0: none held).",
-                {{"model", model}})
-        .Set(static_cast<double>(st.stalled_ms) / 1000.0);
-    http::HttpResponse r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = m->RenderPrometheus();
-    return r;
-  }));
+  RETURN_IF_ERROR(server->Route(
+      "GET", "/metrics",
+      [svc, m, model](const http::HttpRequest&) {
+        const worker::WorkerStats st = svc->stats();
+        const std::pair<const char*, std::uint64_t> outcomes[] = {
+            {"taken", st.frames},  {"ok", st.processed}, {"skipped", st.skipped},
+            {"failed", st.failed}, {"acked", st.acked},  {"republished", st.publish_retries}};
+        for (const auto& [outcome, value] : outcomes) {
+          m->GetGauge("kadr_worker_frames", "Frames of this worker by outcome, since it started.",
+                      {{"model", model}, {"outcome", outcome}})
+              .Set(static_cast<double>(value));
+        }
+        m->GetGauge("kadr_worker_stalled_seconds",
+                    "How long the worker has held frames without finishing any (0: none held).",
+                    {{"model", model}})
+            .Set(static_cast<double>(st.stalled_ms) / 1000.0);
+        http::HttpResponse r;
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = m->RenderPrometheus();
+        return r;
+      },
+      {.access = http::Access::kRead}));
   RETURN_IF_ERROR(server->Start());
   return server;
 }
@@ -161,8 +172,8 @@ int RunWorker(const WorkerArgs& args, const GlobalOptions& global) {
       return 2;
     }
     server = std::move(*started);
-    fmt::print("kadr worker: health and metrics on http://{}:{}/healthz\n", args.host,
-               server->port());
+    fmt::print("kadr worker: health and metrics on {}://{}:{}/healthz\n",
+               args.security.tls_cert.empty() ? "http" : "https", args.host, server->port());
     std::fflush(stdout);
   }
   Status s = service.Run(shutdown.token());
@@ -232,6 +243,11 @@ Command AddWorkerCommand(CLI::App& app, const GlobalOptions& global) {
       ->envname("KADR_UNHEALTHY_AFTER_MS")
       ->check(CLI::Range(1000, 3600000))
       ->capture_default_str();
+  sub->add_option("--data-dir", args->data_dir,
+                  "with access control on: where auth/tokens.json is (see --auth-file)")
+      ->envname("KADR_DATA_DIR")
+      ->capture_default_str();
+  AddHttpSecurityFlags(*sub, args->security);
   AddKafkaFlags(*sub, args->kafka, /*brokers_required=*/true);
   AddReplyTopicPrefixFlag(*sub, args->kafka);
   return {sub, [args, &global] { return RunWorker(*args, global); }};

@@ -21,9 +21,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "capture/source_policy.h"
 #include "cli/app.h"
 #include "cli/detail/camera_setup.h"
 #include "cli/detail/commands.h"
+#include "cli/detail/http_flags.h"
 #include "cli/detail/kafka_flags.h"
 #include "cli/detail/shutdown.h"
 #include "common/metrics.h"
@@ -67,6 +69,8 @@ struct StackArgs {
   int max_age_hours = 24 * 7;
   std::size_t max_image_mb = 2048;
   std::size_t max_live_clients = 16;  // viewer: open MJPEG/SSE connections, 503 beyond
+  std::size_t max_live_clients_per_client = 0;  // of those, one client's (0: half), 429 beyond
+  HttpSecurityFlags security;         // --auth, --auth-file, --tls-*, --allowed-host
 };
 
 // Kafka allows [A-Za-z0-9._-] in topic names.
@@ -109,6 +113,9 @@ struct InProcessWorker {
 };
 
 int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
+  // Before any thread starts (setenv): the FFmpeg protocols and demuxers every capture and
+  // video reader of this process may use.
+  capture::InstallFfmpegAllowLists();
   ShutdownSignal shutdown;
   auto kafka_options = ToKafkaOptions(args.kafka);
   if (!Check(kafka_options, "kafka settings")) return 2;
@@ -248,6 +255,10 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     go.default_model = args.default_model;
     go.max_image_bytes = args.max_body_mb << 20;
     go.max_video_bytes = args.max_video_mb << 20;
+    go.max_video_pixels = args.camera.video_limits.max_pixels;
+    go.max_video_frames = args.camera.video_limits.max_frames;
+    go.max_video_seconds = args.camera.video_limits.max_seconds;
+    go.max_video_dir_bytes = std::uint64_t{args.camera.video_limits.max_dir_mb} << 20;
     go.video_dir = video_dir;
     go.admission = admission;
     // Not fatal: without a broker the gateway still serves /healthz and answers 503, and
@@ -312,6 +323,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     live_subscriber = std::move(*l);
     viewer::LiveViewOptions lo;
     lo.max_live_clients = args.max_live_clients;
+    lo.max_live_clients_per_client = args.max_live_clients_per_client;
     live_view = std::make_unique<viewer::LiveViewService>(lo, *live_subscriber, metrics);
   }
 
@@ -341,10 +353,15 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   ho.host = args.host;
   ho.port = args.http_port;
   ho.threads = args.http_threads;
-  ho.max_body_bytes = std::max(args.max_body_mb, role == Role::kViewer ? 0 : args.max_video_mb)
-                      << 20;
+  // Each route has its own limit (the gateway's: an image, a video); this caps them all.
+  ho.max_body_bytes =
+      (std::max(args.max_body_mb, role == Role::kViewer ? 0 : args.max_video_mb) << 20) +
+      gateway::kUploadFramingBytes;
+  auto access = ApplyHttpSecurity(args.security, args.data_dir, ho);
+  if (!Check(access, "http settings")) return 2;
   auto server = http::HttpServer::Create(ho);
   if (!Check(server, "http server")) return 2;
+  if (!Check((*access)->RegisterRoutes(**server), "login routes")) return 2;
   if (gateway && !Check(gateway->RegisterRoutes(**server), "gateway routes")) return 2;
   if (recorder) {
     jobs::JobRoutesOptions jo;
@@ -360,15 +377,19 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
   if (!gateway) {
     // The viewer alone: liveness and its own metrics (the gateway serves these otherwise).
     MetricsRegistry* m = &metrics;
-    const Status routes = (*server)->Route("GET", "/healthz", [](const http::HttpRequest&) {
-      return http::HttpResponse::Json(R"({"status":"ok"})");
-    });
-    const Status metrics_route = (*server)->Route("GET", "/metrics", [m](const http::HttpRequest&) {
-      http::HttpResponse r;
-      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-      r.body = m->RenderPrometheus();
-      return r;
-    });
+    const Status routes = (*server)->Route(
+        "GET", "/healthz",
+        [](const http::HttpRequest&) { return http::HttpResponse::Json(R"({"status":"ok"})"); },
+        {.access = http::Access::kPublic, .served_when_busy = true});
+    const Status metrics_route = (*server)->Route("GET", "/metrics",
+                                                  [m](const http::HttpRequest&) {
+                                                    http::HttpResponse r;
+                                                    r.content_type =
+                                                        "text/plain; version=0.0.4; charset=utf-8";
+                                                    r.body = m->RenderPrometheus();
+                                                    return r;
+                                                  },
+                                                  {.access = http::Access::kRead});
     if (!Check(routes, "viewer routes") || !Check(metrics_route, "viewer routes")) return 2;
   }
 
@@ -405,7 +426,7 @@ int RunStack(Role role, const StackArgs& args, const GlobalOptions& global) {
     return 2;
   }
   const std::string shown_host = args.host == "0.0.0.0" ? "127.0.0.1" : args.host;
-  const std::string url = fmt::format("http://{}:{}/", shown_host, (*server)->port());
+  const std::string url = fmt::format("{}://{}:{}/", HttpScheme(ho), shown_host, (*server)->port());
   const char* what = role == Role::kViewer ? "web UI and history" : "web UI and API";
   fmt::print("kadr: {} on {}\n", what, url);
   if (broker) fmt::print("kadr: embedded Kafka broker on {}\n", broker->bootstrap());
@@ -444,6 +465,7 @@ void AddHttpFlags(CLI::App& sub, StackArgs& args) {
       ->envname("KADR_MAX_BODY_MB")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
+  AddHttpSecurityFlags(sub, args.security);
 }
 
 void AddGatewayFlags(CLI::App& sub, StackArgs& args) {
@@ -512,6 +534,12 @@ void AddViewerFlags(CLI::App& sub, StackArgs& args) {
       ->envname("KADR_MAX_LIVE_CLIENTS")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
+  sub.add_option("--max-live-clients-per-client", args.max_live_clients_per_client,
+                 "of those, the most one client (token, else address) holds, 429 beyond (0: half "
+                 "of --max-live-clients)")
+      ->envname("KADR_MAX_LIVE_CLIENTS_PER_CLIENT")
+      ->check(CLI::Range(0, 10000))
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -525,6 +553,7 @@ Command AddUpCommand(CLI::App& app, const GlobalOptions& global) {
   AddViewerFlags(*sub, *args);
   AddVideoDirFlag(*sub, *args);
   AddCameraFlags(*sub, args->camera);
+  AddVideoLimitFlags(*sub, args->camera.video_limits);
   sub->add_option("--models", args->models, "models to serve, comma-separated (default: all)")
       ->envname("KADR_MODELS")
       ->delimiter(',');
@@ -550,6 +579,11 @@ Command AddGatewayCommand(CLI::App& app, const GlobalOptions& global) {
   AddHttpFlags(*sub, *args);
   AddGatewayFlags(*sub, *args);
   AddVideoDirFlag(*sub, *args);
+  AddVideoLimitFlags(*sub, args->camera.video_limits);
+  sub->add_option("--data-dir", args->data_dir,
+                  "with access control on: where auth/tokens.json is (see --auth-file)")
+      ->envname("KADR_DATA_DIR")
+      ->capture_default_str();
   sub->add_option("--models", args->models, "models offered (default: all configured)")
       ->envname("KADR_MODELS")
       ->delimiter(',');

@@ -20,12 +20,22 @@ std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_hand
 
 }  // namespace
 
-Result<std::unique_ptr<VideoFileSource>> VideoFileSource::Open(const std::string& path) {
+Result<std::unique_ptr<VideoFileSource>> VideoFileSource::Open(const std::string& path,
+                                                               std::int64_t max_frames) {
   ASSIGN_OR_RETURN(auto reader, video::VideoFileReader::Open(path));
-  return std::unique_ptr<VideoFileSource>(new VideoFileSource(std::move(reader)));
+  return std::unique_ptr<VideoFileSource>(new VideoFileSource(std::move(reader), max_frames));
 }
 
 Result<std::optional<SourceFrame>> VideoFileSource::Read(const std::stop_token&) {
+  if (max_frames_ > 0 && frames_read_ >= max_frames_) {
+    cv::Mat probe;
+    ASSIGN_OR_RETURN(const bool more, reader_.Read(probe));
+    if (more) {
+      return InvalidArgumentError("the video has more than " + std::to_string(max_frames_) +
+                                  " frames, the most a video job reads");
+    }
+    return std::optional<SourceFrame>();
+  }
   SourceFrame frame;
   ASSIGN_OR_RETURN(const bool more, reader_.Read(frame.image));
   if (!more) return std::optional<SourceFrame>();

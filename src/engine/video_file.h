@@ -33,8 +33,11 @@ namespace kadr::engine {
 class VideoFileSource final : public Source {
  public:
   // Errors: those of video::VideoFileReader::Open (kNotFound, kUnsupported "not a video",
-  // kInvalidArgument for a damaged or truncated file, kInternal).
-  static Result<std::unique_ptr<VideoFileSource>> Open(const std::string& path);
+  // kInvalidArgument for a damaged or truncated file, kInternal). A file with more than
+  // `max_frames` frames (0: no limit) fails the Read after the last one allowed with
+  // kInvalidArgument: whatever its container states, a video job reads no more than that.
+  static Result<std::unique_ptr<VideoFileSource>> Open(const std::string& path,
+                                                       std::int64_t max_frames = 0);
 
   Result<std::optional<SourceFrame>> Read(const std::stop_token& stop) override;
   bool Waits() const override { return false; }  // decoding only
@@ -47,8 +50,10 @@ class VideoFileSource final : public Source {
   std::int64_t frames_read() const { return frames_read_; }
 
  private:
-  explicit VideoFileSource(video::VideoFileReader reader) : reader_(std::move(reader)) {}
+  VideoFileSource(video::VideoFileReader reader, std::int64_t max_frames)
+      : reader_(std::move(reader)), max_frames_(max_frames) {}
   video::VideoFileReader reader_;
+  std::int64_t max_frames_;
   std::int64_t frames_read_ = 0;
 };
 

@@ -517,6 +517,11 @@ HttpResponse GatewayService::Impl::SubmitVideo(const detail::Upload& upload, boo
   vo.dir = options_.video_dir;
   vo.snapshot_timeout = options_.snapshot_timeout;
   vo.claim_timeout = options_.video_claim_timeout;
+  vo.limits = {.max_pixels = options_.max_video_pixels,
+               .max_side = options_.max_video_side,
+               .max_frames = options_.max_video_frames,
+               .max_seconds = options_.max_video_seconds};
+  vo.max_dir_bytes = options_.max_video_dir_bytes;
   return detail::SubmitVideo(vo, upload.image, request, now, publisher_);
 }
 
@@ -979,17 +984,40 @@ Status GatewayService::Impl::Init() {
 
 Status GatewayService::Impl::RegisterRoutes(http::HttpServer& server) {
   using Fn = std::function<HttpResponse(const HttpRequest&)>;
-  const std::pair<std::pair<const char*, const char*>, Fn> routes[] = {
-      {{"POST", "/api/v1/detect"}, [this](const HttpRequest& r) { return Submit(r, false); }},
-      {{"POST", "/api/v1/jobs"}, [this](const HttpRequest& r) { return Submit(r, true); }},
-      {{"GET", "/api/v1/models"}, [this](const HttpRequest&) { return Models(); }},
-      {{"GET", "/healthz"},
-       [](const HttpRequest&) { return HttpResponse::Json(R"({"status":"ok"})"); }},
-      {{"GET", "/readyz"}, [this](const HttpRequest&) { return Ready(); }},
-      {{"GET", "/metrics"}, [this](const HttpRequest&) { return Metrics(); }},
+  // Who may call each route (docs/security.md) and how large its body may be: an image for
+  // detect, an image or a video for a job, with room for the multipart framing around it.
+  const std::size_t image_body = options_.max_image_bytes + kUploadFramingBytes;
+  const std::size_t job_body =
+      std::max(options_.max_image_bytes,
+               options_.video_dir.empty() ? std::size_t{0} : options_.max_video_bytes) +
+      kUploadFramingBytes;
+  http::RouteOptions detect{.access = http::Access::kOperate, .max_body_bytes = image_body};
+  // A job's upload (up to a video's size) is spooled to the video folder as it arrives, not
+  // held in memory (http::RouteOptions::spool_dir).
+  http::RouteOptions submit{.access = http::Access::kOperate,
+                            .max_body_bytes = job_body,
+                            .spool_dir = options_.video_dir};
+  http::RouteOptions read{.access = http::Access::kRead};
+  http::RouteOptions health{.access = http::Access::kPublic, .served_when_busy = true};
+  struct Entry {
+    const char* method;
+    const char* path;
+    Fn fn;
+    http::RouteOptions options;
   };
-  for (const auto& [route, fn] : routes) {
-    RETURN_IF_ERROR(server.Route(route.first, route.second, Instrument(route.second, fn)));
+  const Entry routes[] = {
+      {"POST", "/api/v1/detect", [this](const HttpRequest& r) { return Submit(r, false); }, detect},
+      {"POST", "/api/v1/jobs", [this](const HttpRequest& r) { return Submit(r, true); }, submit},
+      {"GET", "/api/v1/models", [this](const HttpRequest&) { return Models(); }, read},
+      {"GET", "/healthz",
+       [](const HttpRequest&) { return HttpResponse::Json(R"({"status":"ok"})"); }, health},
+      {"GET", "/readyz", [this](const HttpRequest&) { return Ready(); }, health},
+      // Metrics name models, streams and clients' load: for viewers and above.
+      {"GET", "/metrics", [this](const HttpRequest&) { return Metrics(); }, read},
+  };
+  for (const auto& route : routes) {
+    RETURN_IF_ERROR(
+        server.Route(route.method, route.path, Instrument(route.path, route.fn), route.options));
   }
   return Status::Ok();
 }

@@ -62,6 +62,10 @@ class Admission;
 
 namespace kadr::gateway {
 
+// Room for the multipart framing (boundaries, part headers, form fields) around an upload: a
+// route's body limit is the upload's limit plus this.
+inline constexpr std::size_t kUploadFramingBytes = 64 * 1024;
+
 // A model from the local registry, as the gateway shows it in GET /api/v1/models. Fields left
 // empty (0 sizes, no labels, no family) are filled in from the workers' announcements.
 struct ConfiguredModel {
@@ -111,6 +115,16 @@ struct GatewayOptions {
   std::string video_dir;
   // Largest uploaded video, bytes (413 beyond).
   std::size_t max_video_bytes = std::size_t{512} << 20;
+  // What a video's container may state (413 beyond), checked before its job is queued: frame
+  // size, frames and duration (a count or duration the container does not state is checked
+  // by the camera service as it reads the frames).
+  std::int64_t max_video_pixels = std::int64_t{4096} * 4096;
+  int max_video_side = 8192;
+  std::int64_t max_video_frames = 108000;
+  double max_video_seconds = 3600;
+  // The video folder's files (uploads, annotated videos, results) at most this many bytes
+  // with a new upload (507 beyond); 0: no quota.
+  std::uint64_t max_video_dir_bytes = std::uint64_t{20} << 30;
   // A queued video job no camera service has taken within this fails (the recorder's
   // deadline sweep): no camera service runs, or none shares the video folder.
   std::chrono::milliseconds video_claim_timeout{60000};
@@ -148,7 +162,9 @@ class GatewayService {
   static Status ValidateOptions(const GatewayOptions& options);
 
   // Adds POST /api/v1/detect, POST /api/v1/jobs, GET /api/v1/models, /healthz, /readyz and
-  // /metrics (docs/api.md). The job routes are the job store's (jobs/recorder.h); the
+  // /metrics (docs/api.md), with their access levels (detect and jobs: operate, bodies up to
+  // max_image_bytes / the larger of it and max_video_bytes, plus kUploadFramingBytes; models
+  // and metrics: read; health: public, served when busy). The job routes are the job store's (jobs/recorder.h); the
   // OpenAPI document is the web UI's. Errors: the server's (already started).
   Status RegisterRoutes(http::HttpServer& server);
 

@@ -56,7 +56,9 @@ bool ForEachParameter(std::string_view params, On on) {
       bool closed = false;
       while (i < params.size()) {
         const char c = params[i++];
-        if (c == '\\' && i < params.size()) {
+        // A backslash escapes only a quote or a backslash (as Go's mime package reads it):
+        // browsers send Windows paths such as C:\photos\a.jpg unescaped.
+        if (c == '\\' && i < params.size() && (params[i] == '"' || params[i] == '\\')) {
           value += params[i++];
         } else if (c == '"') {
           closed = true;
@@ -131,11 +133,8 @@ Status ParseHeaders(std::string_view block, MultipartFile& part) {
   return Status::Ok();
 }
 
-}  // namespace
-
-Result<std::vector<MultipartFile>> ParseMultipart(std::string_view content_type,
-                                                  std::string_view body,
-                                                  const MultipartLimits& limits) {
+Result<std::vector<MultipartFile>> Parse(std::string_view content_type, std::string_view body,
+                                         const MultipartLimits& limits, bool views) {
   const std::optional<std::string> boundary = Boundary(content_type);
   if (!boundary) {
     return InvalidArgumentError("multipart/form-data without a valid boundary parameter");
@@ -188,10 +187,28 @@ Result<std::vector<MultipartFile>> ParseMultipart(std::string_view content_type,
     if (end == std::string_view::npos) {
       return InvalidArgumentError("multipart body ends before its closing boundary");
     }
-    part.content = std::string(body.substr(pos, end - pos));
+    if (views) {
+      part.view = body.substr(pos, end - pos);
+    } else {
+      part.content = std::string(body.substr(pos, end - pos));
+    }
     parts.push_back(std::move(part));
     pos = end + next_delimiter.size();
   }
+}
+
+}  // namespace
+
+Result<std::vector<MultipartFile>> ParseMultipart(std::string_view content_type,
+                                                  std::string_view body,
+                                                  const MultipartLimits& limits) {
+  return Parse(content_type, body, limits, false);
+}
+
+Result<std::vector<MultipartFile>> ParseMultipartViews(std::string_view content_type,
+                                                       std::string_view body,
+                                                       const MultipartLimits& limits) {
+  return Parse(content_type, body, limits, true);
 }
 
 }  // namespace kadr::http

@@ -36,4 +36,10 @@ Result<std::vector<MultipartFile>> ParseMultipart(std::string_view content_type,
                                                   std::string_view body,
                                                   const MultipartLimits& limits = {});
 
+// As ParseMultipart, but each part's bytes are a view into `body` (MultipartFile::view), valid
+// while `body` is: nothing is copied.
+Result<std::vector<MultipartFile>> ParseMultipartViews(std::string_view content_type,
+                                                       std::string_view body,
+                                                       const MultipartLimits& limits = {});
+
 }  // namespace kadr::http

@@ -1,8 +1,10 @@
 #include "http/server.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <filesystem>
@@ -238,6 +241,55 @@ HttpResponse Invoke(const Handler& handler, const HttpRequest& request) {
   }
   return HttpResponse::Error(InternalError("internal error"));
 }
+
+// A request body written to an unnamed file (O_TMPFILE: it never has a name, so it cannot
+// be left behind) and then mapped read-only.
+class Spool {
+ public:
+  Spool() = default;
+  ~Spool() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  Status Open(const std::string& dir) {
+    fd_ = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd_ < 0) return UnavailableError(dir + ": " + std::strerror(errno));
+    return Status::Ok();
+  }
+  bool open() const { return fd_ >= 0; }
+
+  bool Append(const char* data, std::size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, data, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      data += w;
+      n -= static_cast<std::size_t>(w);
+      size_ += static_cast<std::size_t>(w);
+    }
+    return true;
+  }
+
+  // The file mapped read-only as `view`; the returned owner unmaps it.
+  Result<std::shared_ptr<const void>> Map(std::string_view& view) {
+    if (size_ == 0) {
+      view = std::string_view();
+      return std::shared_ptr<const void>(std::make_shared<int>(0));
+    }
+    void* data = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+    if (data == MAP_FAILED) return UnavailableError(std::string("mmap: ") + std::strerror(errno));
+    view = std::string_view(static_cast<const char*>(data), size_);
+    const std::size_t size = size_;
+    return std::shared_ptr<const void>(
+        data, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+  }
+
+ private:
+  int fd_ = -1;
+  std::size_t size_ = 0;
+};
 
 }  // namespace
 
@@ -844,14 +896,36 @@ class HttpServer::Impl {
     const bool multipart = media == "multipart/form-data";
     // httplib's own multipart parser is unbounded (ADR 0013): it gets no multipart type.
     if (multipart) const_cast<httplib::Request&>(req).headers.erase("Content-Type");
+    // The body goes to memory, or to an unnamed file in the route's spool folder.
+    Spool spool;
+    if (handler && !route.spool_dir.empty()) {
+      Status opened = spool.Open(route.spool_dir);
+      if (!opened.ok()) {
+        spdlog::warn("http upload not spooled path={} error=\"{}\"", req.path, opened.ToString());
+        refuse(UnavailableError("cannot store the upload on the server's disk"));
+        return;
+      }
+    }
+    std::size_t received = 0;
+    bool stored = true;
     const bool ok = reader([&](const char* data, std::size_t n) {
-      if (request.body.size() + n > limit) return false;
+      if (received + n > limit) return false;
+      received += n;
+      if (spool.open()) {
+        stored = spool.Append(data, n);
+        return stored;
+      }
       request.body.append(data, n);
       return true;
     });
     if (t_connection != nullptr && t_connection->refused()) return;  // 408 or 413 sent
+    if (!stored) {
+      spdlog::warn("http upload not spooled path={} error=\"write failed\"", req.path);
+      refuse(UnavailableError("cannot store the upload on the server's disk"));
+      return;
+    }
     if (!ok || res.status == 413) {
-      if (request.body.size() >= limit || res.status == 413) {
+      if (received >= limit || res.status == 413) {
         refuse(TooLargeError(TooLargeMessage(limit)));
       } else {
         refuse(InvalidArgumentError("malformed or incomplete request body"));
@@ -863,8 +937,20 @@ class HttpServer::Impl {
             {});
       return;
     }
+    if (spool.open()) {
+      Result<std::shared_ptr<const void>> mapped = spool.Map(request.spooled_body);
+      if (!mapped) {
+        spdlog::warn("http upload not mapped path={} error=\"{}\"", req.path,
+                     mapped.error().ToString());
+        Write(HttpResponse::Error(UnavailableError("cannot read the stored upload")), res, {});
+        return;
+      }
+      request.spool = std::move(*mapped);
+    }
     if (multipart) {
-      Result<std::vector<MultipartFile>> parts = ParseMultipart(content_type, request.body);
+      Result<std::vector<MultipartFile>> parts =
+          request.spool ? ParseMultipartViews(content_type, request.Body())
+                        : ParseMultipart(content_type, request.body);
       if (!parts) {
         Write(HttpResponse::Error(parts.status()), res, {});
         return;

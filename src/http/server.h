@@ -72,6 +72,11 @@ struct RouteOptions {
   // Served even when every worker thread is busy (health checks), by the server's small
   // shedding thread instead of being answered 503. Keep such handlers fast.
   bool served_when_busy = false;
+  // When set, the body is written to an unnamed file in this folder as it arrives instead of
+  // memory, and handed to the handler mapped read-only (HttpRequest::Body(), multipart parts'
+  // Content()): large uploads cost page cache, not the process's memory. The file disappears
+  // with the request. Unwritable: 503.
+  std::string spool_dir;
 };
 
 // Orders strings ignoring ASCII case; HTTP header names compare this way.
@@ -88,7 +93,12 @@ struct MultipartFile {
   std::string name;          // the form field name
   std::string filename;      // as sent by the client; never trust it as a path
   std::string content_type;  // as sent, may be empty
-  std::string content;
+  std::string content;       // the part's bytes, unless `view` holds them
+  // The part's bytes inside a spooled body (RouteOptions::spool_dir); valid while the request
+  // lives. Read parts through Content().
+  std::string_view view;
+
+  std::string_view Content() const { return view.data() != nullptr ? view : content; }
 };
 
 struct HttpRequest {
@@ -99,8 +109,13 @@ struct HttpRequest {
   // Decoded query parameters; a key may repeat ("?tag=a&tag=b").
   std::multimap<std::string, std::string> query_params;
   HttpHeaders headers;
-  // The raw body; empty for multipart/form-data requests, whose parts are in `files`.
+  // The raw body; empty for multipart/form-data requests, whose parts are in `files`, and for
+  // a spooled body. Read it through Body().
   std::string body;
+  // A body the server spooled to disk (RouteOptions::spool_dir), mapped read-only; kept alive
+  // by `spool` for as long as the request (or a copy of the pointer) lives.
+  std::shared_ptr<const void> spool;
+  std::string_view spooled_body;
   std::vector<MultipartFile> files;
   std::string remote_addr;
   // Who made the request, as the authorizer named them ("" without an authorizer).
@@ -114,6 +129,8 @@ struct HttpRequest {
   std::optional<std::string> Header(std::string_view name) const;
   // First multipart part named `name`, or nullptr.
   const MultipartFile* File(std::string_view name) const;
+  // The raw body, in memory or spooled.
+  std::string_view Body() const { return spool ? spooled_body : std::string_view(body); }
 };
 
 // Where a streaming response writes its body. Lent to the stream callback for the duration

@@ -2,6 +2,7 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -108,6 +109,31 @@ Result<std::optional<std::pair<std::size_t, std::size_t>>> ParseRange(std::strin
   }
   if (*first >= size) return Range();
   return Range(std::make_pair(*first, last));
+}
+
+// Largest slice of a file one answer carries: a 206 for a longer range is cut to this (media
+// players ask for the rest), and a whole file beyond it is streamed in blocks.
+constexpr std::size_t kMaxSliceBytes = std::size_t{8} << 20;
+constexpr std::size_t kStreamBlockBytes = std::size_t{256} << 10;
+
+// The file at `path` as a streamed body, block by block; `transform` may rewrite each block
+// (it gets the block and whether it is the last) before it is written.
+http::StreamBody StreamFile(std::filesystem::path path, std::string prefix, std::string suffix,
+                            std::function<std::string(std::string_view)> transform = nullptr) {
+  return [path = std::move(path), prefix = std::move(prefix), suffix = std::move(suffix),
+          transform = std::move(transform)](http::StreamWriter& out) {
+    std::ifstream in(path, std::ios::binary);
+    if (!prefix.empty() && !out.Write(prefix)) return;
+    std::string block(kStreamBlockBytes, '\0');
+    while (in) {
+      in.read(block.data(), static_cast<std::streamsize>(block.size()));
+      const auto n = static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount()));
+      if (n == 0) break;
+      const std::string_view data(block.data(), n);
+      if (!out.Write(transform ? transform(data) : std::string(data))) return;
+    }
+    if (!suffix.empty()) out.Write(suffix);
+  };
 }
 
 class Routes {
@@ -228,30 +254,11 @@ HttpResponse Routes::GetResult(const HttpRequest& req) {
 }
 
 HttpResponse Routes::VideoResult(const JobRecord& job, bool json_lines) {
-  auto lines = storage::ReadFileText(VideoOutputPath(options_.video_dir, job.id, ".jsonl"));
-  if (options_.video_dir.empty() || !lines) {
+  const std::filesystem::path path = VideoOutputPath(options_.video_dir, job.id, ".jsonl");
+  auto size = storage::FileSize(path);
+  if (options_.video_dir.empty() || !size) {
     return HttpResponse::Error(
         NotFoundError("the results of job '" + job.id + "' are no longer stored"));
-  }
-  HttpResponse r;
-  r.headers.emplace(kJobIdHeader, job.id);
-  if (json_lines) {
-    r.content_type = "application/x-ndjson";
-    r.body = std::move(lines).value();
-    return r;
-  }
-  // The stored lines are JSON objects already: joined, not re-parsed.
-  std::string frames;
-  frames.reserve(lines->size() + 2);
-  std::size_t start = 0;
-  while (start < lines->size()) {
-    std::size_t end = lines->find('\n', start);
-    if (end == std::string::npos) end = lines->size();
-    if (end > start) {
-      if (!frames.empty()) frames += ',';
-      frames.append(*lines, start, end - start);
-    }
-    start = end + 1;
   }
   const json record = json::parse(JobToJson(job), nullptr, false);
   const json head = {
@@ -259,11 +266,48 @@ HttpResponse Routes::VideoResult(const JobRecord& job, bool json_lines) {
       {"model", job.model},
       {"video", record.is_object() ? record.value("video", json::object()) : json::object()},
       {"progress", record.is_object() ? record.value("progress", json::object()) : json::object()}};
-  std::string body = Dump(head);
-  body.pop_back();  // the closing brace
-  body += ",\"frames\":[" + frames + "]}";
-  r.content_type = "application/json";
-  r.body = std::move(body);
+  std::string prefix = Dump(head);
+  prefix.pop_back();  // the closing brace
+  prefix += ",\"frames\":[";
+  // The stored lines are JSON objects already: joined with commas, not re-parsed, and read
+  // block by block (a long video's results are not held in memory at once).
+  auto join = [first = true, comma = false](std::string_view block) mutable {
+    std::string out;
+    out.reserve(block.size() + 1);
+    for (const char c : block) {
+      if (c == '\n') {
+        comma = comma || !first;
+        continue;
+      }
+      if (comma) {
+        out += ',';
+        comma = false;
+      }
+      first = false;
+      out += c;
+    }
+    return out;
+  };
+  HttpResponse r;
+  if (*size <= kMaxSliceBytes) {
+    auto lines = storage::ReadFileText(path);
+    if (!lines) {
+      return HttpResponse::Error(
+          NotFoundError("the results of job '" + job.id + "' are no longer stored"));
+    }
+    if (json_lines) {
+      r.content_type = "application/x-ndjson";
+      r.body = std::move(lines).value();
+    } else {
+      r.content_type = "application/json";
+      r.body = prefix + join(*lines) + "]}";
+    }
+  } else if (json_lines) {
+    r = HttpResponse::Stream("application/x-ndjson", StreamFile(path, "", ""));
+  } else {
+    r = HttpResponse::Stream("application/json", StreamFile(path, prefix, "]}", join));
+  }
+  r.headers.emplace(kJobIdHeader, job.id);
   return r;
 }
 
@@ -301,16 +345,25 @@ HttpResponse Routes::GetVideo(const HttpRequest& req) {
         "job '" + id + "' is " + std::string(JobStateName(job.state)) +
         " and has no video: " + job.error.value_or(InternalError("job failed")).message()));
   }
-  auto bytes = storage::ReadFileText(VideoOutputPath(options_.video_dir, id, ".mp4"));
-  if (options_.video_dir.empty() || !bytes) {
+  const std::filesystem::path path = VideoOutputPath(options_.video_dir, id, ".mp4");
+  auto file_size = storage::FileSize(path);
+  if (options_.video_dir.empty() || !file_size) {
     return HttpResponse::Error(NotFoundError("the video of job '" + id + "' is no longer stored"));
   }
+  const auto size = static_cast<std::size_t>(*file_size);
+  auto read = [&](std::size_t first, std::size_t length) -> std::optional<std::string> {
+    auto bytes = storage::ReadFileRange(path, first, length);
+    if (!bytes || bytes->size() != length) return std::nullopt;
+    return std::move(bytes).value();
+  };
+  auto gone = [&] {
+    return HttpResponse::Error(NotFoundError("the video of job '" + id + "' is no longer stored"));
+  };
   HttpResponse r;
   r.content_type = "video/mp4";
   r.headers.emplace(kJobIdHeader, id);
   r.headers.emplace("Accept-Ranges", "bytes");
   r.headers.emplace("Content-Disposition", "inline; filename=\"" + id + ".mp4\"");
-  const std::size_t size = bytes->size();
   if (const auto range = req.Header("Range")) {
     auto parsed = ParseRange(*range, size);
     if (parsed && !*parsed) {
@@ -321,15 +374,26 @@ HttpResponse Routes::GetVideo(const HttpRequest& req) {
       return unsatisfiable;
     }
     if (parsed) {
-      const auto [first, last] = **parsed;
+      const auto first = (**parsed).first;
+      // Only the slice is read, and at most kMaxSliceBytes of it: players ask for the rest.
+      const auto last = std::min((**parsed).second, first + kMaxSliceBytes - 1);
+      auto slice = read(first, last - first + 1);
+      if (!slice) return gone();
       r.status = 206;
       r.headers.emplace("Content-Range", "bytes " + std::to_string(first) + "-" +
                                              std::to_string(last) + "/" + std::to_string(size));
-      r.body = bytes->substr(first, last - first + 1);
+      r.body = std::move(*slice);
       return r;
     }
   }
-  r.body = std::move(bytes).value();
+  if (size > kMaxSliceBytes) {
+    HttpResponse streamed = HttpResponse::Stream("video/mp4", StreamFile(path, "", ""));
+    streamed.headers = std::move(r.headers);
+    return streamed;
+  }
+  auto whole = read(0, size);
+  if (!whole) return gone();
+  r.body = std::move(*whole);
   return r;
 }
 
@@ -389,22 +453,28 @@ std::string VideoOutputPath(const std::string& dir, const std::string& id,
 Status RegisterJobRoutes(http::HttpServer& server, JobRoutesOptions options, JobStore& store,
                          Recorder& recorder, bus::FramePublisher& publisher) {
   auto routes = std::make_shared<Routes>(std::move(options), store, recorder, publisher);
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/jobs",
-                               [routes](const HttpRequest& r) { return routes->List(r); }));
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/jobs/:id",
-                               [routes](const HttpRequest& r) { return routes->Get(r); }));
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/jobs/:id/result",
-                               [routes](const HttpRequest& r) { return routes->GetResult(r); }));
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/jobs/:id/image", [routes](const HttpRequest& r) {
-    return routes->GetImage(r, false);
-  }));
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/jobs/:id/thumbnail", [routes](const HttpRequest& r) {
-    return routes->GetImage(r, true);
-  }));
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/jobs/:id/video",
-                               [routes](const HttpRequest& r) { return routes->GetVideo(r); }));
-  RETURN_IF_ERROR(server.Route("DELETE", "/api/v1/jobs/:id",
-                               [routes](const HttpRequest& r) { return routes->Cancel(r); }));
+  // The history is for viewers and above; deleting (cancelling) a job is an admin's.
+  const http::RouteOptions read{.access = http::Access::kRead};
+  const http::RouteOptions admin{.access = http::Access::kAdmin};
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/jobs", [routes](const HttpRequest& r) { return routes->List(r); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/jobs/:id", [routes](const HttpRequest& r) { return routes->Get(r); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/jobs/:id/result",
+      [routes](const HttpRequest& r) { return routes->GetResult(r); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/jobs/:id/image",
+      [routes](const HttpRequest& r) { return routes->GetImage(r, false); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/jobs/:id/thumbnail",
+      [routes](const HttpRequest& r) { return routes->GetImage(r, true); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/jobs/:id/video",
+      [routes](const HttpRequest& r) { return routes->GetVideo(r); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "DELETE", "/api/v1/jobs/:id", [routes](const HttpRequest& r) { return routes->Cancel(r); },
+      admin));
   return Status::Ok();
 }
 

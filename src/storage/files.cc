@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 namespace kadr::storage {
 namespace {
@@ -98,5 +100,27 @@ Result<std::vector<std::uint8_t>> ReadFileBytes(const fs::path& path) {
 }
 
 Result<std::string> ReadFileText(const fs::path& path) { return ReadWhole<std::string>(path); }
+
+Result<std::string> ReadFileRange(const fs::path& path, std::uint64_t offset, std::size_t length) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) return NotFoundError("no such file " + path.string());
+    return UnavailableError("cannot read " + path.string());
+  }
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string out(length, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(length));
+  if (in.bad()) return UnavailableError("cannot read " + path.string());
+  out.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount())));
+  return out;
+}
+
+Result<std::uint64_t> FileSize(const fs::path& path) {
+  std::error_code ec;
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (ec || !fs::is_regular_file(path, ec)) return NotFoundError("no such file " + path.string());
+  return static_cast<std::uint64_t>(size);
+}
 
 }  // namespace kadr::storage

@@ -31,4 +31,12 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view b
 Result<std::vector<std::uint8_t>> ReadFileBytes(const std::filesystem::path& path);
 Result<std::string> ReadFileText(const std::filesystem::path& path);
 
+// At most `length` bytes of the file from `offset` (fewer at its end), without reading the
+// rest. Errors: kNotFound (no such file), kUnavailable (unreadable).
+Result<std::string> ReadFileRange(const std::filesystem::path& path, std::uint64_t offset,
+                                  std::size_t length);
+
+// The size of a regular file. Errors: kNotFound (no such regular file).
+Result<std::uint64_t> FileSize(const std::filesystem::path& path);
+
 }  // namespace kadr::storage

@@ -60,6 +60,80 @@ std::optional<std::string_view> SniffVideo(std::span<const std::uint8_t> head) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ProbeVideo
+
+namespace {
+
+// SniffVideo of the file's first bytes. kNotFound when it is not a regular file.
+Result<std::optional<std::string_view>> SniffVideoFile(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return NotFoundError("no such file " + path);
+  std::uint8_t head[16] = {};
+  std::ifstream in(path, std::ios::binary);
+  in.read(reinterpret_cast<char*>(head), sizeof(head));
+  const auto head_size = static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount()));
+  return SniffVideo(std::span<const std::uint8_t>(head, head_size));
+}
+
+}  // namespace
+
+Result<VideoProbe> ProbeVideo(const std::string& path) {
+  ASSIGN_OR_RETURN(const auto sniffed, SniffVideoFile(path));
+  if (!sniffed) {
+    return UnsupportedError("not a video: MP4, MOV, MKV, WebM and AVI are accepted");
+  }
+  VideoProbe probe;
+  probe.container = *sniffed;
+  AVDictionary* options = nullptr;
+  av_dict_set(&options, "format_whitelist", "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi", 0);
+  av_dict_set(&options, "protocol_whitelist", "file", 0);
+  AVFormatContext* ctx = nullptr;
+  const int opened = avformat_open_input(&ctx, ("file:" + path).c_str(), nullptr, &options);
+  av_dict_free(&options);
+  if (opened < 0) {
+    return InvalidArgumentError("the " + std::string(*sniffed) +
+                                " file cannot be opened: truncated or damaged (its index or "
+                                "headers are missing)");
+  }
+  const AVStream* stream = nullptr;
+  for (unsigned i = 0; i < ctx->nb_streams; ++i) {
+    if (ctx->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_VIDEO) {
+      stream = ctx->streams[i];
+      break;
+    }
+  }
+  if (stream != nullptr) {
+    probe.width = stream->codecpar->width;
+    probe.height = stream->codecpar->height;
+    const AVRational rate =
+        stream->avg_frame_rate.num > 0 ? stream->avg_frame_rate : stream->r_frame_rate;
+    if (rate.num > 0 && rate.den > 0) probe.fps = av_q2d(rate);
+    if (stream->duration > 0 && stream->time_base.den > 0) {
+      probe.duration_s = static_cast<double>(stream->duration) * av_q2d(stream->time_base);
+    } else if (ctx->duration > 0) {
+      probe.duration_s = static_cast<double>(ctx->duration) / AV_TIME_BASE;
+    }
+    probe.frames = stream->nb_frames;
+    if (probe.frames <= 0 && probe.duration_s > 0 && probe.fps > 0) {
+      probe.frames = std::llround(probe.duration_s * probe.fps);
+    }
+    if (probe.duration_s <= 0 && probe.frames > 0 && probe.fps > 0) {
+      probe.duration_s = static_cast<double>(probe.frames) / probe.fps;
+    }
+  }
+  avformat_close_input(&ctx);
+  if (stream == nullptr) {
+    return InvalidArgumentError("the " + std::string(*sniffed) +
+                                " file has no video stream: truncated or damaged, or sound only");
+  }
+  if (probe.width <= 0 || probe.height <= 0) {
+    return InvalidArgumentError("the " + std::string(*sniffed) +
+                                " file's headers do not state its frame size");
+  }
+  return probe;
+}
+
+// ---------------------------------------------------------------------------------------------
 // VideoFileReader
 
 struct VideoFileReader::State {
@@ -77,16 +151,7 @@ VideoFileReader& VideoFileReader::operator=(VideoFileReader&&) noexcept = defaul
 VideoFileReader::~VideoFileReader() = default;
 
 Result<VideoFileReader> VideoFileReader::Open(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return NotFoundError("no such file " + path);
-  std::uint8_t head[16] = {};
-  std::size_t head_size = 0;
-  {
-    std::ifstream in(path, std::ios::binary);
-    in.read(reinterpret_cast<char*>(head), sizeof(head));
-    head_size = static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount()));
-  }
-  const auto sniffed = SniffVideo(std::span<const std::uint8_t>(head, head_size));
+  ASSIGN_OR_RETURN(const auto sniffed, SniffVideoFile(path));
 
   auto state = std::make_unique<State>();
   if (sniffed) state->container = *sniffed;

@@ -30,6 +30,24 @@ namespace kadr::video {
 // nullopt for anything else. 12 bytes are enough; fewer can only answer nullopt.
 std::optional<std::string_view> SniffVideo(std::span<const std::uint8_t> head);
 
+// What a video file's container headers state, read without decoding a frame.
+struct VideoProbe {
+  std::string_view container;  // as SniffVideo names it, or "video"
+  int width = 0;               // of the first video stream, pixels (never 0)
+  int height = 0;
+  double fps = 0;           // 0 when the headers state none
+  std::int64_t frames = 0;  // stated, else duration x fps; 0 when unknown
+  double duration_s = 0;    // 0 when unknown
+};
+
+// Reads the headers of the video file at `path` with FFmpeg's demuxers for MP4/MOV,
+// Matroska/WebM and AVI only (no other demuxer or protocol is tried), and decodes nothing,
+// so that an upload's size, length and frame count can be checked before any frame costs
+// CPU or memory. Errors: kNotFound (no such file), kUnsupported "not a video" (none of those
+// containers), kInvalidArgument (a known container whose headers are missing or damaged, no
+// video stream, or a stream whose frame size the headers do not state).
+Result<VideoProbe> ProbeVideo(const std::string& path);
+
 // Reads the frames of a video file in order, as 8-bit BGR images.
 class VideoFileReader {
  public:

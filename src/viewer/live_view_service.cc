@@ -1,6 +1,8 @@
 #include "viewer/live_view_service.h"
 
+#include <algorithm>
 #include <charconv>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -132,15 +134,18 @@ Status LiveViewService::Run(const std::stop_token& stop) {
 
 namespace {
 
-// Holds one of max_live_clients for as long as the response that owns it lives.
+// Holds one of max_live_clients (and one of its client's) for as long as the response that
+// owns it lives.
 class LiveSlot {
  public:
-  LiveSlot(std::atomic<std::size_t>& count, Gauge& gauge) : count_(count), gauge_(gauge) {
+  LiveSlot(std::atomic<std::size_t>& count, Gauge& gauge, std::function<void()> release)
+      : count_(count), gauge_(gauge), release_(std::move(release)) {
     gauge_.Add(1);
   }
   ~LiveSlot() {
     count_.fetch_sub(1);
     gauge_.Sub(1);
+    release_();
   }
   LiveSlot(const LiveSlot&) = delete;
   LiveSlot& operator=(const LiveSlot&) = delete;
@@ -148,6 +153,7 @@ class LiveSlot {
  private:
   std::atomic<std::size_t>& count_;
   Gauge& gauge_;
+  std::function<void()> release_;
 };
 
 // One SSE event; every line of `data` gets its own "data:" field (JSON from other producers
@@ -237,8 +243,32 @@ http::HttpResponse LiveViewService::LiveStream(const http::HttpRequest& req, Liv
           " open); close one or raise --max-live-clients"));
     }
   } while (!live_clients_.compare_exchange_weak(open, open + 1));
+  // One client may not take them all (ADR 0009's rule for uploads, applied to live views).
+  const std::string client = req.principal.empty() ? req.remote_addr : "token:" + req.principal;
+  const std::size_t per_client = options_.max_live_clients_per_client != 0
+                                     ? options_.max_live_clients_per_client
+                                     : std::max<std::size_t>(1, options_.max_live_clients / 2);
+  {
+    std::lock_guard lock(per_client_mu_);
+    std::size_t& mine = per_client_[client];
+    if (mine >= per_client) {
+      if (mine == 0) per_client_.erase(client);
+      live_clients_.fetch_sub(1);
+      live_rejected_.Increment();
+      http::HttpResponse busy = http::HttpResponse::Error(
+          ResourceExhaustedError("this client has " + std::to_string(per_client) +
+                                 " live connections open, the most one client may; close one"));
+      busy.headers.emplace("Retry-After", "5");
+      return busy;
+    }
+    ++mine;
+  }
   // Released with the response: when the stream ends, or at once for a HEAD request.
-  auto slot = std::make_shared<LiveSlot>(live_clients_, live_clients_gauge_);
+  auto slot = std::make_shared<LiveSlot>(live_clients_, live_clients_gauge_, [this, client] {
+    std::lock_guard lock(per_client_mu_);
+    const auto it = per_client_.find(client);
+    if (it != per_client_.end() && --it->second == 0) per_client_.erase(it);
+  });
   http::HttpResponse r;
   if (kind == LiveKind::kFrame) {
     r = http::HttpResponse::Stream(
@@ -270,14 +300,16 @@ http::HttpResponse LiveViewService::LiveFrame(const http::HttpRequest& req) {
 }
 
 Status LiveViewService::RegisterRoutes(http::HttpServer& server) {
+  const http::RouteOptions read{.access = http::Access::kRead};
   RETURN_IF_ERROR(server.Route(
       "GET", "/api/v1/streams/:id/live",
-      [this](const http::HttpRequest& req) { return LiveStream(req, LiveKind::kFrame); }));
+      [this](const http::HttpRequest& req) { return LiveStream(req, LiveKind::kFrame); }, read));
   RETURN_IF_ERROR(server.Route(
       "GET", "/api/v1/streams/:id/events",
-      [this](const http::HttpRequest& req) { return LiveStream(req, LiveKind::kResult); }));
-  RETURN_IF_ERROR(server.Route("GET", "/api/v1/streams/:id/frame",
-                               [this](const http::HttpRequest& req) { return LiveFrame(req); }));
+      [this](const http::HttpRequest& req) { return LiveStream(req, LiveKind::kResult); }, read));
+  RETURN_IF_ERROR(server.Route(
+      "GET", "/api/v1/streams/:id/frame",
+      [this](const http::HttpRequest& req) { return LiveFrame(req); }, read));
   return Status::Ok();
 }
 

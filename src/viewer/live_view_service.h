@@ -30,6 +30,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -51,6 +53,10 @@ struct LiveViewOptions {
   LiveHubOptions live;
   // Open live connections (MJPEG and SSE together); more get 503. Each holds a server thread.
   std::size_t max_live_clients = 16;
+  // Of those, at most this many for one client (its token's name when the request is
+  // authenticated, else its address); more get 429. 0: half of max_live_clients (at least 1),
+  // so that one client cannot take every live connection.
+  std::size_t max_live_clients_per_client = 0;
   // An idle live connection sends something this often: SSE a comment line, MJPEG the latest
   // frame again, so that proxies keep it open and a client that left is noticed.
   std::chrono::milliseconds live_keepalive{10000};
@@ -118,6 +124,8 @@ class LiveViewService {
 
   LiveHub live_;
   std::atomic<std::size_t> live_clients_{0};
+  std::mutex per_client_mu_;
+  std::map<std::string, std::size_t, std::less<>> per_client_;  // open live connections
 };
 
 }  // namespace kadr::viewer

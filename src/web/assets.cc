@@ -108,14 +108,19 @@ std::vector<std::string_view> AssetPaths() {
 }
 
 Status RegisterRoutes(http::HttpServer& server) {
+  // The UI's files and the OpenAPI document are public: the UI itself asks for a login when
+  // the API answers 401.
+  const http::RouteOptions open{.access = http::Access::kPublic};
   if (FindEntry(kIndexPath) != nullptr) {
-    RETURN_IF_ERROR(server.Route("GET", "/", [](const http::HttpRequest& request) {
-      return Serve(*FindEntry(kIndexPath), request);
-    }));
+    RETURN_IF_ERROR(server.Route(
+        "GET", "/",
+        [](const http::HttpRequest& request) { return Serve(*FindEntry(kIndexPath), request); },
+        open));
   }
   for (const Entry& entry : Entries()) {
-    RETURN_IF_ERROR(server.Route("GET", entry.asset.path,
-                                 [&entry](const http::HttpRequest& r) { return Serve(entry, r); }));
+    RETURN_IF_ERROR(server.Route(
+        "GET", entry.asset.path, [&entry](const http::HttpRequest& r) { return Serve(entry, r); },
+        open));
   }
   return Status::Ok();
 }

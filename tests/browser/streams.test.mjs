@@ -64,7 +64,9 @@ async function metric(name) {
 const imageLoaded = (locator) => imageLoadedIn(page, locator);
 
 describe('kadr streams and video jobs', { skip, concurrency: false }, () => {
-  session.hooks({ kadrArgs: ['--models', 'yolox_nano'], viewport: { width: 1366, height: 900 } },
+  // The stream reads media/vtest.avi: files are sources only in the operator's directories.
+  const sourceDir = vtest ? ['--source-dir', path.dirname(vtest)] : [];
+  session.hooks({ kadrArgs: ['--models', 'yolox_nano', ...sourceDir], viewport: { width: 1366, height: 900 } },
     () => ({ page, baseUrl, tmpDir } = session));
 
   test('a looping video stream shows changing live frames, detections and stats', async () => {

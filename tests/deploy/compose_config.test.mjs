@@ -135,6 +135,38 @@ describe('deploy/compose', () => {
     assert.ok(owned.includes(first.target), `${path.basename(dockerfile)} does not create ${first.target} owned by 10001 (creates: ${owned})`);
   });
 
+  test('every kadr HTTP service shares one named auth volume, mounted where KADR_AUTH_FILE is; the image makes it writable', async () => {
+    const [doc] = await readYamlDocuments(composeFile);
+    const mounts = {};
+    for (const [name, s] of Object.entries(services)) {
+      if (!isKadrImage(s.image) || !s.environment.KADR_HTTP_PORT) continue;
+      const file = s.environment.KADR_AUTH_FILE;
+      assert.ok(file, `${name}: no KADR_AUTH_FILE (a token made at one service would not work at the others)`);
+      const dir = path.posix.dirname(file);
+      const mount = (s.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === dir);
+      assert.ok(mount, `${name}: no volume mounted at ${dir}, the folder of KADR_AUTH_FILE`);
+      assert.notEqual(mount[2], 'ro', `${name}: the auth volume is read-only (the first admin token is written there)`);
+      mounts[name] = { source: mount[0], target: dir };
+    }
+    const [first, ...rest] = Object.values(mounts);
+    assert.ok(rest.length >= 3, `auth volume mounts: ${JSON.stringify(mounts)}`);
+    for (const [name, m] of Object.entries(mounts)) assert.deepEqual(m, first, `${name}: another token folder`);
+    assert.ok(Object.hasOwn(doc.volumes ?? {}, first.source), `volume ${first.source} is not declared under volumes:`);
+    const text = fs.readFileSync(dockerfile, 'utf8').replace(/\\\r?\n/g, ' ');
+    const owned = [...text.matchAll(/install -d -o 10001 -g 10001(?: -m \d+)?((?: \/[^\s&;]+)+)/g)]
+      .flatMap((m) => m[1].trim().split(/\s+/));
+    assert.ok(owned.includes(first.target), `${path.basename(dockerfile)} does not create ${first.target} owned by 10001 (creates: ${owned})`);
+  });
+
+  test('the proxy answers 404 to /metrics and passes credentials through', () => {
+    const conf = fs.readFileSync(path.join(composeDir, 'proxy', 'kadr.conf.template'), 'utf8');
+    assert.match(conf, /location = \/metrics \{\s*return 404;\s*\}/);
+    // nginx passes request headers (Authorization, Cookie) unless told otherwise.
+    assert.doesNotMatch(conf, /proxy_set_header\s+(Authorization|Cookie)\s+""/i);
+    assert.doesNotMatch(conf, /proxy_hide_header\s+Set-Cookie/i);
+    assert.doesNotMatch(conf, /proxy_pass_request_headers\s+off/);
+  });
+
   test('every kadr service\'s KADR_* variables are ones its command reads; kadr.json\'s settings are known', () => {
     let checked = 0;
     for (const [name, s] of Object.entries(services)) {

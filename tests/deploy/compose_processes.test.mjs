@@ -269,6 +269,9 @@ describe('deploy/compose services as processes', { skip, concurrency: false }, (
         env[key] = parts.map((p) => toHost(p, fromImage)).join(':');
       }
     }
+    // The stream step reads media/vtest.avi: file sources only from an operator's directory
+    // (in a container, a volume mounted there with KADR_SOURCE_DIRS; here the host folder).
+    if (name === 'camera' && streamVideo) env.KADR_SOURCE_DIRS = path.dirname(streamVideo);
     return { args: service.command ?? ['up'], env: { ...baseEnv(), ...env }, cwd: scratch };
   }
 
@@ -570,6 +573,12 @@ describe('deploy/compose services as processes', { skip, concurrency: false }, (
     }
     assert.ok(exit.code === 0 && !exit.killed, `gateway-2 exited ${exit.code} (${exit.signal}) on SIGTERM\n${second.tail()}`);
     await expectGet(`/api/v1/jobs/${secondJob}`, 200);  // its gateway is gone
+  });
+
+  step('the proxy does not publish /metrics (the gateway itself serves it)', async () => {
+    needProxy();
+    await expectGet('/metrics', 404);
+    assert.equal((await fetch(`${gatewayUrl()}/metrics`)).status, 200);
   });
 
   step('jobs stay readable through the proxy while the gateway that took them is stopped, and the restarted gateway serves', async () => {

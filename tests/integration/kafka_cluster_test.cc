@@ -73,10 +73,10 @@ TEST(KafkaClusterTest, KillingThePartitionLeaderLosesNoFrameOfAStreamOrAVideoJob
       testing::Shell("timeout 10 kcat -L -b " + brokers + " -t kadr.frames.tiny");
   ASSERT_NE(described.out.find("replicas: "), std::string::npos) << described.out;
 
-  testing::ChildProcess up(
-      {KADR_BINARY, "--models-dir", (dir / "models").string(), "up", "--brokers", brokers,
-       "--models", "tiny", "--http-port", "0", "--data-dir", (dir / "data").string()},
-      dir / "up.log");
+  testing::ChildProcess up({KADR_BINARY, "--models-dir", (dir / "models").string(), "up",
+                            "--brokers", brokers, "--models", "tiny", "--http-port", "0",
+                            "--data-dir", (dir / "data").string(), "--source-dir", dir.string()},
+                           dir / "up.log");
   const int port = testing::WaitForHttpPort(up, 120s);
   ASSERT_GT(port, 0) << up.LogTail();
   ASSERT_TRUE(testing::WaitReady(port, 120s)) << up.LogTail();

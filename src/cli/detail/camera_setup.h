@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -13,6 +14,18 @@
 
 namespace kadr::cli {
 
+// What a video job may be (gateway: checked on the container's headers before it is queued;
+// camera service: the frames it reads, the outputs it keeps). docs/security.md.
+struct VideoLimitFlags {
+  std::int64_t max_pixels = std::int64_t{4096} * 4096;  // --max-video-pixels
+  std::int64_t max_frames = 108000;                     // --max-video-frames
+  double max_seconds = 3600;                            // --max-video-seconds
+  std::size_t max_dir_mb = 20480;                       // --max-video-dir-mb
+};
+
+// Registers the flags above (on up, gateway and camera: once per command).
+void AddVideoLimitFlags(CLI::App& sub, VideoLimitFlags& flags);
+
 struct CameraFlags {
   std::string camera_id;           // --camera-id, KADR_CAMERA_ID (default: host-port)
   std::size_t max_streams = 64;    // --max-streams
@@ -20,6 +33,12 @@ struct CameraFlags {
   int open_timeout_ms = 5000;      // --open-timeout-ms
   int stall_timeout_ms = 5000;     // --stall-timeout-ms
   std::size_t max_video_jobs = 2;  // --max-video-jobs
+  // Stream sources the operator allows (capture::SourcePolicyOptions); empty: none of the
+  // host's files or devices, no loopback / link-local / metadata host.
+  std::vector<std::string> source_dirs;     // --source-dir, KADR_SOURCE_DIRS (':')
+  std::vector<std::string> source_devices;  // --source-device, KADR_SOURCE_DEVICES (':')
+  std::vector<std::string> source_hosts;    // --source-host, KADR_SOURCE_HOSTS (',')
+  VideoLimitFlags video_limits;
 };
 
 void AddCameraFlags(CLI::App& sub, CameraFlags& flags);

@@ -25,5 +25,6 @@ Command AddViewerCommand(CLI::App& app, const GlobalOptions& global);
 Command AddCameraCommand(CLI::App& app, const GlobalOptions& global);
 Command AddTopicsCommand(CLI::App& app, const GlobalOptions& global);
 Command AddHealthCommand(CLI::App& app, const GlobalOptions& global);
+Command AddTokenCommand(CLI::App& app, const GlobalOptions& global);
 
 }  // namespace kadr::cli

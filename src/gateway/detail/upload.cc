@@ -35,7 +35,7 @@ std::string MediaType(std::string_view content_type) {
 std::optional<std::string> Param(const http::HttpRequest& req, std::string_view name) {
   if (auto v = req.Query(name)) return v;
   for (const auto& part : req.files) {
-    if (part.name == name && part.filename.empty()) return part.content;
+    if (part.name == name && part.filename.empty()) return std::string(part.Content());
   }
   return std::nullopt;
 }
@@ -114,11 +114,11 @@ Result<Upload> ParseUpload(const http::HttpRequest& req, std::chrono::millisecon
     if (part == nullptr) {
       return InvalidArgumentError("multipart body has no 'image' (or 'file', 'video') part");
     }
-    up.image = part->content;
+    up.image = part->Content();
     up.filename = SanitizeFileName(part->filename);
   } else if (type.empty() || type == "application/octet-stream" || type.starts_with("image/") ||
              type.starts_with("video/")) {
-    up.image = req.body;
+    up.image = req.Body();
     if (auto d = req.Header("Content-Disposition"))
       up.filename = SanitizeFileName(DispositionFileName(*d));
   } else {

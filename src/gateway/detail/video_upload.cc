@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -20,7 +21,42 @@ using nlohmann::json;
 
 constexpr char kJobIdHeader[] = "X-Kadr-Job-Id";
 
+// Bytes of the regular files directly in `dir`.
+std::uint64_t FolderBytes(const fs::path& dir) {
+  std::uint64_t total = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code size_ec;
+    if (it->is_regular_file(size_ec)) {
+      const std::uintmax_t size = it->file_size(size_ec);
+      if (!size_ec) total += size;
+    }
+  }
+  return total;
+}
+
 }  // namespace
+
+Status CheckVideoLimits(const video::VideoProbe& probe, const VideoLimits& limits) {
+  const std::string size = std::to_string(probe.width) + "x" + std::to_string(probe.height);
+  if (probe.width > limits.max_side || probe.height > limits.max_side) {
+    return TooLargeError("the video's frames are " + size + ", more than " +
+                         std::to_string(limits.max_side) + " pixels a side");
+  }
+  if (std::int64_t{probe.width} * probe.height > limits.max_pixels) {
+    return TooLargeError("the video's frames are " + size + ", more than " +
+                         std::to_string(limits.max_pixels) + " pixels");
+  }
+  if (probe.frames > limits.max_frames) {
+    return TooLargeError("the video has " + std::to_string(probe.frames) + " frames, more than " +
+                         std::to_string(limits.max_frames));
+  }
+  if (probe.duration_s > limits.max_seconds) {
+    return TooLargeError(fmt::format("the video lasts {:.1f} s, more than {:.1f} s",
+                                     probe.duration_s, limits.max_seconds));
+  }
+  return Status::Ok();
+}
 
 Status PrepareVideoFolder(const std::string& dir) {
   std::error_code ec;
@@ -32,6 +68,19 @@ Status PrepareVideoFolder(const std::string& dir) {
 http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_view bytes,
                                const VideoRequest& request, std::int64_t now_ms,
                                bus::FramePublisher& publisher) {
+  if (options.max_dir_bytes > 0) {
+    const std::uint64_t used = FolderBytes(options.dir);
+    if (used + bytes.size() > options.max_dir_bytes) {
+      spdlog::warn("video upload refused: the video folder is full used={} upload={} quota={}",
+                   used, bytes.size(), options.max_dir_bytes);
+      http::HttpResponse full = ErrorResponse(
+          ResourceExhaustedError("the video folder is full (" + std::to_string(used >> 20) +
+                                 " of " + std::to_string(options.max_dir_bytes >> 20) +
+                                 " MiB used): retry when older jobs' videos have been deleted"));
+      full.status = 507;
+      return full;
+    }
+  }
   const std::string id = jobs::NewJobId(now_ms);
   const fs::path src = fs::path(options.dir) / (id + ".src");
   auto remove = [&] {
@@ -43,12 +92,13 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
     spdlog::warn("video upload not saved job={} error=\"{}\"", id, s.ToString());
     return ErrorResponse(UnavailableError("cannot store the video: " + s.message()));
   }
-  // The container and its first frame only; the camera service decodes the rest.
-  auto reader = video::VideoFileReader::Open(src.string());
-  if (!reader) {
+  // The container's headers only: the camera service decodes the frames on its own threads.
+  auto probe = video::ProbeVideo(src.string());
+  Status fits = probe ? CheckVideoLimits(*probe, options.limits) : probe.error();
+  if (!fits.ok()) {
     remove();
-    spdlog::info("video refused job={} error=\"{}\"", id, reader.error().ToString());
-    return ErrorResponse(reader.error());
+    spdlog::info("video refused job={} error=\"{}\"", id, fits.ToString());
+    return ErrorResponse(fits);
   }
 
   jobs::VideoJobRequest job_request;
@@ -59,17 +109,17 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
   job.state = jobs::JobState::kQueued;
   job.created_ms = now_ms;
   job.updated_ms = now_ms;
-  job.frames_total = reader->frame_count();
+  job.frames_total = probe->frames;
   job.source_name = request.filename;
   // A camera service that takes the job renews this; none within it fails the job.
   job.deadline_ms = now_ms + options.claim_timeout.count();
   const std::string self = jobs::JobPath(id);
   job.details_json = Dump({{"video",
-                            {{"fps", reader->fps()},
-                             {"frames", reader->frame_count()},
-                             {"width", reader->width()},
-                             {"height", reader->height()},
-                             {"container", reader->container()}}},
+                            {{"fps", probe->fps},
+                             {"frames", probe->frames},
+                             {"width", probe->width},
+                             {"height", probe->height},
+                             {"container", probe->container}}},
                            {"progress", {{"fps", 0.0}, {"eta_ms", nullptr}, {"frames_failed", 0}}},
                            {"links", {{"video", self + "/video"}, {"result", self + "/result"}}}});
   job_request.upload = id + ".src";
@@ -88,8 +138,8 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
     }
   }
   spdlog::info("video job queued job={} model={} container={} frames={} fps={:.2f} size={}x{}", id,
-               request.model, reader->container(), reader->frame_count(), reader->fps(),
-               reader->width(), reader->height());
+               request.model, probe->container, probe->frames, probe->fps, probe->width,
+               probe->height);
   http::HttpResponse r = http::HttpResponse::Json(jobs::JobToJson(job), 202);
   r.headers.emplace("Location", self);
   r.headers.emplace(kJobIdHeader, id);

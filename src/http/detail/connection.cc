@@ -25,8 +25,8 @@ constexpr std::size_t kMaxMethod = 16;
 // After a refusal, the unread rest of a request is drained for this long (at most this many
 // bytes) before the socket closes: closing with unread data sends a reset, which can destroy
 // the error response before the client reads it.
-constexpr auto kLingerTime = std::chrono::milliseconds(1000);
-constexpr std::size_t kLingerBytes = 8 * 1024 * 1024;
+constexpr auto kLingerTime = std::chrono::milliseconds(2000);
+constexpr std::size_t kLingerBytes = 32 * 1024 * 1024;
 
 std::string_view ReasonPhrase(int status) {
   switch (status) {
@@ -242,7 +242,7 @@ ssize_t Connection::read(char* ptr, size_t size) {
     }
     body_read_ += n;
   }
-  std::memcpy(ptr, data, n);
+  std::copy_n(data, n, ptr);
   buf_pos_ += n;
   return static_cast<ssize_t>(n);
 }

@@ -11,8 +11,10 @@
 
 #include "common/status.h"
 
-using SSL = struct ssl_st;
-using SSL_CTX = struct ssl_ctx_st;
+// OpenSSL's own names for its types, declared here so that users of this header need not
+// include OpenSSL.
+using SSL = struct ssl_st;          // NOLINT(readability-identifier-naming)
+using SSL_CTX = struct ssl_ctx_st;  // NOLINT(readability-identifier-naming)
 
 namespace kadr::http::detail {
 

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/videoio.hpp>
 
 #include "bus/fake_bus.h"
 #include "fakes.h"
@@ -33,9 +35,18 @@ class CameraServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = kadr::testing::MakeTempDir(); }
 
+  // Sources allowed: files in the test's folder, /dev/video99, 127.0.0.1 (and names).
+  capture::SourcePolicyOptions Allowed() const {
+    return {.dirs = {dir_.string()}, .devices = {"/dev/video99"}, .hosts = {"127.0.0.1"}};
+  }
+
   std::unique_ptr<CameraService> Make(SourceFactory factory) {
+    return Make(std::move(factory), Allowed());
+  }
+  std::unique_ptr<CameraService> Make(SourceFactory factory, capture::SourcePolicyOptions sources) {
     CameraOptions o;
     o.data_dir = dir_;
+    o.sources = std::move(sources);
     o.default_model = "m";
     o.runner.initial_backoff = 10ms;
     o.runner.max_backoff = 20ms;
@@ -137,8 +148,11 @@ TEST_F(CameraServiceTest, RejectsBadRequestsWithPreciseErrors) {
   ASSERT_TRUE(WaitFor([&] { return service->Snapshot(id)->stats.last_error.has_value(); }));
   const json j = json::parse(*service->StreamJson(id));
   EXPECT_EQ(j["state"], "connecting");
-  EXPECT_NE(j["stats"]["last_error"]["message"].get<std::string>().find("refused"),
-            std::string::npos)
+  // One message for every way a network source fails: no map of the hosts and ports.
+  EXPECT_EQ(j["stats"]["last_error"]["code"], "unavailable") << j.dump();
+  EXPECT_EQ(j["stats"]["last_error"]["message"],
+            "cannot open the source rtsp://***@127.0.0.1:1/x: no video stream answered (the "
+            "server log has the reason)")
       << j.dump();
   EXPECT_EQ(j.dump().find("hunter2"), std::string::npos);
   (*server)->Stop();
@@ -255,6 +269,167 @@ TEST_F(CameraServiceTest, HttpRoutesFollowTheContract) {
   EXPECT_EQ(json::parse(c.Get("/api/v1/streams")->body)["streams"].size(), 0u);
   (*server)->Stop();
   service->StopAll();
+}
+
+// An MJPEG AVI of `frames` frames, 64x48.
+void WriteVideo(const std::filesystem::path& path, int frames) {
+  cv::VideoWriter w(path.string(), cv::CAP_FFMPEG, cv::VideoWriter::fourcc('M', 'J', 'P', 'G'),
+                    10.0, cv::Size(64, 48));
+  ASSERT_TRUE(w.isOpened());
+  for (int i = 0; i < frames; ++i) w.write(cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(20.0 * i)));
+}
+
+// Regression (issue 16, "stream sources"): POST /api/v1/streams read any file (a .txt copy of
+// /etc/passwd came back as a frame through FFmpeg's tty demuxer), any device, any host, and
+// its errors mapped the host's files and ports. Each attack is refused with its precise
+// status, with or without the probe, and the service keeps serving.
+TEST_F(CameraServiceTest, SourcesOutsideTheOperatorsPolicyAreRefused) {
+  const auto media = dir_ / "media";
+  std::filesystem::create_directories(media);
+  {
+    std::ofstream secret(dir_ / "secret.txt");
+    std::ofstream inside(media / "passwd.txt");
+    for (int i = 0; i < 64; ++i) {
+      secret << "user" << i << ":x:" << 1000 + i << ":" << 1000 + i << ":Secret:/home/u:/bin/sh\n";
+      inside << "user" << i << ":x:" << 1000 + i << ":" << 1000 + i << ":Secret:/home/u:/bin/sh\n";
+    }
+  }
+  std::filesystem::create_symlink("/etc/passwd", media / "passwd.mp4");
+  std::filesystem::create_symlink(dir_ / "secret.txt", media / "secret.mp4");
+  WriteVideo(media / "clip.avi", 5);
+  auto service = Make(OpenCvSourceFactory(), {.dirs = {media.string()}});
+  ASSERT_NE(service, nullptr);
+  http::HttpServerOptions ho;
+  ho.port = 0;
+  auto server = http::HttpServer::Create(ho);
+  ASSERT_TRUE(server.has_value());
+  ASSERT_TRUE(service->RegisterRoutes(**server).ok());
+  ASSERT_TRUE((*server)->Start().ok());
+  httplib::Client client("127.0.0.1", (*server)->port());
+
+  const std::string outside = " is outside the allowed source directories (--source-dir)";
+  struct Case {
+    std::string source;
+    int status;
+    std::string code;
+    std::string message;  // exact
+  };
+  const std::vector<Case> cases = {
+      // Files outside the allowed directory: one answer whether they exist or not.
+      {(dir_ / "secret.txt").string(), 403, "permission_denied",
+       (dir_ / "secret.txt").string() + outside},
+      {(dir_ / "none.txt").string(), 403, "permission_denied",
+       (dir_ / "none.txt").string() + outside},
+      {"/etc/passwd", 403, "permission_denied", "/etc/passwd" + outside},
+      {"file:///etc/passwd", 403, "permission_denied", "/etc/passwd" + outside},
+      {(media / ".." / "secret.txt").string(), 403, "permission_denied",
+       (media / ".." / "secret.txt").string() + outside},
+      {(media / "passwd.mp4").string(), 403, "permission_denied",
+       (media / "passwd.mp4").string() + outside},
+      {(media / "secret.mp4").string(), 403, "permission_denied",
+       (media / "secret.mp4").string() + outside},
+      // Devices: none allowed.
+      {"/dev/zero", 403, "permission_denied",
+       "device sources are off: the operator allows devices with --source-device"},
+      {"/dev/video9", 403, "permission_denied",
+       "device sources are off: the operator allows devices with --source-device"},
+      // Loopback, unspecified, link-local and metadata hosts.
+      {"http://127.0.0.1:1/admin", 403, "permission_denied",
+       "source host '127.0.0.1' is a loopback address, which network sources may not reach "
+       "(the operator allows hosts with --source-host)"},
+      {"http://[::ffff:127.0.0.1]:8080/", 403, "permission_denied",
+       "source host '::ffff:127.0.0.1' is a loopback address, which network sources may not "
+       "reach (the operator allows hosts with --source-host)"},
+      {"http://169.254.169.254/latest/meta-data", 403, "permission_denied",
+       "source host '169.254.169.254' is a link-local (cloud metadata) address, which network "
+       "sources may not reach (the operator allows hosts with --source-host)"},
+      {"http://0.0.0.0:9092/", 403, "permission_denied",
+       "source host '0.0.0.0' is an unspecified address, which network sources may not reach "
+       "(the operator allows hosts with --source-host)"},
+  };
+  for (const Case& c : cases) {
+    for (const bool probe : {true, false}) {
+      const json body = {{"source", c.source}, {"probe", probe}};
+      auto r = client.Post("/api/v1/streams", body.dump(), "application/json");
+      ASSERT_TRUE(r) << c.source;
+      EXPECT_EQ(r->status, c.status) << c.source << ": " << r->body;
+      const json e = json::parse(r->body)["error"];
+      EXPECT_EQ(e["code"], c.code) << c.source << ": " << r->body;
+      EXPECT_EQ(e["message"], c.message) << c.source;
+      auto direct = service->AddStream(body.dump());
+      ASSERT_FALSE(direct.has_value()) << c.source;
+      EXPECT_EQ(direct.error().code(), StatusCode::kPermissionDenied);
+    }
+  }
+  // FFmpeg's protocols and other schemes are not sources at all.
+  for (const std::string source : {"concat:/etc/passwd|/etc/hosts", "data:text/plain,x",
+                                   "subfile,,start,0,end,0,,:/etc/passwd", "pipe:0",
+                                   "tcp://127.0.0.1:22", "udp://127.0.0.1:53", "ftp://h/x.mp4"}) {
+    auto r = client.Post("/api/v1/streams", json{{"source", source}}.dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << source << ": " << r->body;
+    EXPECT_EQ(json::parse(r->body)["error"]["code"], "invalid_argument") << r->body;
+  }
+  // Inside the allowed directory a text file is still no video: FFmpeg's tty demuxer is off.
+  auto text =
+      client.Post("/api/v1/streams", json{{"source", (media / "passwd.txt").string()}}.dump(),
+                  "application/json");
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->status, 415) << text->body;
+  EXPECT_EQ(json::parse(text->body)["error"]["code"], "not_a_video") << text->body;
+  EXPECT_EQ(text->body.find("user1:x"), std::string::npos);
+  auto missing =
+      client.Post("/api/v1/streams", json{{"source", (media / "none.mp4").string()}}.dump(),
+                  "application/json");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 400) << missing->body;
+  EXPECT_EQ(json::parse(missing->body)["error"]["code"], "no_such_file");
+
+  // Nothing was created, and a stream the policy allows still works.
+  EXPECT_TRUE(service->StreamIds().empty());
+  auto ok = client.Post("/api/v1/streams", json{{"source", (media / "clip.avi").string()}}.dump(),
+                        "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 201) << ok->body;
+  auto list = client.Get("/api/v1/streams");
+  ASSERT_TRUE(list);
+  EXPECT_EQ(json::parse(list->body)["streams"].size(), 1u);
+  (*server)->Stop();
+  service->StopAll();
+}
+
+// A stream stored while the policy allowed it is checked again when the service restarts
+// with a narrower one: it fails for good, and says why.
+TEST_F(CameraServiceTest, RestoredStreamsAreCheckedAgainstThePolicy) {
+  const auto media = dir_ / "media";
+  std::filesystem::create_directories(media);
+  WriteVideo(dir_ / "clip.avi", 5);
+  std::string id;
+  {
+    auto service = Make(OpenCvSourceFactory(), {.dirs = {dir_.string()}});
+    ASSERT_NE(service, nullptr);
+    auto r = service->AddStream(json{{"source", (dir_ / "clip.avi").string()}}.dump());
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    id = json::parse(*r)["id"];
+    service->StopAll();
+  }
+  auto service = Make(OpenCvSourceFactory(), {.dirs = {media.string()}});
+  ASSERT_NE(service, nullptr);
+  ASSERT_TRUE(WaitFor([&] { return service->Snapshot(id)->state == StreamState::kFailed; }));
+  const json j = json::parse(*service->StreamJson(id));
+  EXPECT_EQ(j["stats"]["last_error"]["code"], "permission_denied") << j.dump();
+  service->StopAll();
+}
+
+TEST_F(CameraServiceTest, AnInvalidSourcePolicyIsAStartupError) {
+  CameraOptions o;
+  o.data_dir = dir_;
+  o.sources.dirs = {(dir_ / "no-such-dir").string()};
+  auto s = CameraService::Create(o, publisher_, subscriber_, nullptr, metrics_, OnlyModelM,
+                                 OpenCvSourceFactory());
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.error().message().find("--source-dir"), std::string::npos);
 }
 
 }  // namespace

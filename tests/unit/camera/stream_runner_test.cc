@@ -240,6 +240,59 @@ TEST_F(StreamRunnerTest, NotAVideoFailsForGood) {
   runner.Stop();
 }
 
+// A source the policy refuses (a restored stream, a name that now resolves to loopback)
+// fails for good instead of knocking again and again.
+TEST_F(StreamRunnerTest, APolicyRefusalFailsForGood) {
+  ScriptedSources sources(
+      {SourceScript{PermissionDeniedError("source host 'cam' resolves to a "
+                                          "loopback address")}});
+  StreamRunner runner(Spec(), FastOptions(), sources.Factory(), publisher_, metrics_);
+  runner.Start();
+  ASSERT_TRUE(WaitFor([&] { return runner.Snapshot().state == StreamState::kFailed; }));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(sources.opens(), 1);
+  const StreamSnapshot s = runner.Snapshot();
+  ASSERT_TRUE(s.stats.last_error.has_value());
+  EXPECT_EQ(s.stats.last_error->code(), StatusCode::kPermissionDenied);
+  runner.Stop();
+}
+
+// Why a network source did not open stays in the log: the stream's last_error, which the API
+// shows, says the same for refused, unknown host, timeout and not a video.
+TEST_F(StreamRunnerTest, NetworkOpenFailuresShowOneGenericError) {
+  ScriptedSources sources({SourceScript{UnavailableError(
+      "rtsp://user:secret@cam/x: cannot connect to 10.0.0.7:554: Connection refused")}});
+  StreamRunner runner(Spec(), FastOptions(), sources.Factory(), publisher_, metrics_);
+  runner.Start();
+  ASSERT_TRUE(WaitFor([&] { return runner.Snapshot().stats.last_error.has_value(); }));
+  const StreamSnapshot s = runner.Snapshot();
+  runner.Stop();
+  EXPECT_EQ(s.stats.last_error->code(), StatusCode::kUnavailable);
+  EXPECT_EQ(s.stats.last_error->message(),
+            "cannot open the source rtsp://***@cam/x: no video stream answered (the server log "
+            "has the reason)");
+}
+
+TEST(PublicSourceErrorTest, HidesNetworkReasonsButKeepsPolicyAndFileErrors) {
+  for (const Status& s :
+       {UnavailableError("cannot connect to 10.0.0.7:22: Connection refused"),
+        DeadlineExceededError("no answer from 10.0.0.7:554 within 5000 ms"),
+        UnavailableError("cannot resolve host 'intranet': Name not known"),
+        InternalError("opening: OpenCV threw"), UnsupportedError("not a video")}) {
+    const Status shown = PublicSourceError(s, "http://u:pw@intranet:8080/x");
+    EXPECT_EQ(shown.code(), StatusCode::kUnavailable) << s.ToString();
+    EXPECT_EQ(shown.message(),
+              "cannot open the source http://***@intranet:8080/x: no video stream answered (the "
+              "server log has the reason)");
+  }
+  const Status denied = PermissionDeniedError("source host 'x' is a loopback address");
+  EXPECT_EQ(PublicSourceError(denied, "http://x/"), denied);
+  const Status missing = NotFoundError("no such file /srv/media/a.mp4");
+  EXPECT_EQ(PublicSourceError(missing, "/srv/media/a.mp4"), missing);
+  const Status device = NotFoundError("no such device /dev/video0");
+  EXPECT_EQ(PublicSourceError(device, "/dev/video0"), device);
+}
+
 TEST_F(StreamRunnerTest, SkippedResultsAndMissingResultsAreDeadlineDrops) {
   ScriptedSources sources({SourceScript{Status::Ok(), -1, SourceScript::After::kLost, 5ms}});
   StreamSpec spec = Spec();

@@ -459,6 +459,71 @@ TEST_F(VideoJobsTest, BadUploadsGetPreciseErrors) {
   }
 }
 
+TEST_F(VideoJobsTest, VideosOverTheirLimitsAreRefusedBeforeTheyAreQueued) {
+  GatewayOptions o = Options();
+  o.max_video_frames = 5;
+  o.max_video_side = 64;
+  Start(o);
+  const std::string mp4 = MakeVideo(dir_, 10);  // 96x64, 10 frames
+  auto side = client_->Post("/api/v1/jobs", mp4, "video/mp4");
+  ASSERT_TRUE(side);
+  EXPECT_EQ(side->status, 413) << side->body;
+  EXPECT_NE(side->body.find("96x64, more than 64 pixels a side"), std::string::npos) << side->body;
+  TearDown();
+  dir_ = kadr::testing::MakeTempDir();
+  o = Options();
+  o.max_video_frames = 5;
+  Start(o);
+  auto frames = client_->Post("/api/v1/jobs", MakeVideo(dir_, 10), "video/mp4");
+  ASSERT_TRUE(frames);
+  EXPECT_EQ(frames->status, 413) << frames->body;
+  EXPECT_NE(frames->body.find("10 frames, more than 5"), std::string::npos) << frames->body;
+  o.max_video_frames = 108000;
+  TearDown();
+  dir_ = kadr::testing::MakeTempDir();
+  o = Options();
+  o.max_video_seconds = 0.5;  // 10 frames at 10 fps last 1 s
+  Start(o);
+  auto seconds = client_->Post("/api/v1/jobs", MakeVideo(dir_, 10), "video/mp4");
+  ASSERT_TRUE(seconds);
+  EXPECT_EQ(seconds->status, 413) << seconds->body;
+  EXPECT_NE(seconds->body.find("lasts 1.0 s, more than 0.5 s"), std::string::npos) << seconds->body;
+  // Nothing was queued or left behind, and the gateway still takes a video that fits.
+  for (const auto& e : fs::directory_iterator(dir_ / "videos")) {
+    ADD_FAILURE() << "left behind: " << e.path();
+  }
+  auto fits = client_->Post("/api/v1/jobs", MakeVideo(dir_, 4), "video/mp4");
+  ASSERT_TRUE(fits);
+  EXPECT_EQ(fits->status, 202) << fits->body;
+}
+
+TEST_F(VideoJobsTest, AFullVideoFolderRefusesUploadsWith507) {
+  GatewayOptions o = Options();
+  const std::string mp4 = MakeVideo(dir_, 10);
+  o.max_video_dir_bytes = mp4.size() + mp4.size() / 2;
+  Start(o);
+  auto first = client_->Post("/api/v1/jobs", mp4, "video/mp4");
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->status, 202) << first->body;
+  // The upload (and soon its outputs) hold the folder: the next one does not fit.
+  auto second = client_->Post("/api/v1/jobs", mp4, "video/mp4");
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->status, 507) << second->body;
+  EXPECT_NE(second->body.find("the video folder is full"), std::string::npos) << second->body;
+}
+
+TEST_F(VideoJobsTest, ACameraReadsNoMoreFramesThanItsLimitWhateverTheContainerStates) {
+  CameraOptions c = CameraOpts();
+  c.video.max_frames = 3;
+  Start(Options(), c);
+  auto r = client_->Post("/api/v1/jobs", MakeVideo(dir_, 10), "video/mp4");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const std::string id = json::parse(r->body)["id"];
+  const json failed = WaitForState(id, "failed");
+  EXPECT_NE(failed.dump().find("more than 3 frames"), std::string::npos) << failed.dump();
+}
+
 TEST_F(VideoJobsTest, OversizedVideoIs413) {
   GatewayOptions o = Options();
   o.max_video_bytes = 1000;

@@ -90,5 +90,40 @@ TEST(ParseSourceTest, RejectsWhatItCannotRead) {
   EXPECT_EQ(r.error().message().find("hunter2"), std::string::npos) << r.error().message();
 }
 
+// Regression (issue 16): FFmpeg's own protocols read files and sockets of the host; only
+// rtsp, rtsps, http, https, file paths and devices are sources (the protocol allow-list of
+// InstallFfmpegAllowLists is the second wall).
+TEST(ParseSourceTest, RefusesFfmpegProtocolsAndOtherSchemes) {
+  for (const std::string bad : {"concat:/etc/passwd|/etc/hosts",
+                                "concatf:/tmp/list.txt",
+                                "data:text/plain,hello",
+                                "subfile,,start,0,end,0,,:/etc/passwd",
+                                "pipe:0",
+                                "fd:3",
+                                "tcp://127.0.0.1:22",
+                                "udp://127.0.0.1:53",
+                                "ftp://ftp.example/x.mp4",
+                                "gopher://h/x",
+                                "unix:///run/x.sock",
+                                "hls+http://h/x.m3u8",
+                                "crypto:/etc/passwd",
+                                "cache:http://h/x",
+                                "async:/etc/passwd",
+                                "sftp://h/x",
+                                "srt://h:1",
+                                "rtmp://h/live",
+                                "file:/etc/passwd",
+                                "FILE:///x"}) {
+    auto r = ParseSource(bad);
+    if (bad == "FILE:///x") {  // a file:// URL in capitals is a file, for the policy to judge
+      ASSERT_TRUE(r.has_value());
+      EXPECT_EQ(r->kind, SourceKind::kFile);
+      continue;
+    }
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace kadr::capture

@@ -368,6 +368,55 @@ TEST_F(HardeningTest, TheAuthorizerSeesEachRoutesAccessBeforeTheBodyIsRead) {
             (std::vector<Access>{Access::kRead, Access::kRead, Access::kPublic, Access::kOperate}));
 }
 
+TEST_F(HardeningTest, ASpooledBodyReachesTheHandlerFromDiskAndLeavesNoFile) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("kadr_spool_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  Start({}, [&](HttpServer& s) {
+    ASSERT_TRUE(s.Route("POST", "/spooled",
+                        [](const HttpRequest& r) {
+                          std::string parts;
+                          for (const auto& f : r.files) {
+                            parts += f.name + "=" + std::to_string(f.Content().size()) + ";";
+                          }
+                          const std::string_view body = r.Body();
+                          const bool all_b = body.find_first_not_of('b') == std::string_view::npos;
+                          return HttpResponse::Json(
+                              "{\"spooled\":" + std::string(r.spool ? "true" : "false") +
+                              ",\"body\":" + std::to_string(body.size()) + ",\"all_b\":" +
+                              (all_b ? "true" : "false") + ",\"parts\":\"" + parts + "\"}");
+                        },
+                        {.max_body_bytes = 16 << 20, .spool_dir = dir.string()})
+                    .ok());
+    ASSERT_TRUE(s.Route("POST", "/nowhere",
+                        [](const HttpRequest&) { return HttpResponse::Json("{}"); },
+                        {.max_body_bytes = 1 << 20, .spool_dir = (dir / "missing").string()})
+                    .ok());
+  });
+  httplib::Client client("127.0.0.1", port_);
+  auto raw = client.Post("/spooled", std::string(5 << 20, 'b'), "application/octet-stream");
+  ASSERT_TRUE(raw);
+  EXPECT_EQ(raw->status, 200);
+  EXPECT_EQ(raw->body, R"({"spooled":true,"body":5242880,"all_b":true,"parts":""})");
+  httplib::MultipartFormDataItems items = {{"video", std::string(3 << 20, 'v'), "a.mp4", ""},
+                                           {"model", "m", "", ""}};
+  auto multipart = client.Post("/spooled", items);
+  ASSERT_TRUE(multipart);
+  EXPECT_EQ(multipart->status, 200);
+  EXPECT_NE(multipart->body.find(R"("parts":"video=3145728;model=1;")"), std::string::npos)
+      << multipart->body;
+  // Over the limit: 413, as in memory.
+  auto big = client.Post("/spooled", std::string(17 << 20, 'b'), "application/octet-stream");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  // The unnamed files are gone with their requests; an unwritable folder is a 503.
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  auto nowhere = client.Post("/nowhere", "x", "application/octet-stream");
+  ASSERT_TRUE(nowhere);
+  EXPECT_EQ(nowhere->status, 503);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(HardeningTest, TlsServesHttpsAndTellsHandlersTheRequestIsSecure) {
   const auto dir =
       std::filesystem::temp_directory_path() / ("kadr_tls_" + std::to_string(::getpid()));

@@ -34,6 +34,14 @@ TEST(MultipartTest, ParsesFieldsAndFilesWithTheirNamesAndTypes) {
   EXPECT_EQ((*parts)[1].content, std::string("\xff\xd8\r\n--Xy\0z", 10));
 }
 
+TEST(MultipartTest, KeepsTheBackslashesOfAWindowsPath) {
+  auto parts = ParseMultipart(
+      kType, Part("Content-Disposition: form-data; name=f; filename=\"C:\\photos\\bus.jpg\"", "x") +
+                 "--XyZ--");
+  ASSERT_TRUE(parts) << parts.status().ToString();
+  EXPECT_EQ((*parts)[0].filename, "C:\\photos\\bus.jpg");
+}
+
 TEST(MultipartTest, AcceptsAQuotedBoundaryAndAnEmptyBody) {
   auto parts = ParseMultipart("multipart/form-data; charset=utf-8; boundary=\"a b\"",
                               "--a b\r\nContent-Disposition: form-data; name=x\r\n\r\n\r\n--a b--");

@@ -723,5 +723,53 @@ TEST_F(RecorderTest, AVideoJobsResultAndVideoAreServedFromTheSharedFolder) {
   EXPECT_EQ(Get("/api/v1/jobs/img/video")->status, 404);
 }
 
+TEST_F(RecorderTest, LargeVideosAndResultsAreReadOnlyAsFarAsTheyAreSent) {
+  JobRecord job = RunningVideo("v3");
+  job.state = JobState::kDone;
+  job.frames_done = job.frames_total;
+  // 20 MiB of "video" and 20,000 result lines: more than one answer carries in memory.
+  std::string video(20u << 20, '\0');
+  for (std::size_t i = 0; i < video.size(); ++i) video[i] = static_cast<char>(i * 7 % 251);
+  std::ofstream(VideoOutputPath(history_.dir.string(), "v3", ".mp4"), std::ios::binary) << video;
+  {
+    std::ofstream lines(VideoOutputPath(history_.dir.string(), "v3", ".jsonl"));
+    for (int i = 0; i < 20000; ++i) {
+      lines << R"({"index":)" << i << R"(,"detections":[{"label":"car","score":0.5,"pad":")"
+            << std::string(400, 'p') << "\"}]}\n";
+    }
+  }
+  Publish(Snapshot(job));
+  Drain();
+  // A range is answered from the file, and a long one is cut to 8 MiB.
+  auto r = client_->Get("/api/v1/jobs/v3/video", {{"Range", "bytes=1000-1009"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, video.substr(1000, 10));
+  r = client_->Get("/api/v1/jobs/v3/video", {{"Range", "bytes=0-"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->get_header_value("Content-Range"),
+            "bytes 0-" + std::to_string((8u << 20) - 1) + "/" + std::to_string(video.size()));
+  EXPECT_EQ(r->body, video.substr(0, 8u << 20));
+  // The whole file is streamed in blocks, and arrives whole.
+  r = Get("/api/v1/jobs/v3/video");
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(r->body.size(), video.size());
+  EXPECT_TRUE(r->body == video);
+  // The results too, as JSON (joined) and as JSON lines.
+  r = Get("/api/v1/jobs/v3/result");
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Transfer-Encoding"), "chunked");
+  json body = json::parse(r->body);
+  ASSERT_EQ(body["frames"].size(), 20000U);
+  EXPECT_EQ(body["frames"][19999]["index"], 19999);
+  EXPECT_EQ(body["job_id"], "v3");
+  r = client_->Get("/api/v1/jobs/v3/result?format=jsonl");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(std::count(r->body.begin(), r->body.end(), '\n'), 20000);
+}
+
 }  // namespace
 }  // namespace kadr::jobs

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -154,6 +155,29 @@ TEST(VideoFileReaderTest, ReadsAnAvi) {
   ASSERT_TRUE(first.has_value() && *first);
   EXPECT_EQ(frame.cols, reader->width());
   EXPECT_EQ(frame.rows, reader->height());
+}
+
+TEST(ProbeVideoTest, ReadsSizeFramesAndDurationFromTheHeadersAlone) {
+  const auto dir = kadr::testing::MakeTempDir();
+  const auto path = dir / "clip.mp4";
+  ASSERT_TRUE(WriteSynthetic(path, 12, 24.0, {160, 96}).ok());
+  auto probe = ProbeVideo(path.string());
+  ASSERT_TRUE(probe) << probe.error().ToString();
+  EXPECT_EQ(probe->container, "mp4");
+  EXPECT_EQ(probe->width, 160);
+  EXPECT_EQ(probe->height, 96);
+  EXPECT_EQ(probe->frames, 12);
+  EXPECT_NEAR(probe->fps, 24.0, 0.01);
+  EXPECT_NEAR(probe->duration_s, 0.5, 0.05);
+  // Not a video, a truncated one, none at all.
+  std::ofstream(dir / "notes.txt") << "just text, rendered as video by FFmpeg's tty demuxer";
+  EXPECT_EQ(ProbeVideo((dir / "notes.txt").string()).error().code(), StatusCode::kUnsupported);
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  std::ofstream(dir / "cut.mp4", std::ios::binary) << bytes.substr(0, 40);
+  EXPECT_EQ(ProbeVideo((dir / "cut.mp4").string()).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ProbeVideo((dir / "missing.mp4").string()).error().code(), StatusCode::kNotFound);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Mp4WriterTest, WrittenVideoReadsBackWithSameCountFpsAndSize) {

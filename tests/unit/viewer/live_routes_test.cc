@@ -137,6 +137,7 @@ class LiveRoutesTest : public ::testing::Test {
   void SetUp() override {
     options_.live_check_interval = 20ms;
     options_.max_live_clients = 2;
+    options_.max_live_clients_per_client = 2;  // these tests are one client
   }
   void TearDown() override {
     for (auto& t : readers_) t.join();
@@ -145,10 +146,18 @@ class LiveRoutesTest : public ::testing::Test {
     service_.reset();
   }
 
-  void Start() {
+  // `who` names each request's client as an authorizer would (header X-Who).
+  void Start(bool who = false) {
     subscriber_ = std::make_unique<bus::FakeSubscriber>(bus_, kTopic);
     service_ = std::make_unique<LiveViewService>(options_, *subscriber_, metrics_);
-    auto server = http::HttpServer::Create({.port = 0, .threads = 6});
+    http::HttpServerOptions ho{.port = 0, .threads = 6};
+    if (who) {
+      ho.authorizer = [](http::HttpRequest& r, http::Access) -> std::optional<http::HttpResponse> {
+        r.principal = r.Header("X-Who").value_or("");
+        return std::nullopt;
+      };
+    }
+    auto server = http::HttpServer::Create(ho);
     ASSERT_TRUE(server.has_value());
     server_ = std::move(server).value();
     ASSERT_TRUE(service_->RegisterRoutes(*server_).ok());
@@ -173,11 +182,12 @@ class LiveRoutesTest : public ::testing::Test {
 
   // Opens `path` on its own connection in a reader thread until `keep_reading` says stop.
   std::shared_ptr<Received> Open(const std::string& path,
-                                 std::function<bool(const std::string&)> keep_reading = {}) {
+                                 std::function<bool(const std::string&)> keep_reading = {},
+                                 const std::string& who = {}) {
     auto received = std::make_shared<Received>();
-    readers_.emplace_back([this, path, received, keep_reading] {
+    readers_.emplace_back([this, path, received, keep_reading, who] {
       auto client = Client();
-      (void)client->Get(path, [&](const char* data, std::size_t n) {
+      (void)client->Get(path, {{"X-Who", who}}, [&](const char* data, std::size_t n) {
         received->Append(data, n);
         return !keep_reading || keep_reading(received->bytes());
       });
@@ -389,8 +399,39 @@ TEST_F(LiveRoutesTest, LiveConnectionsBeyondTheCapGet503UntilOneCloses) {
   EXPECT_GE(again->bytes().size(), 2U);  // admitted, and sent the latest frame at once
 }
 
+TEST_F(LiveRoutesTest, OneClientGetsAtMostItsShareOfLiveConnections) {
+  options_.max_live_clients = 4;
+  options_.max_live_clients_per_client = 0;  // half: 2
+  Start(/*who=*/true);
+  auto hold = std::make_shared<std::atomic<bool>>(true);
+  auto keep = [hold](const std::string&) { return hold->load(); };
+  Open("/api/v1/streams/a/live", keep, "mallory");
+  Open("/api/v1/streams/b/events", keep, "mallory");
+  ASSERT_TRUE(WaitForLiveClients(2U));
+  auto refused = Client()->Get("/api/v1/streams/c/live", {{"X-Who", "mallory"}});
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429);
+  EXPECT_EQ(json::parse(refused->body)["error"]["code"], "resource_exhausted");
+  EXPECT_EQ(refused->get_header_value("Retry-After"), "5");
+  // Another client still gets in, up to the global cap.
+  Open("/api/v1/streams/a/live", keep, "alice");
+  Open("/api/v1/streams/a/events", keep, "alice");
+  ASSERT_TRUE(WaitForLiveClients(4U));
+  hold->store(false);
+  PublishLive("a", 1, 1);
+  PublishLive("b", 1, 1);
+  ASSERT_TRUE(WaitForLiveClients(0U));
+  // Freed: mallory may open again.
+  auto again = Open(
+      "/api/v1/streams/a/live", [](const std::string&) { return false; }, "mallory");
+  for (auto& t : readers_) t.join();
+  readers_.clear();
+  EXPECT_GE(again->bytes().size(), 2U);
+}
+
 TEST_F(LiveRoutesTest, StopWithLiveClientsConnectedReturnsPromptly) {
   options_.max_live_clients = 3;
+  options_.max_live_clients_per_client = 3;
   Start();
   PublishLive("cam", 1, 10);
   auto mjpeg = Open("/api/v1/streams/cam/live");
