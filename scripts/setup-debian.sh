@@ -5,7 +5,9 @@
 #                                     GStreamer, GoogleTest, benchmark, docker-compose, nginx,
 #                                     node + the npm packages of tests/*/package-lock.json,
 #                                     Java + Maven and Apache Kafka's broker for the tests
-#                                     through scripts/setup-kafka.sh)
+#                                     through scripts/setup-kafka.sh; clang 14 + libFuzzer and
+#                                     schemathesis for scripts/fuzz.sh, the latter through
+#                                     scripts/setup-schemathesis.sh)
 #   scripts/setup-debian.sh --build   only what building `kadr` needs (compiler, CMake, Ninja,
 #                                     pkg-config, the -dev libraries, ONNX Runtime through
 #                                     scripts/setup-onnxruntime.sh); no test packages. The CPU image's
@@ -14,7 +16,7 @@
 # Idempotent and non-interactive; uses sudo only when not already root.
 set -euo pipefail
 
-usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
 mode=all
 case "${1:-}" in
   "") ;;
@@ -36,8 +38,10 @@ build_packages=(
   libsqlite3-dev
 )
 # Running and testing it here: the built-in Haar face detector's data, test frameworks, linters,
-# the browser and streaming tests' tools, and the deploy checks (tests/deploy: `docker-compose
-# config` on deploy/compose, `nginx -t` on its reverse-proxy config).
+# the browser and streaming tests' tools, the deploy checks (tests/deploy: `docker-compose
+# config` on deploy/compose, `nginx -t` on its reverse-proxy config), and fuzzing
+# (scripts/fuzz.sh: clang 14 with libFuzzer, whose runtime is libclang-rt-14-dev's
+# libclang_rt.fuzzer-x86_64.a; a venv for schemathesis).
 test_packages=(
   git ca-certificates
   opencv-data
@@ -50,6 +54,8 @@ test_packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
   docker-compose nginx-light
   openjdk-17-jre-headless maven
+  clang-14 libclang-rt-14-dev
+  python3-venv
 )
 
 packages=("${build_packages[@]}")
@@ -94,6 +100,9 @@ fi
 
 # Apache Kafka's broker for the tests and benchmarks (ADR 0007): jars from Maven Central.
 "$root/scripts/setup-kafka.sh"
+
+# schemathesis for the API fuzzer (ADR 0012): pinned, hash-checked wheels from PyPI.
+"$root/scripts/setup-schemathesis.sh"
 
 # The node tests' npm packages (pinned in each tests/<dir>/package-lock.json), installed again
 # only when that lock file changed since its last `npm ci`.

@@ -8,6 +8,9 @@
 #                              deploy and browser checks run node/nginx/chromium, not our code)
 #   scripts/test.sh ci         release with -Werror, all tests, failing fast: the unit label
 #                              first (test preset ci-unit), then the rest (ci-rest)
+#   scripts/test.sh fuzz       fuzzing, bounded in time (scripts/fuzz.sh): every libFuzzer target
+#                              of fuzz/ for $KADR_FUZZ_SECONDS (default 20) under ASan + UBSan, and
+#                              schemathesis on `kadr up` (the ci or release build) beside them
 #   scripts/test.sh PRESET     any other preset (e.g. debug): build it, run its test preset
 #   KADR_LINT=1 scripts/test.sh ...   also checks clang-format and clang-tidy, before the tests
 #
@@ -26,6 +29,10 @@ if [ -n "$KADR_TEST_DATA" ]; then
   echo "test data: $KADR_TEST_DATA"
 else
   echo "test data: none (set KADR_TEST_DATA=../shared to run the real-model tests)"
+fi
+
+if [ "$preset" = fuzz ]; then
+  exec ./scripts/fuzz.sh "${KADR_FUZZ_SECONDS:-20}"
 fi
 
 # The build preset, its targets (none: all) and the test presets to run, in order.

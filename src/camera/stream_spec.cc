@@ -11,6 +11,9 @@ namespace {
 
 using nlohmann::json;
 
+// A stream's display name, bytes: the API refuses a longer one and the store one it reads.
+constexpr std::size_t kMaxNameBytes = 200;
+
 Status Field(std::string_view name, std::string_view rule) {
   return InvalidArgumentError(std::string(name) + " " + std::string(rule));
 }
@@ -49,11 +52,19 @@ Result<StreamSpec> SpecFromJson(const json& j, std::string_view default_model, b
   if (j.contains("name") && !j["name"].is_null()) {
     if (!j["name"].is_string()) return Field("name", "must be a string");
     spec.name = j["name"].get<std::string>();
-    if (spec.name.size() > 200) return Field("name", "is longer than 200 characters");
+    if (spec.name.size() > kMaxNameBytes) return Field("name", "is longer than 200 characters");
   }
   if (spec.name.empty()) spec.name = location.redacted;
   // A display name is shown and logged: it must not smuggle credentials either.
   spec.name = capture::RedactUrl(spec.name);
+  // A default name (a long source) or a redacted one ("***" for a short password) may pass
+  // the limit the store checks when it reads the stream back: cut it here, at a character
+  // boundary, so that what is accepted is what comes back after a restart.
+  if (spec.name.size() > kMaxNameBytes) {
+    std::size_t cut = kMaxNameBytes;
+    while (cut > 0 && (static_cast<unsigned char>(spec.name[cut]) & 0xC0) == 0x80) --cut;
+    spec.name.resize(cut);
+  }
 
   if (j.contains("fps") && !j["fps"].is_null()) {
     const json& v = j["fps"];
@@ -162,7 +173,7 @@ nlohmann::json SpecJson(const StreamSpec& spec, bool redact) {
 nlohmann::json SpecToPublicJson(const StreamSpec& spec) { return SpecJson(spec, true); }
 
 Status PublicSourceError(const Status& error, std::string_view source) {
-  const Status redacted(error.code(), capture::RedactUrl(error.message()));
+  Status redacted(error.code(), capture::RedactUrl(error.message()));
   if (error.ok() || error.code() == StatusCode::kPermissionDenied ||
       error.code() == StatusCode::kInvalidArgument) {
     return redacted;

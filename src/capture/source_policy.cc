@@ -19,48 +19,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// An address as 16 bytes: IPv4 in the first 4 (v6 false).
-struct Ip {
-  std::array<std::uint8_t, 16> bytes{};
-  bool v6 = false;
-};
-
-// IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) addresses are the IPv4 address
-// they carry, so that a mapped form of a refused address is refused too. :: and ::1 stay IPv6.
-Ip Normalised(Ip ip) {
-  if (!ip.v6) return ip;
-  const auto& b = ip.bytes;
-  const bool zero10 = std::all_of(b.begin(), b.begin() + 10, [](std::uint8_t x) { return x == 0; });
-  const bool mapped = zero10 && b[10] == 0xff && b[11] == 0xff;
-  const bool compatible =
-      zero10 && b[10] == 0 && b[11] == 0 && !(b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] <= 1);
-  if (!mapped && !compatible) return ip;
-  Ip v4;
-  std::copy(b.begin() + 12, b.end(), v4.bytes.begin());
-  return v4;
-}
-
-// A numeric address ("10.0.0.1", "fe80::1%eth0": the zone is ignored); nullopt otherwise.
-std::optional<Ip> ParseIp(std::string_view text) {
-  std::string s(text.substr(0, text.find('%')));
-  Ip ip;
-  if (::inet_pton(AF_INET, s.c_str(), ip.bytes.data()) == 1) return ip;
-  if (::inet_pton(AF_INET6, s.c_str(), ip.bytes.data()) == 1) {
-    ip.v6 = true;
-    return Normalised(ip);
-  }
-  return std::nullopt;
-}
-
-bool InNet(const Ip& ip, const std::array<std::uint8_t, 16>& net, bool v6, int prefix) {
-  if (ip.v6 != v6) return false;
-  for (int bit = 0; bit < prefix; ++bit) {
-    const int byte = bit / 8;
-    const int mask = 0x80 >> (bit % 8);
-    if ((ip.bytes[byte] & mask) != (net[byte] & mask)) return false;
-  }
-  return true;
-}
+using net::IpAddress;
+using net::ParseIp;
 
 struct Forbidden {
   const char* net;
@@ -81,10 +41,10 @@ constexpr Forbidden kForbidden[] = {
 };
 
 // "a loopback" etc. for a refused address; nullptr for one the default rule allows.
-const char* ForbiddenKind(const Ip& ip) {
+const char* ForbiddenKind(const IpAddress& ip) {
   for (const Forbidden& f : kForbidden) {
-    const std::optional<Ip> net = ParseIp(f.net);
-    if (net && InNet(ip, net->bytes, net->v6, f.prefix)) return f.kind;
+    const std::optional<IpAddress> base = ParseIp(f.net);
+    if (base && net::IpNetwork{*base, f.prefix}.Contains(ip)) return f.kind;
   }
   return nullptr;
 }
@@ -164,27 +124,15 @@ Result<std::shared_ptr<const SourcePolicy>> SourcePolicy::Create(
   for (const std::string& entry : options.hosts) {
     std::string_view e = entry;
     if (e.starts_with("[") && e.ends_with("]")) e = e.substr(1, e.size() - 2);
-    const std::size_t slash = e.find('/');
-    if (slash != std::string_view::npos || ParseIp(e)) {
-      const std::optional<Ip> ip = ParseIp(e.substr(0, slash));
-      const bool was_v6 = e.substr(0, slash).find(':') != std::string_view::npos;
-      int prefix = ip && ip->v6 ? 128 : 32;
-      if (ip && slash != std::string_view::npos) {
-        const std::string_view bits = e.substr(slash + 1);
-        int p = -1;
-        const auto [ptr, ec] = std::from_chars(bits.data(), bits.data() + bits.size(), p);
-        const int max = was_v6 ? 128 : 32;
-        if (ec != std::errc() || ptr != bits.data() + bits.size() || p < 0 || p > max) {
-          return InvalidArgumentError("--source-host " + entry + ": bad prefix length");
-        }
-        // A mapped IPv6 network (::ffff:10.0.0.0/104) is the IPv4 network it carries.
-        prefix = was_v6 && !ip->v6 ? std::max(0, p - 96) : p;
+    if (e.find('/') != std::string_view::npos || ParseIp(e)) {
+      Result<net::IpNetwork> network = net::ParseNetwork(e);
+      if (!network) {
+        return InvalidArgumentError("--source-host " + entry + ": " +
+                                    (network.error().message() == "bad prefix length"
+                                         ? std::string("bad prefix length")
+                                         : std::string("not a host name, an address or a CIDR")));
       }
-      if (!ip) {
-        return InvalidArgumentError("--source-host " + entry +
-                                    ": not a host name, an address or a CIDR");
-      }
-      policy->host_nets_.push_back(Net{ip->bytes, ip->v6, prefix});
+      policy->host_nets_.push_back(*network);
     } else if (IsHostName(e)) {
       policy->host_names_.push_back(Lower(e));
     } else {
@@ -203,15 +151,15 @@ bool SourcePolicy::AllowsHostName(std::string_view host) const {
 }
 
 Status SourcePolicy::CheckAddress(std::string_view host, std::string_view address) const {
-  const std::optional<Ip> ip = ParseIp(address);
+  const std::optional<IpAddress> ip = ParseIp(address);
   if (!ip) return InvalidArgumentError("'" + std::string(address) + "' is not an address");
   const bool literal = ParseIp(host).has_value();
   const std::string shown = literal ? "source host '" + std::string(host) + "' is"
                                     : "source host '" + std::string(host) + "' resolves to";
   if (hosts_listed_) {
     if (AllowsHostName(host)) return Status::Ok();
-    for (const Net& n : host_nets_) {
-      if (InNet(*ip, n.bytes, n.v6, n.prefix)) return Status::Ok();
+    for (const net::IpNetwork& n : host_nets_) {
+      if (n.Contains(*ip)) return Status::Ok();
     }
     return PermissionDeniedError(shown + (literal ? " not" : " an address not") +
                                  " among the allowed source hosts (--source-host)");
@@ -301,9 +249,9 @@ std::string SourcePolicy::Describe() const {
   std::string hosts = "default (no loopback, link-local or metadata addresses)";
   if (hosts_listed_) {
     std::vector<std::string> all = host_names_;
-    for (const Net& n : host_nets_) {
+    for (const net::IpNetwork& n : host_nets_) {
       char text[INET6_ADDRSTRLEN] = {};
-      ::inet_ntop(n.v6 ? AF_INET6 : AF_INET, n.bytes.data(), text, sizeof(text));
+      ::inet_ntop(n.base.v6 ? AF_INET6 : AF_INET, n.base.bytes.data(), text, sizeof(text));
       all.push_back(std::string(text) + "/" + std::to_string(n.prefix));
     }
     hosts = list(all);
@@ -315,7 +263,7 @@ std::string SourcePolicy::Describe() const {
 
 const std::string& InstallFfmpegAllowLists() {
   // A function-local static: initialised once, thread-safe.
-  static const std::string value = [] {
+  static const std::string kValue = [] {
     constexpr char kVariable[] = "OPENCV_FFMPEG_CAPTURE_OPTIONS";
     // Ours; they replace the same keys of the operator's value. The protocols are what
     // rtsp (over TCP), rtsps, http(s) through an optional proxy and files need; the demuxers
@@ -348,12 +296,14 @@ const std::string& InstallFfmpegAllowLists() {
     std::string joined;
     for (const auto& [key, v] : options) {
       if (!joined.empty()) joined += '|';
-      joined += key + ";" + v;
+      joined += key;
+      joined += ';';
+      joined += v;
     }
     ::setenv(kVariable, joined.c_str(), 1);
     return joined;
   }();
-  return value;
+  return kValue;
 }
 
 }  // namespace kadr::capture

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "capture/frame_source.h"
+#include "common/net.h"
 #include "common/status.h"
 
 namespace kadr::capture {
@@ -76,16 +77,10 @@ class SourcePolicy {
   std::string Describe() const;
 
  private:
-  struct Net {
-    std::array<std::uint8_t, 16> bytes{};  // IPv4 in the first 4 bytes
-    bool v6 = false;
-    int prefix = 0;
-  };
-
   std::vector<std::filesystem::path> dirs_;  // canonical
   std::vector<std::string> devices_;         // lexically normal
   std::vector<std::string> host_names_;      // lower case, no trailing dot
-  std::vector<Net> host_nets_;
+  std::vector<net::IpNetwork> host_nets_;
   bool hosts_listed_ = false;
 };
 

@@ -179,10 +179,12 @@ class ImageRequest final : public engine::Dispatcher, public engine::Sink {
   void SetDelivered(const Status& s) { delivery_->Set(s); }
 };
 
-// What a client is told when its frame could not be published: too large or no room
-// (429) as they are, anything else is the broker's trouble (503).
+// What a client is told when its frame could not be published: too large, no room (429) or
+// its own deadline passed first (504, as the synchronous route answers it) as they are;
+// anything else is the broker's trouble (503).
 Status SendFailure(const Status& s) {
-  return s.code() == StatusCode::kTooLarge || s.code() == StatusCode::kResourceExhausted
+  return s.code() == StatusCode::kTooLarge || s.code() == StatusCode::kResourceExhausted ||
+                 s.code() == StatusCode::kDeadlineExceeded
              ? s
              : UnavailableError("cannot publish the frame: " + s.message());
 }

@@ -27,6 +27,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "common/net.h"
 #include "http/detail/connection.h"
 #include "http/detail/tls.h"
 #include "http/multipart.h"
@@ -164,8 +165,39 @@ std::string TooLargeMessage(std::size_t limit) {
   return "request body exceeds " + std::to_string(limit) + " bytes";
 }
 
+// The client behind a trusted proxy: the rightmost X-Forwarded-For address that is not a
+// trusted proxy itself (the ones left of it could be anything the client wrote). The peer's
+// address when the peer is not trusted or the header names no address.
+std::string ClientAddress(const httplib::Request& req, const std::vector<net::IpNetwork>& trusted) {
+  const auto trusted_ip = [&](std::string_view text) {
+    const std::optional<net::IpAddress> ip = net::ParseIp(text);
+    return ip && std::any_of(trusted.begin(), trusted.end(),
+                             [&](const net::IpNetwork& n) { return n.Contains(*ip); });
+  };
+  if (trusted.empty() || !trusted_ip(req.remote_addr)) return req.remote_addr;
+  std::vector<std::string_view> hops;
+  const auto [first, last] = req.headers.equal_range("X-Forwarded-For");
+  for (auto it = first; it != last; ++it) {
+    std::string_view value = it->second;
+    while (!value.empty()) {
+      const std::size_t comma = value.find(',');
+      std::string_view hop = value.substr(0, comma);
+      while (!hop.empty() && hop.front() == ' ') hop.remove_prefix(1);
+      while (!hop.empty() && hop.back() == ' ') hop.remove_suffix(1);
+      hops.push_back(hop);
+      value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+    }
+  }
+  for (auto hop = hops.rbegin(); hop != hops.rend(); ++hop) {
+    if (!net::ParseIp(*hop)) break;  // not an address: nothing left of it can be trusted
+    if (!trusted_ip(*hop)) return std::string(*hop);
+  }
+  return req.remote_addr;
+}
+
 // Copies the parts of httplib's request that do not depend on the body.
-HttpRequest Convert(const httplib::Request& req, const std::vector<std::string>& names) {
+HttpRequest Convert(const httplib::Request& req, const std::vector<std::string>& names,
+                    const std::vector<net::IpNetwork>& trusted_proxies) {
   HttpRequest out;
   out.method = req.method;
   out.path = req.path;
@@ -174,7 +206,8 @@ HttpRequest Convert(const httplib::Request& req, const std::vector<std::string>&
   }
   out.query_params.insert(req.params.begin(), req.params.end());
   out.headers.insert(req.headers.begin(), req.headers.end());
-  out.remote_addr = req.remote_addr;
+  out.peer_addr = req.remote_addr;
+  out.remote_addr = ClientAddress(req, trusted_proxies);
   out.secure = t_connection != nullptr && t_connection->secure();
   return out;
 }
@@ -353,8 +386,9 @@ HttpResponse HttpResponse::Stream(std::string content_type, StreamBody body) {
 
 class HttpServer::Impl {
  public:
-  Impl(const HttpServerOptions& options, std::unique_ptr<detail::TlsContext> tls)
-      : options_(options), tls_(std::move(tls)) {
+  Impl(const HttpServerOptions& options, std::unique_ptr<detail::TlsContext> tls,
+       std::vector<net::IpNetwork> trusted_proxies)
+      : options_(options), tls_(std::move(tls)), trusted_proxies_(std::move(trusted_proxies)) {
     limits_.max_request_line_bytes = options.max_request_line_bytes;
     limits_.max_header_bytes = options.max_header_bytes;
     limits_.max_headers = options.max_headers;
@@ -398,7 +432,7 @@ class HttpServer::Impl {
     }
     httplib::Server::Handler h = [this, names, route, handler = std::move(handler)](
                                      const httplib::Request& req, httplib::Response& res) {
-      HttpRequest request = Convert(req, names);
+      HttpRequest request = Convert(req, names, trusted_proxies_);
       // httplib cuts every routed response body to the request's single Range after the
       // handler, so a handler's 206 slice was cut again (bytes=100-199 -> 416, a second
       // Content-Range). Handlers own Range: one that honours it answers 206 with the slice,
@@ -858,7 +892,7 @@ class HttpServer::Impl {
     // the answer to it, building one copy per range: `Range: bytes=0-,0-,...` on an upload
     // made thousands of copies of the annotated JPEG (docs/security.md).
     const_cast<httplib::Request&>(req).ranges.clear();
-    HttpRequest request = Convert(req, names);
+    HttpRequest request = Convert(req, names, trusted_proxies_);
     const std::string content_type = req.get_header_value("Content-Type");
     const std::string media = MediaType(content_type);
     const bool has_body = HasBody(req);
@@ -963,6 +997,7 @@ class HttpServer::Impl {
 
   const HttpServerOptions options_;
   const std::unique_ptr<detail::TlsContext> tls_;
+  const std::vector<net::IpNetwork> trusted_proxies_;
   detail::ConnectionLimits limits_;
   std::set<std::string, std::less<>> allowed_hosts_;
   std::set<std::string, std::less<>> busy_paths_;
@@ -1013,8 +1048,16 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& 
   if (!options.tls_cert_file.empty()) {
     ASSIGN_OR_RETURN(tls, detail::TlsContext::Create(options.tls_cert_file, options.tls_key_file));
   }
+  std::vector<net::IpNetwork> trusted;
+  for (const std::string& proxy : options.trusted_proxies) {
+    Result<net::IpNetwork> network = net::ParseNetwork(proxy);
+    if (!network) {
+      return InvalidArgumentError("trusted proxy '" + proxy + "': " + network.error().message());
+    }
+    trusted.push_back(*network);
+  }
   return std::unique_ptr<HttpServer>(
-      new HttpServer(std::make_unique<Impl>(options, std::move(tls))));
+      new HttpServer(std::make_unique<Impl>(options, std::move(tls), std::move(trusted))));
 }
 
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

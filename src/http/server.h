@@ -117,7 +117,11 @@ struct HttpRequest {
   std::shared_ptr<const void> spool;
   std::string_view spooled_body;
   std::vector<MultipartFile> files;
+  // The client's address: the peer's, or the one a trusted proxy forwarded
+  // (HttpServerOptions::trusted_proxies).
   std::string remote_addr;
+  // The address of the connection's other end (the proxy, when one forwarded the request).
+  std::string peer_addr;
   // Who made the request, as the authorizer named them ("" without an authorizer).
   std::string principal;
   // Whether the request came over TLS.
@@ -219,6 +223,11 @@ struct HttpServerOptions {
   bool same_origin_writes = true;
   // Called before every routed request (see Authorizer); null: every route open.
   Authorizer authorizer;
+  // Reverse proxies (addresses or networks: "10.0.0.0/8") whose X-Forwarded-For names the
+  // client: a request from one gets as remote_addr the rightmost address of that header that
+  // is not a trusted proxy itself, so that per-client limits and rate limits see clients, not
+  // the proxy. Empty: remote_addr is always the peer. Create() refuses a malformed entry.
+  std::vector<std::string> trusted_proxies;
 };
 
 using Handler = std::function<HttpResponse(const HttpRequest&)>;

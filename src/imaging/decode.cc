@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <new>
 #include <string>
@@ -79,8 +81,12 @@ Status CheckLimits(Dims dims, const DecodeLimits& limits) {
                                 std::to_string(dims.height));
   }
   const std::string size = std::to_string(dims.width) + "x" + std::to_string(dims.height);
-  // Both factors are below 2^32, so the product fits in 64 bits.
-  const std::int64_t pixels = dims.width * dims.height;
+  // A header may state two sides near 2^32: their product does not fit in 64 bits, and
+  // counts as more than any limit.
+  std::int64_t pixels = 0;
+  if (__builtin_mul_overflow(dims.width, dims.height, &pixels)) {
+    pixels = std::numeric_limits<std::int64_t>::max();
+  }
   if (pixels > limits.max_pixels) {
     return TooLargeError("image is " + size + " (" + std::to_string(pixels) +
                          " pixels), over the limit of " + std::to_string(limits.max_pixels) +

@@ -5,6 +5,7 @@
 
 #include "jobs/job.h"
 #include "protocol/frame.h"
+#include "protocol/json_fields.h"
 
 namespace kadr::jobs {
 namespace {
@@ -59,12 +60,12 @@ Result<JobRecord> JobFromObject(const json& j) {
     job.kind = *kind;
     job.state = *state;
     job.model = j.value("model", "");
-    job.created_ms = j.value("created_ms", std::int64_t{0});
-    job.updated_ms = j.value("updated_ms", std::int64_t{0});
-    job.frames_total = j.value("frames_total", std::int64_t{1});
-    job.frames_done = j.value("frames_done", std::int64_t{0});
+    job.created_ms = protocol::IntegerFieldOr(j, "created_ms", 0);
+    job.updated_ms = protocol::IntegerFieldOr(j, "updated_ms", 0);
+    job.frames_total = protocol::IntegerFieldOr(j, "frames_total", 1);
+    job.frames_done = protocol::IntegerFieldOr(j, "frames_done", 0);
     job.source_name = j.value("source_name", "");
-    job.deadline_ms = j.value("deadline_ms", std::int64_t{0});
+    job.deadline_ms = protocol::IntegerFieldOr(j, "deadline_ms", 0);
     job.control_topic = j.value("control_topic", "");
     if (j.contains("error") && j["error"].is_object()) {
       const json& e = j["error"];
@@ -179,7 +180,7 @@ Result<VideoJobRequest> VideoJobRequestFromJson(std::string_view value) {
                                   " names another upload: '" + request.upload + "'");
     }
     request.draw = root.value("draw", true);
-    request.frame_timeout_ms = root.value("frame_timeout_ms", std::int64_t{0});
+    request.frame_timeout_ms = protocol::IntegerFieldOr(root, "frame_timeout_ms", 0);
     if (request.frame_timeout_ms < 0) {
       return InvalidArgumentError("video job request with a negative frame_timeout_ms");
     }
@@ -189,7 +190,13 @@ Result<VideoJobRequest> VideoJobRequestFromJson(std::string_view value) {
     if (options.contains("conf")) request.options.confidence = options["conf"].get<float>();
     if (options.contains("iou")) request.options.iou = options["iou"].get<float>();
     if (options.contains("classes")) {
-      request.options.classes = options["classes"].get<std::vector<int>>();
+      for (const json& c : options["classes"]) {
+        const std::int64_t id = protocol::JsonInteger(c, "classes");
+        if (id < 0 || id > INT32_MAX) {
+          return InvalidArgumentError("video job request with a class id out of range");
+        }
+        request.options.classes.push_back(static_cast<int>(id));
+      }
     }
   } catch (const std::exception& e) {
     return InvalidArgumentError(std::string("video job request has a field of the wrong type: ") +

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "protocol/json_fields.h"
+
 namespace kadr::protocol {
 namespace {
 
@@ -239,8 +241,8 @@ Result<FrameResult> FrameResultFromJson(std::string_view text) {
     const auto& f = j.at("frame");
     r.frame_id = f.at("id").get<std::string>();
     r.stream_id = f.value("stream", "");
-    r.sequence = f.value("sequence", std::int64_t{0});
-    r.capture_ms = f.value("capture_ms", std::int64_t{0});
+    r.sequence = IntegerFieldOr(f, "sequence", 0);
+    r.capture_ms = IntegerFieldOr(f, "capture_ms", 0);
     r.correlation_id = j.value("correlation_id", "");
     r.annotated_topic = j.value("annotated_topic", "");
     const std::string status = j.at("status").get<std::string>();

@@ -1,10 +1,23 @@
+#include <algorithm>
+#include <cstdint>
+
 #include <nlohmann/json.hpp>
 
 #include "protocol/frame.h"
+#include "protocol/json_fields.h"
 
 namespace kadr::protocol {
 
 using nlohmann::json;
+
+namespace {
+
+// An int field of the announcement: out of int's range is out of every range checked later.
+int Clamp32(std::int64_t v) {
+  return static_cast<int>(std::clamp<std::int64_t>(v, INT32_MIN, INT32_MAX));
+}
+
+}  // namespace
 
 std::string WorkerHeartbeatToJson(const WorkerHeartbeat& hb) {
   json j = {{"schema_version", kProtocolVersion},
@@ -43,22 +56,22 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
   }
   WorkerHeartbeat hb;
   try {
-    const int version = j.at("schema_version").get<int>();
+    const std::int64_t version = IntegerField(j, "schema_version");
     if (version != kProtocolVersion) {
       return InvalidArgumentError("worker heartbeat has unsupported schema_version " +
                                   std::to_string(version));
     }
     hb.worker_id = j.at("worker_id").get<std::string>();
     hb.model = j.at("model").get<std::string>();
-    hb.ts_ms = j.at("ts_ms").get<std::int64_t>();
-    hb.interval_ms = j.value("interval_ms", hb.interval_ms);
+    hb.ts_ms = IntegerField(j, "ts_ms");
+    hb.interval_ms = IntegerFieldOr(j, "interval_ms", hb.interval_ms);
     hb.state = j.value("state", hb.state);
     if (const auto it = j.find("model_info"); it != j.end() && it->is_object()) {
       hb.family = it->value("family", "");
       hb.task = it->value("task", hb.task);
       if (const auto in = it->find("input"); in != it->end() && in->is_object()) {
-        hb.input_width = in->value("width", 0);
-        hb.input_height = in->value("height", 0);
+        hb.input_width = Clamp32(IntegerFieldOr(*in, "width", 0));
+        hb.input_height = Clamp32(IntegerFieldOr(*in, "height", 0));
       }
       if (const auto labels = it->find("labels"); labels != it->end()) {
         hb.labels = labels->get<std::vector<std::string>>();
@@ -66,7 +79,7 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
     }
     if (const auto it = j.find("stats"); it != j.end() && it->is_object()) {
       const auto count = [&](const char* key) -> std::uint64_t {
-        const std::int64_t n = it->value(key, std::int64_t{0});
+        const std::int64_t n = IntegerFieldOr(*it, key, 0);
         if (n < 0) throw json::out_of_range::create(406, std::string(key) + " is negative", &*it);
         return static_cast<std::uint64_t>(n);
       };
@@ -74,7 +87,7 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
       hb.processed = count("processed");
       hb.skipped = count("skipped");
       hb.failed = count("failed");
-      hb.in_flight = it->value("in_flight", std::int64_t{0});
+      hb.in_flight = IntegerFieldOr(*it, "in_flight", 0);
       hb.lost = count("lost");
     }
     if (const auto it = j.find("losses"); it != j.end() && it->is_array()) {
@@ -82,9 +95,13 @@ Result<WorkerHeartbeat> WorkerHeartbeatFromJson(std::string_view text) {
         if (hb.losses.size() >= kMaxLossesPerHeartbeat) break;
         bus::Loss loss;
         loss.topic = l.at("topic").get<std::string>();
-        loss.partition = l.at("partition").get<int>();
-        loss.from = l.at("from").get<std::int64_t>();
-        loss.to = l.value("to", std::int64_t{-1});
+        const std::int64_t partition = IntegerField(l, "partition");
+        if (partition < 0 || partition > INT32_MAX) {
+          return InvalidArgumentError("worker heartbeat has a malformed loss range");
+        }
+        loss.partition = static_cast<int>(partition);
+        loss.from = IntegerField(l, "from");
+        loss.to = IntegerFieldOr(l, "to", -1);
         if (loss.topic.empty() || loss.topic.size() > 249 || loss.partition < 0 || loss.from < 0 ||
             loss.to < -1 || (loss.to >= 0 && loss.to < loss.from)) {
           return InvalidArgumentError("worker heartbeat has a malformed loss range");

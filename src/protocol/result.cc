@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include <nlohmann/json.hpp>
+
+#include "protocol/json_fields.h"
 
 namespace kadr::protocol {
 namespace {
@@ -22,12 +25,24 @@ constexpr std::int64_t kMaskAreaFactor = 4;
 // Integer fields must be JSON integers: a float like 1e30 would be UB to convert.
 int IntField(const json& j, const char* key) {
   const json& v = j.at(key);
-  if (!v.is_number_integer())
-    throw json::type_error::create(302, std::string(key) + " must be an integer", &v);
-  const auto x = v.get<std::int64_t>();
+  const std::int64_t x = JsonInteger(v, key);
   if (x < INT32_MIN || x > INT32_MAX)
     throw json::out_of_range::create(406, std::string(key) + " is out of range", &v);
   return static_cast<int>(x);
+}
+
+// A float field: a number that stays finite as a float. 1e300 would become inf, which JSON
+// cannot carry: the result would be written as null and could not be read back (a stored
+// result that no longer parses).
+float FloatField(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_number())
+    throw json::type_error::create(302, std::string(key) + " must be a number", &v);
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || std::abs(d) > std::numeric_limits<float>::max()) {
+    throw json::out_of_range::create(406, std::string(key) + " is out of range", &v);
+  }
+  return static_cast<float>(d);
 }
 
 json BoxJson(const Box& b) {
@@ -110,7 +125,7 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
   if (j.is_discarded() || !j.is_object())
     return InvalidArgumentError("result is not a JSON object");
   try {
-    if (j.value("schema_version", 0) != kResultSchemaVersion) {
+    if (IntegerFieldOr(j, "schema_version", 0) != kResultSchemaVersion) {
       return InvalidArgumentError("unsupported result schema_version");
     }
     DetectionResult r;
@@ -122,9 +137,11 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
     }
     const std::int64_t image_area = static_cast<std::int64_t>(r.image_width) * r.image_height;
     // An image of unknown size (0x0) has only the absolute bound.
+    // (image_area is below 2^62; the factor applies only where it cannot overflow.)
     const std::int64_t mask_budget =
-        image_area > 0 ? std::min(kMaxResultMaskPixels, kMaskAreaFactor * image_area)
-                       : kMaxResultMaskPixels;
+        image_area > 0 && image_area <= kMaxResultMaskPixels / kMaskAreaFactor
+            ? kMaskAreaFactor * image_area
+            : kMaxResultMaskPixels;
     std::int64_t mask_pixels = 0;
     if (j.contains("timings_ms"))
       r.timings_ms = j["timings_ms"].get<std::map<std::string, double>>();
@@ -132,13 +149,13 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
       Detection d;
       d.class_id = IntField(jd, "class_id");
       d.label = jd.at("label").get<std::string>();
-      d.score = jd.at("score").get<float>();
+      d.score = FloatField(jd, "score");
       const auto& b = jd.at("box");
-      d.box = {b.at("x").get<float>(), b.at("y").get<float>(), b.at("width").get<float>(),
-               b.at("height").get<float>()};
+      d.box = {FloatField(b, "x"), FloatField(b, "y"), FloatField(b, "width"),
+               FloatField(b, "height")};
       if (jd.contains("track_id") && !jd["track_id"].is_null()) {
         const json& t = jd["track_id"];
-        if (!t.is_number_integer() || t.get<std::int64_t>() < 1) {
+        if (!t.is_number_integer() || JsonInteger(t, "track_id") < 1) {
           return InvalidArgumentError("detection track_id must be an integer >= 1");
         }
         d.track_id = t.get<std::int64_t>();

@@ -500,6 +500,29 @@ TEST_F(HttpApiTest, MaskBombsOnTheResultTopicsAreRefusedWithBoundedMemory) {
 
 // The services' data is the operator's alone (docs/security.md): every file kadr up writes
 // (the job store, annotated images, thumbnails) is 0600 and every folder 0700.
+// Found by schemathesis (fuzz/): a job whose own timeout_ms passed before its frame was
+// delivered answered 503 "cannot publish the frame", as if the broker were down, where
+// /detect answers the same deadline 504.
+TEST_F(HttpApiTest, AJobWhoseOwnTimeoutPassesIsADeadlineNotAnOutage) {
+  std::vector<std::uint8_t> jpeg;
+  ASSERT_TRUE(cv::imencode(".jpg", cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(255)), jpeg));
+  auto c = up_->Client();
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.Post("/api/v1/jobs?model=tiny&timeout_ms=1", std::string(jpeg.begin(), jpeg.end()),
+                    "image/jpeg");
+    ASSERT_TRUE(r);
+    EXPECT_TRUE(r->status == 202 || r->status == 504) << r->status << " " << r->body;
+    if (r->status == 504) {
+      EXPECT_EQ(nlohmann::json::parse(r->body)["error"]["code"], "deadline_exceeded");
+    }
+  }
+  // The gateway still serves a request with time to spare.
+  auto ok =
+      c.Post("/api/v1/detect?model=tiny", std::string(jpeg.begin(), jpeg.end()), "image/jpeg");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
 TEST_F(HttpApiTest, DataFilesAreOwnerOnly) {
   std::vector<std::uint8_t> jpeg;
   ASSERT_TRUE(cv::imencode(".jpg", cv::Mat(48, 64, CV_8UC3, cv::Scalar::all(255)), jpeg));

@@ -50,6 +50,12 @@ void AddHttpSecurityFlags(CLI::App& app, HttpSecurityFlags& flags) {
                  "the host; otherwise any")
       ->envname("KADR_ALLOWED_HOSTS")
       ->delimiter(',');
+  app.add_option("--trusted-proxy", flags.trusted_proxies,
+                 "a reverse proxy (address or network, e.g. 10.0.0.0/8) whose X-Forwarded-For "
+                 "names the client, so that per-client limits and login throttling see clients "
+                 "(repeat, or comma-separated; default: none, the peer is the client)")
+      ->envname("KADR_TRUSTED_PROXIES")
+      ->delimiter(',');
 }
 
 std::string AuthFilePath(const HttpSecurityFlags& flags, const std::string& data_dir) {
@@ -76,6 +82,7 @@ Result<std::shared_ptr<auth::AccessControl>> ApplyHttpSecurity(const HttpSecurit
   }
   options.tls_cert_file = flags.tls_cert;
   options.tls_key_file = flags.tls_key;
+  options.trusted_proxies = flags.trusted_proxies;
 
   // Host names: an explicit list, or the loopback names for a loopback bind.
   options.allowed_hosts.clear();

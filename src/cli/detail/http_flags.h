@@ -1,6 +1,7 @@
 // The HTTP settings every kadr server shares (up, gateway, viewer, camera, worker): access
 // control (--auth, --auth-file), TLS (--tls-cert, --tls-key) and the Host names it answers
-// (--allowed-host), and how they become http::HttpServerOptions.
+// (--allowed-host), the proxies whose X-Forwarded-For it believes (--trusted-proxy), and how
+// they become http::HttpServerOptions.
 #pragma once
 
 #include <memory>
@@ -21,6 +22,7 @@ struct HttpSecurityFlags {
   std::string tls_cert;       // --tls-cert, KADR_TLS_CERT (PEM chain)
   std::string tls_key;        // --tls-key, KADR_TLS_KEY (PEM private key)
   std::vector<std::string> allowed_hosts;  // --allowed-host, KADR_ALLOWED_HOSTS
+  std::vector<std::string> trusted_proxies;  // --trusted-proxy, KADR_TRUSTED_PROXIES
 };
 
 void AddHttpSecurityFlags(CLI::App& app, HttpSecurityFlags& flags);

@@ -33,6 +33,24 @@ TEST(StreamSpecTest, AppliesDefaults) {
   EXPECT_TRUE(r->probe);
 }
 
+// Found by fuzz/stream_spec_fuzzer: a long source without a name (its redacted form is the
+// default name) was accepted, but its stored form was refused when read back, so the stream
+// vanished at the next restart.
+TEST(StreamSpecTest, ALongSourcesDefaultNameIsCutSoTheStreamSurvivesARestart) {
+  const std::string source = "rtsp://u:p@cam.example/" + std::string(300, 'a');
+  auto r = ParseStreamRequest(R"({"source":")" + source + R"(","probe":false})", "yolox_nano");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->spec.name.size(), 200u);
+  EXPECT_TRUE(r->spec.name.starts_with("rtsp://***@cam.example/aaa"));
+  StreamSpec spec = r->spec;
+  spec.id = "s1";
+  spec.created_ms = 1;
+  auto back = SpecFromStorageJson(SpecToStorageJson(spec));
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->name, spec.name);
+  EXPECT_EQ(back->source, source);
+}
+
 TEST(StreamSpecTest, FilesLoopInLiveModeAndNotInLosslessMode) {
   EXPECT_TRUE(ParseStreamRequest(R"({"source":"/v.mp4"})", "m")->spec.loop);
   EXPECT_FALSE(ParseStreamRequest(R"({"source":"/v.mp4","mode":"lossless"})", "m")->spec.loop);

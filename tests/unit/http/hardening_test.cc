@@ -417,6 +417,35 @@ TEST_F(HardeningTest, ASpooledBodyReachesTheHandlerFromDiskAndLeavesNoFile) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(HardeningTest, ATrustedProxyForwardsItsClientsAddressAndNoOneElseDoes) {
+  const auto who = [](HttpServer& s) {
+    ASSERT_TRUE(s.Route("GET", "/who", [](const HttpRequest& r) {
+                   return HttpResponse::Json(R"({"client":")" + r.remote_addr + R"(","peer":")" +
+                                             r.peer_addr + "\"}");
+                 }).ok());
+  };
+  const auto body = [&](const std::string& xff) {
+    const std::string r = Exchange(port_, Get("/who", "X-Forwarded-For: " + xff + "\r\n"));
+    return r.substr(r.find("\r\n\r\n") + 4);
+  };
+  HttpServerOptions options;
+  options.trusted_proxies = {"127.0.0.1", "10.0.0.0/8"};
+  Start(options, who);
+  EXPECT_EQ(body("203.0.113.7"), R"({"client":"203.0.113.7","peer":"127.0.0.1"})");
+  // The rightmost address that is not a trusted proxy: what a client wrote left of it is not
+  // believed.
+  EXPECT_EQ(body("6.6.6.6, 203.0.113.7, 10.1.2.3"),
+            R"({"client":"203.0.113.7","peer":"127.0.0.1"})");
+  EXPECT_EQ(body("not-an-address"), R"({"client":"127.0.0.1","peer":"127.0.0.1"})");
+  server_->Stop();
+  // Without trust the header changes nothing.
+  Start({}, who);
+  EXPECT_EQ(body("203.0.113.7"), R"({"client":"127.0.0.1","peer":"127.0.0.1"})");
+  HttpServerOptions bad;
+  bad.trusted_proxies = {"10.0.0.0/33"};
+  EXPECT_EQ(HttpServer::Create(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(HardeningTest, TlsServesHttpsAndTellsHandlersTheRequestIsSecure) {
   const auto dir =
       std::filesystem::temp_directory_path() / ("kadr_tls_" + std::to_string(::getpid()));

@@ -826,3 +826,22 @@ TEST(DecodeImageTest, DecodesTheSharedPhotos) {
 
 }  // namespace
 }  // namespace kadr::imaging
+
+namespace kadr::imaging {
+namespace {
+
+// Found by fuzz/image_decode_fuzzer: a PNG header stating 0xFFFFFFFF x 0xFFFFFFFF made the
+// pixel count overflow 64 bits (undefined behaviour) before the limit check.
+TEST(ProbeImageTest, SidesWhoseProductOverflowsAreTooLarge) {
+  // Signature, then an IHDR chunk: length 13, "IHDR", width and height 0xFFFFFFFF, ...
+  const std::string png(
+      "\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\xff\xff\xff\xff\xff\xff\xff\xff"
+      "\x08\x02\0\0\0\x5d\x94\xb9\x69",
+      33);
+  auto info = ProbeImage(AsBytes(png));
+  ASSERT_FALSE(info);
+  EXPECT_EQ(info.error().code(), StatusCode::kTooLarge) << info.error().ToString();
+}
+
+}  // namespace
+}  // namespace kadr::imaging

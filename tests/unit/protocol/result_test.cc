@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "protocol/frame.h"
+
 namespace kadr::protocol {
 namespace {
 
@@ -408,6 +410,37 @@ TEST(ScaleToSizeTest, LeavesAResultOfTheSameOrUnknownSizeAlone) {
   ScaleToSize(unknown, 80, 40);
   EXPECT_EQ(unknown.detections[0].box, (Box{4, 2, 10, 6}));
   EXPECT_EQ(unknown.image_width, 0);
+}
+
+// Found by fuzz/result_json_fuzzer: integers written as huge floats reached nlohmann's
+// float-to-int conversion (undefined behaviour), and a 2^31 x 2^31 image overflowed the mask
+// budget. Each is refused or bounded now, deterministically.
+TEST(ResultFuzzRegressionTest, FloatIntegersAreRefusedAndHugeImagesDoNotOverflow) {
+  const auto refused = [](auto result) {
+    return !result && result.error().code() == StatusCode::kInvalidArgument;
+  };
+  EXPECT_TRUE(refused(ResultFromJson(
+      R"({"schema_version":1e300,"model":"m","image":{"width":1,"height":1},"detections":[]})")));
+  EXPECT_TRUE(refused(FrameResultFromJson(
+      R"({"schema_version":1,"frame":{"id":"f1","sequence":1e300},"status":"ok","model":"m",)"
+      R"("image":{"width":1,"height":1},"detections":[]})")));
+  EXPECT_TRUE(refused(WorkerHeartbeatFromJson(
+      R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":1e300})")));
+  EXPECT_TRUE(refused(WorkerHeartbeatFromJson(
+      R"({"schema_version":-1e300,"worker_id":"w","model":"m","ts_ms":1})")));
+  EXPECT_TRUE(refused(WorkerHeartbeatFromJson(
+      R"({"schema_version":1,"worker_id":"w","model":"m","ts_ms":1,"losses":)"
+      R"([{"topic":"t","partition":4294967296,"from":0}]})")));
+  // A score or box beyond a float's range would be written back as null: refused.
+  EXPECT_TRUE(refused(ResultFromJson(
+      R"({"schema_version":1,"model":"m","image":{"width":1,"height":1},"detections":[)"
+      R"({"class_id":0,"label":"x","score":1e300,"box":{"x":0,"y":0,"width":1,"height":1}}]})")));
+  auto huge = ResultFromJson(
+      R"({"schema_version":1,"model":"m","image":{"width":2147483647,"height":2147483647},)"
+      R"("detections":[{"class_id":0,"label":"x","score":0.5,)"
+      R"("box":{"x":0,"y":0,"width":1,"height":1}}]})");
+  ASSERT_TRUE(huge) << huge.error().ToString();
+  EXPECT_EQ(huge->image_width, 2147483647);
 }
 
 }  // namespace
