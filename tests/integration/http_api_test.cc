@@ -4,6 +4,11 @@
 //
 // Models: the repo's generated `tiny` ONNX model (white image -> "bright", black -> "dark")
 // and the built-in `null`; with KADR_TEST_DATA also the real `yolox_nano` on bus.jpg.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -408,6 +413,85 @@ TEST_F(HttpApiTest, AsyncJobIsAcceptedAtOnceThenDoneWithResultImageAndHistory) {
   ASSERT_TRUE(thumb);
   EXPECT_EQ(thumb->status, 200);
   EXPECT_EQ(thumb->get_header_value("Content-Type"), "image/jpeg");
+}
+
+// The HTTP attacks of issue 16 against a real `kadr up`: each is refused with a precise status
+// before it costs memory (the peak RSS grows by less than 100 MiB over all of them), and the
+// service goes on answering.
+TEST_F(HttpApiTest, HttpAttacksAreRefusedWithBoundedMemory) {
+  const auto peak_mib = [] {
+    std::ifstream in("/proc/" + std::to_string(up_->process->pid()) + "/status");
+    const std::string status((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+    const auto at = status.find("VmHWM:");
+    return at == std::string::npos ? -1.0 : std::atof(status.c_str() + at + 6) / 1024.0;
+  };
+  // Sends `head` (and `body`) on its own connection; the status of the answer.
+  const auto exchange = [](const std::string& head, const std::string& body = {}) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(up_->port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    const std::string out = head + body;
+    (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+    timeval tv{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[64] = {};
+    const ssize_t n = ::recv(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    return n >= 12 ? std::atoi(buf + 9) : -1;
+  };
+  const double before = peak_mib();
+  ASSERT_GT(before, 0);
+  std::vector<std::uint8_t> jpeg;
+  ASSERT_TRUE(cv::imencode(".jpg", cv::Mat(480, 640, CV_8UC3, cv::Scalar(30, 90, 200)), jpeg));
+  const std::string image(jpeg.begin(), jpeg.end());
+  auto c = up_->Client();
+  // The Range bomb: 2,700 ranges on an upload whose answer is the annotated JPEG.
+  std::string ranges = "bytes=0-";
+  for (int i = 0; i < 2700; ++i) ranges += ",0-";
+  auto bomb = c.Post("/api/v1/detect?model=tiny", {{"Accept", "image/jpeg"}, {"Range", ranges}},
+                     image, "image/jpeg");
+  ASSERT_TRUE(bomb);
+  EXPECT_EQ(bomb->status, 200);
+  EXPECT_LT(bomb->body.size(), 2 * image.size() + 100000) << "the answer was copied per range";
+  // A 400 MB stream request (JSON routes take 64 KiB), announced and refused before its body.
+  EXPECT_EQ(exchange("POST /api/v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     "application/json\r\nContent-Length: 400000000\r\n\r\n"),
+            413);
+  // A form post at the JSON route (CSRF without a preflight): 415.
+  EXPECT_EQ(exchange("POST /api/v1/streams HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     "text/plain\r\nContent-Length: 2\r\n\r\n",
+                     "{}"),
+            415);
+  // A rebinding page's Host: 421.
+  EXPECT_EQ(exchange("GET /api/v1/jobs HTTP/1.1\r\nHost: attacker.example\r\n\r\n"), 421);
+  // 20,000 empty multipart parts.
+  std::string parts;
+  for (int i = 0; i < 20000; ++i)
+    parts += "--B\r\nContent-Disposition: form-data; name=p\r\n\r\n\r\n";
+  parts += "--B--\r\n";
+  EXPECT_EQ(exchange("POST /api/v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     "multipart/form-data; boundary=B\r\nContent-Length: " +
+                         std::to_string(parts.size()) + "\r\n\r\n",
+                     parts),
+            413);
+  // The HTTP/2 preface, an endless header, too many headers.
+  EXPECT_EQ(exchange("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 501);
+  EXPECT_EQ(exchange("GET /healthz HTTP/1.1\r\nX-A: " + std::string(100000, 'a')), 431);
+  std::string headers;
+  for (int i = 0; i < 200; ++i) headers += "X-" + std::to_string(i) + ": v\r\n";
+  EXPECT_EQ(exchange("GET /healthz HTTP/1.1\r\n" + headers + "\r\n"), 431);
+  // Served as before, with memory to spare.
+  auto ok = c.Post("/api/v1/detect?model=tiny", image, "image/jpeg");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  EXPECT_LT(peak_mib() - before, 100.0) << "peak RSS grew from " << before << " MiB";
 }
 
 // The mask bomb (issue 16): a result of a few KB whose detections each declare a 49 MP mask
