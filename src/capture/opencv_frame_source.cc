@@ -31,8 +31,8 @@ std::string HostPort(const std::string& host, int port) {
 }
 
 const std::shared_ptr<const SourcePolicy>& DefaultPolicy() {
-  static const auto policy = std::make_shared<const SourcePolicy>();
-  return policy;
+  static const auto kPolicy = std::make_shared<const SourcePolicy>();
+  return kPolicy;
 }
 
 // `uri` with its host[:port] replaced by `address`:`port`, so that FFmpeg connects to the
