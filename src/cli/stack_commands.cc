@@ -68,9 +68,9 @@ struct StackArgs {
   std::size_t max_jobs = 10000;
   int max_age_hours = 24 * 7;
   std::size_t max_image_mb = 2048;
-  std::size_t max_live_clients = 16;  // viewer: open MJPEG/SSE connections, 503 beyond
+  std::size_t max_live_clients = 16;            // viewer: open MJPEG/SSE connections, 503 beyond
   std::size_t max_live_clients_per_client = 0;  // of those, one client's (0: half), 429 beyond
-  HttpSecurityFlags security;         // --auth, --auth-file, --tls-*, --allowed-host
+  HttpSecurityFlags security;                   // --auth, --auth-file, --tls-*, --allowed-host
 };
 
 // Kafka allows [A-Za-z0-9._-] in topic names.

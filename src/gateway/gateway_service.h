@@ -164,8 +164,9 @@ class GatewayService {
   // Adds POST /api/v1/detect, POST /api/v1/jobs, GET /api/v1/models, /healthz, /readyz and
   // /metrics (docs/api.md), with their access levels (detect and jobs: operate, bodies up to
   // max_image_bytes / the larger of it and max_video_bytes, plus kUploadFramingBytes; models
-  // and metrics: read; health: public, served when busy). The job routes are the job store's (jobs/recorder.h); the
-  // OpenAPI document is the web UI's. Errors: the server's (already started).
+  // and metrics: read; health: public, served when busy). The job routes are the job store's
+  // (jobs/recorder.h); the OpenAPI document is the web UI's. Errors: the server's (already
+  // started).
   Status RegisterRoutes(http::HttpServer& server);
 
   // Polls the replies and the worker announcements and checks the broker until `stop` is

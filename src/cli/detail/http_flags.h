@@ -21,7 +21,7 @@ struct HttpSecurityFlags {
   std::string auth_file;      // --auth-file, KADR_AUTH_FILE; empty: <data dir>/auth/tokens.json
   std::string tls_cert;       // --tls-cert, KADR_TLS_CERT (PEM chain)
   std::string tls_key;        // --tls-key, KADR_TLS_KEY (PEM private key)
-  std::vector<std::string> allowed_hosts;  // --allowed-host, KADR_ALLOWED_HOSTS
+  std::vector<std::string> allowed_hosts;    // --allowed-host, KADR_ALLOWED_HOSTS
   std::vector<std::string> trusted_proxies;  // --trusted-proxy, KADR_TRUSTED_PROXIES
 };
 
