@@ -65,14 +65,6 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
-// The media type of a Content-Type value, lowercase, without parameters.
-std::string MediaType(std::string_view content_type) {
-  std::string_view t = content_type.substr(0, content_type.find(';'));
-  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-  return Lower(t);
-}
-
 // "host" of a Host header or an origin's authority, lowercase, without port or brackets.
 std::string HostName(std::string_view authority) {
   if (!authority.empty() && authority.front() == '[') {
@@ -95,10 +87,6 @@ std::string Authority(std::string_view authority, bool https) {
                         (bracket == std::string::npos ? out.find(':') == colon : colon > bracket);
   if (!has_port) out += https ? ":443" : ":80";
   return out;
-}
-
-bool IsUnsafeMethod(std::string_view method) {
-  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
 }
 
 bool HasBody(const httplib::Request& req) {
@@ -157,6 +145,7 @@ Result<CompiledPattern> CompilePattern(std::string_view pattern) {
   return out;
 }
 
+// The methods that take a body and change state (a CSRF check applies to them).
 bool MethodTakesBody(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
 }
@@ -338,6 +327,13 @@ std::string_view AccessName(Access access) {
       return "admin";
   }
   return "admin";
+}
+
+std::string MediaType(std::string_view content_type) {
+  std::string_view t = content_type.substr(0, content_type.find(';'));
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+  return Lower(t);
 }
 
 bool CaseInsensitiveLess::operator()(std::string_view a, std::string_view b) const {
@@ -752,7 +748,7 @@ class HttpServer::Impl {
         return r;
       }
     }
-    if (options_.same_origin_writes && IsUnsafeMethod(req.method)) {
+    if (options_.same_origin_writes && MethodTakesBody(req.method)) {
       const bool https = t_connection != nullptr && t_connection->secure();
       if (req.has_header("Origin")) {
         const std::string origin = req.get_header_value("Origin");

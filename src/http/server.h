@@ -85,6 +85,10 @@ struct CaseInsensitiveLess {
   bool operator()(std::string_view a, std::string_view b) const;
 };
 
+// The media type of a Content-Type value, lowercase, without parameters or spaces:
+// "image/jpeg" from "Image/JPEG; q=1".
+std::string MediaType(std::string_view content_type);
+
 // Header name -> value; lookups ignore case; a name may repeat.
 using HttpHeaders = std::multimap<std::string, std::string, CaseInsensitiveLess>;
 

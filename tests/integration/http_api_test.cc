@@ -155,6 +155,15 @@ class HttpApiTest : public ::testing::Test {
     ASSERT_TRUE(ok.load());
   }
 
+  // kadr up's peak resident memory (VmHWM), MiB; -1 when it cannot be read.
+  static double PeakRssMib() {
+    std::ifstream in("/proc/" + std::to_string(up_->process->pid()) + "/status");
+    const std::string status((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+    const auto at = status.find("VmHWM:");
+    return at == std::string::npos ? -1.0 : std::atof(status.c_str() + at + 6) / 1024.0;
+  }
+
   static std::filesystem::path* dir_;
   static std::string* models_dir_;
   static Service* up_;
@@ -419,13 +428,6 @@ TEST_F(HttpApiTest, AsyncJobIsAcceptedAtOnceThenDoneWithResultImageAndHistory) {
 // before it costs memory (the peak RSS grows by less than 100 MiB over all of them), and the
 // service goes on answering.
 TEST_F(HttpApiTest, HttpAttacksAreRefusedWithBoundedMemory) {
-  const auto peak_mib = [] {
-    std::ifstream in("/proc/" + std::to_string(up_->process->pid()) + "/status");
-    const std::string status((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-    const auto at = status.find("VmHWM:");
-    return at == std::string::npos ? -1.0 : std::atof(status.c_str() + at + 6) / 1024.0;
-  };
   // Sends `head` (and `body`) on its own connection; the status of the answer.
   const auto exchange = [](const std::string& head, const std::string& body = {}) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -446,7 +448,7 @@ TEST_F(HttpApiTest, HttpAttacksAreRefusedWithBoundedMemory) {
     ::close(fd);
     return n >= 12 ? std::atoi(buf + 9) : -1;
   };
-  const double before = peak_mib();
+  const double before = PeakRssMib();
   ASSERT_GT(before, 0);
   std::vector<std::uint8_t> jpeg;
   ASSERT_TRUE(cv::imencode(".jpg", cv::Mat(480, 640, CV_8UC3, cv::Scalar(30, 90, 200)), jpeg));
@@ -491,7 +493,7 @@ TEST_F(HttpApiTest, HttpAttacksAreRefusedWithBoundedMemory) {
   auto ok = c.Post("/api/v1/detect?model=tiny", image, "image/jpeg");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
-  EXPECT_LT(peak_mib() - before, 100.0) << "peak RSS grew from " << before << " MiB";
+  EXPECT_LT(PeakRssMib() - before, 100.0) << "peak RSS grew from " << before << " MiB";
 }
 
 // The mask bomb (issue 16): a result of a few KB whose detections each declare a 49 MP mask
@@ -500,14 +502,7 @@ TEST_F(HttpApiTest, HttpAttacksAreRefusedWithBoundedMemory) {
 // topic, the camera's kadr.live.results) are refused as malformed within the per-result
 // mask budget: the peak memory stays bounded and everyone is served as before.
 TEST_F(HttpApiTest, MaskBombsOnTheResultTopicsAreRefusedWithBoundedMemory) {
-  const auto peak_mib = [] {
-    std::ifstream in("/proc/" + std::to_string(up_->process->pid()) + "/status");
-    const std::string status((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-    const auto at = status.find("VmHWM:");
-    return at == std::string::npos ? -1.0 : std::atof(status.c_str() + at + 6) / 1024.0;
-  };
-  const double before = peak_mib();
+  const double before = PeakRssMib();
   ASSERT_GT(before, 0);
 
   protocol::FrameResult r;
@@ -576,7 +571,7 @@ TEST_F(HttpApiTest, MaskBombsOnTheResultTopicsAreRefusedWithBoundedMemory) {
   auto detect = c.Post("/api/v1/detect?model=tiny", white, "image/jpeg");
   ASSERT_TRUE(detect);
   EXPECT_EQ(detect->status, 200) << detect->body;
-  const double after = peak_mib();
+  const double after = PeakRssMib();
   std::cout << "peak RSS before " << before << " MiB, after " << after << " MiB\n";
   // Unbounded, each reader would have taken ~2 GB per message; bounded, 100 MB at most.
   EXPECT_LT(after - before, 1500.0) << "peak RSS grew from " << before << " to " << after;

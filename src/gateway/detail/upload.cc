@@ -26,11 +26,6 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
-// The media type without parameters, lowercase: "image/jpeg" from "Image/JPEG; q=1".
-std::string MediaType(std::string_view content_type) {
-  return Lower(Trim(content_type.substr(0, content_type.find(';'))));
-}
-
 // A parameter from the query string, else from a multipart form field.
 std::optional<std::string> Param(const http::HttpRequest& req, std::string_view name) {
   if (auto v = req.Query(name)) return v;
@@ -106,7 +101,7 @@ std::size_t Utf8Length(std::string_view s, std::size_t i) {
 
 Result<Upload> ParseUpload(const http::HttpRequest& req, std::chrono::milliseconds max_timeout) {
   Upload up;
-  const std::string type = MediaType(req.Header("Content-Type").value_or(""));
+  const std::string type = http::MediaType(req.Header("Content-Type").value_or(""));
   if (type == "multipart/form-data") {
     const http::MultipartFile* part = req.File("image");
     if (part == nullptr) part = req.File("file");

@@ -35,6 +35,15 @@ class CameraServiceTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = kadr::testing::MakeTempDir(); }
 
+  // An HTTP server on a free port serving `service`'s routes; nullptr when it cannot start.
+  static std::unique_ptr<http::HttpServer> Serve(CameraService& service) {
+    auto server = http::HttpServer::Create({.port = 0});
+    if (!server || !service.RegisterRoutes(**server).ok() || !(*server)->Start().ok()) {
+      return nullptr;
+    }
+    return std::move(*server);
+  }
+
   // Sources allowed: files in the test's folder, /dev/video99, 127.0.0.1 (and names).
   capture::SourcePolicyOptions Allowed() const {
     return {.dirs = {dir_.string()}, .devices = {"/dev/video99"}, .hosts = {"127.0.0.1"}};
@@ -96,13 +105,9 @@ TEST_F(CameraServiceTest, RoutesResultsToTheirStreamAndReportsStats) {
 
 TEST_F(CameraServiceTest, RejectsBadRequestsWithPreciseErrors) {
   auto service = Make(OpenCvSourceFactory());
-  http::HttpServerOptions ho;
-  ho.port = 0;
-  auto server = http::HttpServer::Create(ho);
-  ASSERT_TRUE(server.has_value());
-  ASSERT_TRUE(service->RegisterRoutes(**server).ok());
-  ASSERT_TRUE((*server)->Start().ok());
-  httplib::Client client("127.0.0.1", (*server)->port());
+  auto server = Serve(*service);
+  ASSERT_NE(server, nullptr);
+  httplib::Client client("127.0.0.1", server->port());
   const auto text = dir_ / "notes.txt";
   std::ofstream(text) << "hello";
   struct Case {
@@ -155,7 +160,7 @@ TEST_F(CameraServiceTest, RejectsBadRequestsWithPreciseErrors) {
             "server log has the reason)")
       << j.dump();
   EXPECT_EQ(j.dump().find("hunter2"), std::string::npos);
-  (*server)->Stop();
+  server->Stop();
   service->StopAll();
 }
 
@@ -231,13 +236,9 @@ TEST_F(CameraServiceTest, StreamsComeBackAfterARestart) {
 TEST_F(CameraServiceTest, HttpRoutesFollowTheContract) {
   ScriptedSources sources({SourceScript{}});
   auto service = Make(sources.Factory());
-  http::HttpServerOptions ho;
-  ho.port = 0;
-  auto server = http::HttpServer::Create(ho);
-  ASSERT_TRUE(server.has_value());
-  ASSERT_TRUE(service->RegisterRoutes(**server).ok());
-  ASSERT_TRUE((*server)->Start().ok());
-  httplib::Client c("127.0.0.1", (*server)->port());
+  auto server = Serve(*service);
+  ASSERT_NE(server, nullptr);
+  httplib::Client c("127.0.0.1", server->port());
 
   auto created = c.Post("/api/v1/streams", R"({"source":"rtsp://u:pw@cam/x"})", "application/json");
   ASSERT_TRUE(created);
@@ -267,7 +268,7 @@ TEST_F(CameraServiceTest, HttpRoutesFollowTheContract) {
   ASSERT_TRUE(gone);
   EXPECT_EQ(gone->status, 404);
   EXPECT_EQ(json::parse(c.Get("/api/v1/streams")->body)["streams"].size(), 0u);
-  (*server)->Stop();
+  server->Stop();
   service->StopAll();
 }
 
@@ -299,13 +300,9 @@ TEST_F(CameraServiceTest, SourcesOutsideTheOperatorsPolicyAreRefused) {
   WriteVideo(media / "clip.avi", 5);
   auto service = Make(OpenCvSourceFactory(), {.dirs = {media.string()}});
   ASSERT_NE(service, nullptr);
-  http::HttpServerOptions ho;
-  ho.port = 0;
-  auto server = http::HttpServer::Create(ho);
-  ASSERT_TRUE(server.has_value());
-  ASSERT_TRUE(service->RegisterRoutes(**server).ok());
-  ASSERT_TRUE((*server)->Start().ok());
-  httplib::Client client("127.0.0.1", (*server)->port());
+  auto server = Serve(*service);
+  ASSERT_NE(server, nullptr);
+  httplib::Client client("127.0.0.1", server->port());
 
   const std::string outside = " is outside the allowed source directories (--source-dir)";
   struct Case {
@@ -394,7 +391,7 @@ TEST_F(CameraServiceTest, SourcesOutsideTheOperatorsPolicyAreRefused) {
   auto list = client.Get("/api/v1/streams");
   ASSERT_TRUE(list);
   EXPECT_EQ(json::parse(list->body)["streams"].size(), 1u);
-  (*server)->Stop();
+  server->Stop();
   service->StopAll();
 }
 
