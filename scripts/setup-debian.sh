@@ -7,7 +7,8 @@
 #                                     Java + Maven and Apache Kafka's broker for the tests
 #                                     through scripts/setup-kafka.sh; clang 14 + libFuzzer and
 #                                     schemathesis for scripts/fuzz.sh, the latter through
-#                                     scripts/setup-schemathesis.sh)
+#                                     scripts/setup-schemathesis.sh; buildah and debootstrap
+#                                     for the image test, scripts/image.sh)
 #   scripts/setup-debian.sh --build   only what building `kadr` needs (compiler, CMake, Ninja,
 #                                     pkg-config, the -dev libraries, ONNX Runtime through
 #                                     scripts/setup-onnxruntime.sh); no test packages. The CPU image's
@@ -41,7 +42,9 @@ build_packages=(
 # the browser and streaming tests' tools, the deploy checks (tests/deploy: `docker-compose
 # config` on deploy/compose, `nginx -t` on its reverse-proxy config), and fuzzing
 # (scripts/fuzz.sh: clang 14 with libFuzzer, whose runtime is libclang-rt-14-dev's
-# libclang_rt.fuzzer-x86_64.a; a venv for schemathesis).
+# libclang_rt.fuzzer-x86_64.a; a venv for schemathesis), and the container image test
+# (scripts/image.sh: buildah builds and runs the image without a daemon, debootstrap makes its
+# base; curl and jq talk to it).
 test_packages=(
   git ca-certificates
   opencv-data
@@ -56,6 +59,7 @@ test_packages=(
   openjdk-17-jre-headless maven
   clang-14 libclang-rt-14-dev
   python3-venv
+  buildah debootstrap curl jq
 )
 
 packages=("${build_packages[@]}")

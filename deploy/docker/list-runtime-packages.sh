@@ -3,8 +3,10 @@
 # "package<TAB>library" line each (sorted, unique by package): every library `ldd BIN` resolves,
 # mapped to its owner with `dpkg -S`.
 #
-#   deploy/docker/list-runtime-packages.sh BIN [--skip PREFIX]... [--allow-missing SONAME]...
+#   deploy/docker/list-runtime-packages.sh BIN [--skip PREFIX]... [--allow-missing SONAME]... [--paths]
 #
+# --paths: one "package<TAB>library<TAB>path" line per library instead (ldd's path, not unique by
+# package), for deploy/docker/collect-runtime.sh, which copies those files into the CPU image.
 # --skip PREFIX: libraries under PREFIX (a glob) are not looked up (they are copied into the image, like
 # the GPU image's own OpenCV in /opt/opencv). --allow-missing SONAME: ldd may not find it here
 # (libcuda.so.1 comes from the host's driver at run time). Any other library that no package
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 BIN [--skip PREFIX]... [--allow-missing SONAME]..." >&2
+  echo "usage: $0 BIN [--skip PREFIX]... [--allow-missing SONAME]... [--paths]" >&2
   exit 2
 }
 (($# >= 1)) || usage
@@ -23,8 +25,10 @@ bin="$1"
 shift
 skips=()
 allowed_missing=()
+paths=0
 while (($#)); do
   case "$1" in
+    --paths) paths=1; shift ;;
     --skip) skips+=("$2"); shift 2 ;;
     --allow-missing) allowed_missing+=("$2"); shift 2 ;;
     *) usage ;;
@@ -75,6 +79,7 @@ for l in "${libs[@]}"; do
     if [[ -n ${owner_of[$c]:-} ]]; then pkg="${owner_of[$c]}"; break; fi
   done < <(candidates "$path")
   if [[ -n $pkg ]]; then
+    ((paths)) && printf '%s\t%s\t%s\n' "$pkg" "$lib" "$path"
     [[ -n ${seen[$pkg]:-} ]] || seen["$pkg"]="$lib"
   else
     echo "$lib ($path) belongs to no package" >&2
@@ -82,5 +87,6 @@ for l in "${libs[@]}"; do
   fi
 done
 
+((paths)) && exit "$status"
 for pkg in "${!seen[@]}"; do printf '%s\t%s\n' "$pkg" "${seen[$pkg]}"; done | sort
 exit "$status"

@@ -5,7 +5,9 @@
 #    root) and is not excluded by .dockerignore; every COPY --from names an earlier stage; base
 #    images are pinned by tag; the final stage runs as a non-root USER, has a HEALTHCHECK with
 #    `kadr health` and ENTRYPOINT kadr; the CPU image's builder installs its packages with
-#    `scripts/setup-debian.sh --build` and its runtime stage with runtime-packages.txt.
+#    `scripts/setup-debian.sh --build`, a stage installs runtime-packages.txt and the final
+#    stage copies what deploy/docker/collect-runtime.sh collected there (COPY --from=libraries).
+#    The built image itself is checked by tests/image/image_test.sh (label image).
 # 2. The CPU image's runtime stage would start the binary: every shared library that `ldd KADR`
 #    resolves here belongs (dpkg -S) to a package that `apt-get install --no-install-recommends
 #    $(runtime-packages.txt)` installs on an empty system (apt's own resolver, simulated with an
@@ -107,7 +109,10 @@ check_dockerfile() {
   fi
   local -A global_args=() stages=()
   local nstage=0 in_final_from=0 cmd rest words
-  local final_user="" final_health="" final_entry="" builder_setup=0 runtime_pkgs=0
+  local final_user="" final_health="" final_entry="" builder_setup=0 runtime_pkgs=0 final_libs=0
+  # Build contexts the Dockerfile names in COPY --from besides its stages: the CPU image's
+  # prebuilt stage takes kadr's install tree from --build-context kadr-install=DIR.
+  local -A contexts=([kadr-install]=1)
   local -a lines
   mapfile -t lines < <(instructions "$file")
   local total_from=0
@@ -174,7 +179,9 @@ check_dockerfile() {
         fi
         unset 'srcs[-1]'  # the destination
         if [[ -n $from ]]; then
-          [[ -n ${stages[$from]:-} ]] || fail "$rel: COPY --from=$from names no earlier stage"
+          [[ -n ${stages[$from]:-} || -n ${contexts[$from]:-} ]] ||
+            fail "$rel: COPY --from=$from names no earlier stage"
+          ((in_final_from)) && [[ $from == libraries ]] && final_libs=1
         else
           local s matches
           for s in "${srcs[@]}"; do
@@ -187,7 +194,7 @@ check_dockerfile() {
             elif ignored "$s"; then
               fail "$rel: COPY source '$s' is excluded by .dockerignore"
             fi
-            if ((in_final_from)) && [[ $s == deploy/docker/runtime-packages.txt ]]; then
+            if [[ $s == deploy/docker/runtime-packages.txt ]]; then
               runtime_pkgs=1
             fi
           done
@@ -219,7 +226,8 @@ check_dockerfile() {
   [[ $final_entry == *kadr* ]] || fail "$rel: the final stage's ENTRYPOINT is not kadr ($final_entry)"
   if [[ $kind == cpu ]]; then
     ((builder_setup)) || fail "$rel: no builder stage runs 'scripts/setup-debian.sh --build'"
-    ((runtime_pkgs)) || fail "$rel: the final stage does not COPY deploy/docker/runtime-packages.txt"
+    ((runtime_pkgs)) || fail "$rel: no stage COPYs deploy/docker/runtime-packages.txt"
+    ((final_libs)) || fail "$rel: the final stage does not COPY --from=libraries (collect-runtime.sh's files)"
   fi
   echo "checked $rel: $nstage stages, USER ${final_user:-none}, HEALTHCHECK ${final_health:-none}"
 }
