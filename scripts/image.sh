@@ -16,6 +16,8 @@
 #                                           the same with COMMAND instead of the entrypoint
 #   scripts/image.sh health IMAGE [OPTION]...
 #                                           run IMAGE's HEALTHCHECK command once (exit status)
+#   scripts/image.sh layers IMAGE           its layers: size and the instruction that made each
+#   scripts/image.sh size IMAGE             the image's size in bytes (its layers, uncompressed)
 #   scripts/image.sh buildah ARG...         buildah with this script's storage (inspect, rmi, ...)
 #
 # No registry is reachable from the project's machines, so the base image is made here:
@@ -122,12 +124,14 @@ EOF
 
 image_size() { bah images --format '{{.Size}}' "$1" | head -1; }
 
-# The image's layers, largest last: uncompressed size and the instruction that made each one.
+# The image's layers: uncompressed size and the instruction that made each one, then the total
+# (bytes only, with `bytes` as $2).
 print_layers() {
   local image="$1"
   bah inspect --type image "$image" | python3 -c '
 import json, sys
 image = json.load(sys.stdin)
+bytes_only = sys.argv[2:] == ["bytes"]
 sizes = {}
 with open(sys.argv[1]) as f:
     for layer in json.load(f):
@@ -141,9 +145,10 @@ for i, digest in enumerate(diffs):
     total += size
     made_by = steps[i].get("created_by", "") if i < len(steps) else ""
     made_by = " ".join(made_by.replace("/bin/sh -c #(nop) ", "").split())
-    print(f"  layer {i + 1}: {size / 1e6:8.1f} MB  {made_by[:100]}")
-print(f"  total:   {total / 1e6:8.1f} MB in {len(diffs)} layers")
-' "$cache/storage/vfs-layers/layers.json"
+    if not bytes_only:
+        print(f"  layer {i + 1}: {size / 1e6:8.1f} MB  {made_by[:100]}")
+print(total if bytes_only else f"  total:   {total / 1e6:8.1f} MB in {len(diffs)} layers")
+' "$cache/storage/vfs-layers/layers.json" "${2:-}"
 }
 
 build() {
@@ -272,6 +277,8 @@ case "$command" in
   run) require_tools; run "$@" ;;
   exec) require_tools; entrypoint=none run "$@" ;;
   health) require_tools; health "$@" ;;
+  layers) require_tools; (($# == 1)) || usage; print_layers "$1" ;;
+  size) require_tools; (($# == 1)) || usage; print_layers "$1" bytes ;;
   buildah) require_tools; bah "$@" ;;
   *) usage ;;
 esac

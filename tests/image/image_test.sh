@@ -19,6 +19,8 @@
 #
 # Needs root, buildah and debootstrap (scripts/setup-debian.sh), and $KADR_TEST_DATA for the
 # model and the photo; prints "kadr image test skipped: ..." (CTest: skipped) without them.
+# KADR_IMAGE_TEST_IMAGE=NAME skips step 1's build and checks NAME instead (the whole
+# multi-stage build: `scripts/image.sh build --tag NAME`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 (($# == 1)) || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
@@ -85,16 +87,20 @@ kadr_pid_on() {
 }
 
 # --- 1. build ----------------------------------------------------------------------------------
-started=$SECONDS
-"$image_sh" build --prebuilt "$build_dir" --tag "$image" >"$work/build.log" 2>&1 ||
-  fail "the image did not build"
-grep -E '^image:|^  (layer|total)' "$work/build.log"
-echo "image test: build took $((SECONDS - started)) s"
-size="$("$image_sh" buildah inspect --type image --format '{{.Docker.Size}}' "$image" 2>/dev/null || true)"
-if ! [[ $size =~ ^[0-9]+$ ]] || ((size == 0)); then
-  size="$(grep -E '^  total:' "$work/build.log" | awk '{ printf "%d", $2 * 1000000 }')"
+if [[ -n ${KADR_IMAGE_TEST_IMAGE:-} ]]; then
+  # An image built before, e.g. by the whole multi-stage build (`scripts/image.sh build`).
+  image="$KADR_IMAGE_TEST_IMAGE"
+  echo "image test: testing $image as built (KADR_IMAGE_TEST_IMAGE)"
+else
+  started=$SECONDS
+  "$image_sh" build --prebuilt "$build_dir" --tag "$image" >"$work/build.log" 2>&1 ||
+    fail "the image did not build"
+  grep -E '^image:|^  (layer|total)' "$work/build.log"
+  echo "image test: build took $((SECONDS - started)) s"
 fi
+size="$("$image_sh" size "$image")" || fail "no size for $image"
 echo "image test: $image is $((size / 1000000)) MB (target: under $((max_bytes / 1000000)) MB)"
+[[ -n ${KADR_IMAGE_TEST_IMAGE:-} ]] && "$image_sh" layers "$image"
 ((size < max_bytes)) || fail "the image is $size bytes, over $max_bytes"
 
 config="$("$image_sh" buildah inspect --type image "$image" | jq -c '.Docker.config')"
@@ -111,15 +117,18 @@ chmod 0750 "$work/up-data"
 port="$(free_port)"
 common=(-e "KADR_TEST_TAG=$work" -v "$models:/models:ro")
 
-# Checks that need no server: the user, a writable data volume, a read-only models volume, and
-# every library kadr links found in the image itself.
+# Checks that need no server: the user, a writable data volume, a read-only models volume,
+# every library kadr links found in the image itself, and the packages they came from listed
+# for scanners (status.d) with their copyright files.
 probe="$("$image_sh" exec "$image" "${common[@]}" -v "$work/up-data:/var/lib/kadr" -- \
   sh -c 'id -u; touch /var/lib/kadr/probe && echo data-writable
          touch /models/probe 2>/dev/null || echo models-read-only
-         ldd /usr/local/bin/kadr | grep "not found" || echo libraries-found')" ||
+         ldd /usr/local/bin/kadr | grep "not found" || echo libraries-found
+         grep -qx "Package: libopencv-core406" /var/lib/dpkg/status.d/libopencv-core406 &&
+           test -s /usr/share/doc/libopencv-core406/copyright && echo packages-listed')" ||
   fail "the probe command did not run in the image"
-[[ $probe == $'10001\ndata-writable\nmodels-read-only\nlibraries-found' ]] ||
-  fail "user, volumes and libraries in the image: got '$probe'"
+[[ $probe == $'10001\ndata-writable\nmodels-read-only\nlibraries-found\npackages-listed' ]] ||
+  fail "user, volumes, libraries and package records in the image: got '$probe'"
 rm -f "$work/up-data/probe"
 
 started=$SECONDS
