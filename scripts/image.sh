@@ -220,9 +220,22 @@ print("\n".join((config.get("Entrypoint") or []) + args))
 }
 
 # A working container of IMAGE named $KADR_IMAGE_RUN_PREFIX-<random> (default kadr-run), so that
-# whoever kills a run can find and remove its container (`buildah rm`).
+# whoever kills a run can find and remove its container (`buildah rm`). The image's VOLUMEs are
+# taken off the container: buildah run would mount an empty anonymous volume on each, in an
+# order of its own, sometimes over the -v bind mount given for the same path (`docker run -v`
+# replaces the anonymous volume instead). Without -v such a path is the container's own folder,
+# gone with it, as an anonymous volume would be.
 new_container() {
-  bah from --pull=never -q --name "${KADR_IMAGE_RUN_PREFIX:-kadr-run}-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" "$1"
+  local ctr volumes=() path
+  ctr="$(bah from --pull=never -q \
+    --name "${KADR_IMAGE_RUN_PREFIX:-kadr-run}-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" "$1")"
+  while IFS= read -r path; do
+    [[ -n $path ]] && volumes+=(--volume "$path-")
+  done < <(bah inspect --type image "$1" | python3 -c '
+import json, sys
+print("\n".join(json.load(sys.stdin)["Docker"]["config"].get("Volumes") or {}))')
+  ((${#volumes[@]})) && bah config "${volumes[@]}" "$ctr"
+  echo "$ctr"
 }
 
 # run IMAGE [buildah run option]... [-- ARG...]: a fresh working container of IMAGE, removed
