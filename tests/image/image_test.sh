@@ -86,6 +86,20 @@ kadr_pid_on() {
   done
 }
 
+# wait_healthy PORT RUNNER WHAT SECONDS: polls /healthz on PORT from outside (each run of the
+# image's HEALTHCHECK is a fresh working container: a full copy of the image with vfs), then
+# runs the image's own HEALTHCHECK command once, which must pass.
+wait_healthy() {
+  local port="$1" runner="$2" what="$3" deadline=$((SECONDS + $4))
+  until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/healthz") == 200 ]]; do
+    kill -0 "$runner" 2>/dev/null || fail "$what exited before it was healthy"
+    ((SECONDS < deadline)) || fail "$what did not answer /healthz within $4 s"
+    sleep 0.5
+  done
+  "$image_sh" health "$image" -e "KADR_HTTP_PORT=$port" >/dev/null 2>&1 ||
+    fail "$what answers /healthz but the image's HEALTHCHECK command fails"
+}
+
 # --- 1. build ----------------------------------------------------------------------------------
 if [[ -n ${KADR_IMAGE_TEST_IMAGE:-} ]]; then
   # An image built before, e.g. by the whole multi-stage build (`scripts/image.sh build`).
@@ -136,16 +150,7 @@ started=$SECONDS
   -v "$work/up-data:/var/lib/kadr" >"$work/up.log" 2>&1 &
 up_runner=$!
 pids+=("$up_runner")
-ready=0
-for _ in $(seq 120); do
-  if "$image_sh" health "$image" -e "KADR_HTTP_PORT=$port" >/dev/null 2>&1; then
-    ready=1
-    break
-  fi
-  kill -0 "$up_runner" 2>/dev/null || fail "kadr up exited before it was healthy"
-  sleep 0.5
-done
-((ready)) || fail "the HEALTHCHECK did not pass within 60 s"
+wait_healthy "$port" "$up_runner" "kadr up" 60
 echo "image test: kadr up healthy $((SECONDS - started)) s after start (HEALTHCHECK: kadr health)"
 
 token="$(sed -n 's/^kadr: first admin token: //p' "$work/up.log" | head -1)"
@@ -226,11 +231,7 @@ start_role gateway -e KADR_VIDEO_DIR=/var/lib/kadr/videos -v "$work/videos:/var/
 
 started=$SECONDS
 for role in worker viewer camera gateway; do
-  until "$image_sh" health "$image" -e "KADR_HTTP_PORT=${role_port[$role]}" >/dev/null 2>&1; do
-    kill -0 "${role_runner[$role]}" 2>/dev/null || fail "$role exited before it was healthy"
-    ((SECONDS - started < 90)) || fail "$role was not healthy within 90 s"
-    sleep 0.5
-  done
+  wait_healthy "${role_port[$role]}" "${role_runner[$role]}" "$role" $((90 - (SECONDS - started)))
   echo "image test: $role healthy (HEALTHCHECK) $((SECONDS - started)) s after the roles started"
 done
 
