@@ -17,10 +17,10 @@
 //              kadr adds to one image is only visible with one request in flight.
 // Then the child gets SIGTERM and the bench waits for it to exit.
 //
-// The summary compares kadr to raw: throughput ratio (goal >= 0.95) and the p50 kadr adds
-// (goal <= 3 ms), plus CPU time per image in each process. Everything runs on the same
-// machine, the HTTP clients included, so run it on an otherwise idle machine; the load
-// average is printed at the start and the end.
+// The summary compares kadr to raw: throughput ratio (issue 12's target at C=2: >= 0.9) and
+// the p50 kadr adds (issue 13's target, for gateway + worker on Apache Kafka: <= 5 ms), plus CPU
+// time per image in each process. Everything runs on the same machine, the HTTP clients included,
+// so run it on an otherwise idle machine; the load average is printed at the start and the end.
 //
 // A plain program (not Google Benchmark): it drives a whole service. Without KADR_TEST_DATA
 // (and no --models-dir) it says so and exits 0. Results and how to read them belong in
@@ -517,13 +517,13 @@ void PrintSummary(const Config& cfg, const RawResult& raw, const KadrResult* kad
   if (load == nullptr) return;
 
   const double ratio = rate(load) / raw_rate;
-  std::printf("\nthroughput ratio kadr C=%d / raw: %.3f  (goal >= 0.95: %s)\n", cfg.concurrency,
-              ratio, ratio >= 0.95 ? "met" : "MISSED");
+  std::printf("\nthroughput ratio kadr C=%d / raw: %.3f  (target >= 0.9: %s)\n", cfg.concurrency,
+              ratio, ratio >= 0.9 ? "met" : "MISSED");
   const LoadResult* one = lat != nullptr ? lat : (cfg.concurrency == 1 ? load : nullptr);
   if (one != nullptr) {
     const double added = Percentile(one->ok_ms, 50) - raw_p50;
-    std::printf("added p50, kadr C=1 - raw: %+.2f ms  (goal <= 3 ms: %s)\n", added,
-                added <= 3.0 ? "met" : "MISSED");
+    std::printf("added p50, kadr C=1 - raw: %+.2f ms  (target <= 5 ms: %s)\n", added,
+                added <= 5.0 ? "met" : "MISSED");
   }
   std::printf(
       "added p50, kadr C=%d - raw: %+.2f ms  (includes waiting behind the other %d "

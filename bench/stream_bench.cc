@@ -13,7 +13,8 @@
 //              its last results), input and output fps and drops by reason, and the spread of
 //              the p95 over the samples: bounded latency means it does not grow at 2 x.
 //   3. video   a plain loop (decode + Detect per frame of --video, in this process) against a
-//              video job on the same file (POST /api/v1/jobs, polled until done) and a lossless
+//              video job on the same file (POST /api/v1/jobs, polled until done; once with
+//              the annotated MP4, once results only with draw=0) and a lossless
 //              stream of it (POST /api/v1/streams, mode lossless, until finished): frames/s,
 //              and each as a ratio of the plain loop. The same again on a copy of --video
 //              scaled to --scaled-video (default 1920x1080, made with ffmpeg).
@@ -209,12 +210,14 @@ void RunLive(const Config& cfg, httplib::Client& client, const fs::path& source,
   }
 }
 
-// A video job on `video`, upload to done: frames per second (0 on failure).
+// A video job on `video`, upload to done: frames per second (0 on failure). `draw`: the
+// annotated MP4 too; otherwise results only (draw=0: no MP4 is written).
 double RunVideoJob(const Config& cfg, httplib::Client& client, const std::string& video,
-                   double plain_fps) {
+                   double plain_fps, bool draw) {
   const std::string bytes = ReadFile(video);
   const auto start = SteadyClock::now();
-  auto res = client.Post("/api/v1/jobs?model=" + cfg.model, bytes, "video/mp4");
+  auto res =
+      client.Post("/api/v1/jobs?model=" + cfg.model + (draw ? "" : "&draw=0"), bytes, "video/mp4");
   if (!res || res->status != 202) {
     std::fprintf(
         stderr, "error: POST /api/v1/jobs: %s\n",
@@ -235,10 +238,11 @@ double RunVideoJob(const Config& cfg, httplib::Client& client, const std::string
   const long frames = job.value("progress", Json::object()).value("frames_done", 0L);
   const double fps = static_cast<double>(frames) / secs;
   std::printf(
-      "video job %s on %s: state %s, %ld frames in %.2f s = %.1f frames/s (upload to done); "
+      "video job%s %s on %s: state %s, %ld frames in %.2f s = %.1f frames/s (upload to done); "
       "/ plain = %.2f\n",
-      id.c_str(), fs::path(video).filename().c_str(), job.value("state", "?").c_str(), frames, secs,
-      fps, fps / plain_fps);
+      draw ? " (annotated MP4)" : " (results only, draw=0)", id.c_str(),
+      fs::path(video).filename().c_str(), job.value("state", "?").c_str(), frames, secs, fps,
+      fps / plain_fps);
   return fps;
 }
 
@@ -373,7 +377,10 @@ int Main(int argc, char** argv) {
   if (cfg.threads > 0) up.insert(up.end(), {"--threads", std::to_string(cfg.threads)});
   up.insert(up.end(), {"up", "--http-port", "0", "--models", cfg.model, "--models-dir",
                        cfg.models_dir, "--data-dir", (tmp / "data").string(), "--source-dir",
-                       tmp.string()});  // the live source is a file in tmp
+                       tmp.string()});         // the live source is a file in tmp
+  for (const auto& [video, plain] : videos) {  // the lossless streams read the videos
+    up.insert(up.end(), {"--source-dir", fs::absolute(video).parent_path().string()});
+  }
   for (std::string& a : SplitWords(cfg.extra_up_args)) up.push_back(std::move(a));
   KadrProcess kadr;
   if (!kadr.Start(up, tmp / "kadr.log")) return 1;
@@ -386,7 +393,8 @@ int Main(int argc, char** argv) {
   if (!cfg.skip_live) RunLive(cfg, *client, live_source, live_rate);
   for (const auto& [video, plain] : videos) {
     std::printf("\n");
-    RunVideoJob(cfg, *client, video, plain);
+    RunVideoJob(cfg, *client, video, plain, true);
+    RunVideoJob(cfg, *client, video, plain, false);
     RunLosslessStream(cfg, *client, video, plain);
   }
   std::printf("\nkadr %s; load %s\n", kadr.Stop().c_str(), LoadAverage().c_str());

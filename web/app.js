@@ -602,13 +602,20 @@ function followVideoJob(container, job, { sourceName } = {}) {
       return;
     }
     if (current.state !== 'done') return;
-    const videoLink = (current.links && current.links.video) || `${path}/video`;
     const resultLink = (current.links && current.links.result) || `${path}/result`;
-    player.src = videoLink;
-    player.hidden = false;
+    if (current.annotated === false) {
+      // Submitted with draw=0: per-frame results only, no MP4 was written.
+      links.append(' · ', el('span', { 'data-testid': 'video-results-only', text: 'results only (draw=0), no video' }));
+    } else {
+      const videoLink = (current.links && current.links.video) || `${path}/video`;
+      player.src = videoLink;
+      player.hidden = false;
+      links.append(
+        ' · ',
+        el('a', { href: videoLink, download: '', 'data-testid': 'video-download', text: 'MP4' }),
+      );
+    }
     links.append(
-      ' · ',
-      el('a', { href: videoLink, download: '', 'data-testid': 'video-download', text: 'MP4' }),
       ' · ',
       el('a', { href: resultLink, target: '_blank', rel: 'noopener', text: 'per-frame JSON' }),
     );

@@ -123,6 +123,12 @@ CameraService::CameraService(CameraOptions options, bus::FramePublisher& publish
   if (requests_ != nullptr && !options_.video.dir.empty()) {
     VideoJobsOptions vo = options_.video;
     if (!vo.now_ms) vo.now_ms = options_.runner.now_ms;
+    if (!vo.model_input_side) {
+      vo.model_input_side = [this](std::string_view model) {
+        return model_inputs_.LongSide(
+            model, options_.runner.now_ms ? options_.runner.now_ms() : UnixMillis());
+      };
+    }
     video_ = std::make_unique<VideoJobs>(std::move(vo), publisher_, router_, metrics_);
   }
 }
@@ -215,10 +221,12 @@ std::size_t CameraService::PollOnce(std::chrono::milliseconds timeout) {
 
 void CameraService::Route(const bus::InboundMessage& in, std::int64_t received_ms) {
   if (in.message.topic == protocol::kWorkersTopic) {
-    // A worker's announcement: only the frames it says the broker deleted unread matter
-    // here (they are sent again, or their stream or job hears why).
+    // A worker's announcement: its model's input size (how large video frames need to
+    // travel), and the frames it says the broker deleted unread (they are sent again, or
+    // their stream or job hears why).
     auto hb = protocol::WorkerHeartbeatFromJson(bus::ValueText(in.message));
     if (!hb) return;
+    model_inputs_.Note(*hb, received_ms);
     for (const auto& loss : hb->losses) {
       if (const std::size_t hit = router_.OnDeletedUnread(loss); hit > 0) {
         spdlog::error(

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "bus/bus.h"
+#include "camera/detail/model_inputs.h"
 #include "camera/detail/stream_store.h"
 #include "camera/stream_runner.h"
 #include "camera/video_jobs.h"
@@ -151,6 +152,7 @@ class CameraService {
   bus::FrameSubscriber& results_;
   bus::FrameSubscriber* const requests_;
   engine::Router router_;
+  detail::ModelInputs model_inputs_;  // from kadr.workers; read by video_ (declared after)
   std::unique_ptr<VideoJobs> video_;  // with a video folder and a requests subscriber
   MetricsRegistry& metrics_;
   const ModelCheck check_;

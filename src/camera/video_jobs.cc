@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "camera/detail/model_inputs.h"
 #include "common/clock.h"
 #include "engine/frame_run.h"
 #include "engine/video_file.h"
@@ -160,7 +161,7 @@ Status VideoJobs::Init() {
     const std::string& id = request->job.id;
     if (!Exists(FileOf(options_.dir, id, ".src"))) {
       RemoveQuietly(path);
-      if (!Exists(FileOf(options_.dir, id, ".mp4"))) {
+      if (!Exists(FileOf(options_.dir, id, ".jsonl"))) {
         PublishFailed(*request, UnavailableError("the camera service restarted and the upload "
                                                  "of the job is gone; submit the video again"));
       }
@@ -365,11 +366,17 @@ Status VideoJobs::Process(Job& job) {
     job.updated_ms = NowMs();
     PublishLocked(job);
   }
-  spdlog::info("camera: video job started job={} model={} frames={} fps={:.2f} size={}x{}", id,
-               model, job.stated_frames, job.fps, job.width, job.height);
+  const int wire_side = detail::WireSide(
+      options_.max_frame_side, options_.model_input_side ? options_.model_input_side(model) : 0);
+  spdlog::info(
+      "camera: video job started job={} model={} frames={} fps={:.2f} size={}x{} wire_side={} "
+      "draw={}",
+      id, model, job.stated_frames, job.fps, job.width, job.height, wire_side, job.request.draw);
 
   engine::VideoFileSinkOptions so;
-  so.mp4_path = mp4_part.string();
+  // A results-only job (draw=0) writes no MP4 at all: its encoder would cost more CPU per
+  // frame than the model's forward pass (docs/performance.md), for a video nobody asked for.
+  if (job.request.draw) so.mp4_path = mp4_part.string();
   so.fps = source->fps();
   so.width = source->width();
   so.height = source->height();
@@ -400,7 +407,7 @@ Status VideoJobs::Process(Job& job) {
   bo.options = job.request.options;
   bo.draw = false;  // the sink draws (above)
   bo.jpeg_quality = options_.jpeg_quality;
-  bo.max_side = options_.max_frame_side;
+  bo.max_side = wire_side;
   bo.admission = options_.admission.get();
   bo.client = "video:" + id;
   engine::BusDispatcher dispatcher(std::move(bo), publisher_);
@@ -450,7 +457,7 @@ Status VideoJobs::Process(Job& job) {
   if (!lines) return UnavailableError("cannot write " + jsonl_part.string());
   std::error_code ec;
   fs::rename(jsonl_part, FileOf(options_.dir, id, ".jsonl"), ec);
-  if (!ec) fs::rename(mp4_part, FileOf(options_.dir, id, ".mp4"), ec);
+  if (!ec && job.request.draw) fs::rename(mp4_part, FileOf(options_.dir, id, ".mp4"), ec);
   if (ec) return UnavailableError("cannot move the finished video into place: " + ec.message());
   return Status::Ok();
 }
@@ -542,7 +549,9 @@ jobs::JobRecord VideoJobs::RecordLocked(const Job& job) const {
                          {"eta_ms", eta},
                          {"frames_failed", job.frames_failed}};
   const std::string self = jobs::JobPath(record.id);
-  details["links"] = {{"video", self + "/video"}, {"result", self + "/result"}};
+  details["annotated"] = job.request.draw;
+  details["links"] = {{"result", self + "/result"}};
+  if (job.request.draw) details["links"]["video"] = self + "/video";
   record.details_json = Dump(details);
   return record;
 }

@@ -20,6 +20,9 @@
 // upload is gone fails cleanly. A redelivered request of a job this camera knows, or one
 // whose outputs exist already, is ignored.
 //
+// A request with draw=0 is results only: no MP4 is written (its snapshots say "annotated":
+// false and have no links.video), only <id>.jsonl.
+//
 // Lossless: at most `window` frames are in flight; nothing is dropped. A frame whose result is
 // `error` or `skipped`, or whose annotated image is missing, is written un-annotated and
 // counted (progress.frames_failed). A frame with no answer within the job's frame timeout
@@ -79,6 +82,11 @@ struct VideoJobsOptions {
   // them to their input, at most 1280 for the ones kadr ships); the MP4 and the results stay
   // in the video's own pixels. 0: full size.
   int max_frame_side = 1280;
+  // The longest input side of `model`'s workers (0: unknown); when set, a job's frames travel
+  // at most that large (detail::WireSide: never below 320), since the MP4 is drawn on the
+  // decoded frames here and the wire only feeds the model (docs/adr/0017). CameraService sets
+  // it from the workers' announcements.
+  std::function<int(std::string_view model)> model_input_side;
   // Room on the broker for the frames, shared with the process's other producers: a job's
   // frames wait for it, in turn with other jobs and uploads. Unset: none.
   std::shared_ptr<engine::Admission> admission;

@@ -19,6 +19,11 @@ namespace kadr::kafka {
 // Connection settings shared by kadr's Kafka producers and consumers.
 
 inline constexpr int kEmbeddedLingerMs = 1;
+// fetch.wait.max.ms on the embedded broker, which holds every fetch this long (below). 3 ms:
+// `kadr up` (one inference thread, 2 cores) at concurrency 2 served 0.94 of the raw forward
+// loop against 0.81 with 10 ms, and 0.86-0.90 with 5-2 ms; an idle `kadr up` then spends
+// 130 ms of CPU per second against 67 (docs/performance.md, ADR 0017).
+inline constexpr int kEmbeddedFetchWaitMs = 3;
 
 struct KafkaOptions {
   // Bootstrap servers, "host:port[,host:port]".
@@ -44,6 +49,7 @@ struct KafkaOptions {
   // each consumer hop costs up to this much (bench/transport_bench, null model, one frame at
   // a time through worker and requester: 10 ms -> 11-22 ms round trip, 5 ms -> 11 ms, 1 ms ->
   // 7 ms; see docs/performance.md). Real brokers answer as soon as data arrives.
+  // kEmbeddedFetchWaitMs where `kadr up` starts the embedded broker.
   int fetch_wait_max_ms = 10;
   // Consumer group session timeout, ms: a worker that dies is replaced after this long.
   int session_timeout_ms = 10000;

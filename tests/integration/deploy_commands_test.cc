@@ -2,15 +2,20 @@
 // precedence, `kadr topics` against a real Kafka-protocol broker, a worker's own /healthz and
 // /metrics, and `kadr health`, the containers' health check (deploy/).
 
+#include <sched.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <opencv2/dnn.hpp>
 
 #include "support/child_process.h"
+#include "support/kadr_up.h"
 #include "support/ports.h"
 #include "support/shell.h"
 #include "support/test_data.h"
@@ -94,6 +99,46 @@ TEST_F(DeployCommandsTest, ConfigFileSettingsApplyAndTheEnvironmentAndFlagsOverr
   r = RunKadr("KADR_CONFIG=" + config.string(), "models --json");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("falling back from cuda"), std::string::npos) << r.out;
+}
+
+// `kadr up` shares its cores with everything else in its process: inference takes all but one
+// by default, and consumers of the embedded broker (which holds every fetch for the full wait)
+// wait 3 ms; flags and the environment still decide, and other commands keep 10 ms.
+TEST_F(DeployCommandsTest, UpLeavesACoreToTheRestAndShortensTheEmbeddedFetchWait) {
+  const auto up_log = [&](const std::string& name, const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {
+        KADR_BINARY, "--models-dir", models_.string(), "up",         "--http-port",
+        "0",         "--models",     "tiny",           "--data-dir", (dir_ / name).string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    testing::ChildProcess up(argv, dir_ / (name + ".log"));
+    EXPECT_TRUE(up.WaitForLog(testing::kHttpReadyLine, std::chrono::seconds(60))) << up.LogTail();
+    EXPECT_EQ(up.Stop(std::chrono::seconds(30)), 0) << up.LogTail();
+    return up.Log();
+  };
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(set), &set), 0);
+  const int expected = std::max(1, CPU_COUNT(&set) - 1);
+
+  std::string log = up_log("defaults", {});
+  EXPECT_NE(log.find("inference threads per model: " + std::to_string(expected) + " "),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("fetch.wait.max.ms=3 linger.ms=1"), std::string::npos) << log;
+
+  log = up_log("flags", {"--threads", "2", "--fetch-wait-ms", "7"});
+  EXPECT_EQ(log.find("inference threads per model"), std::string::npos) << log;
+  EXPECT_NE(log.find("fetch.wait.max.ms=7 "), std::string::npos) << log;
+
+  // Another command on the same kind of broker keeps the Kafka default.
+  Broker broker(dir_);
+  ASSERT_FALSE(broker.bootstrap.empty()) << broker.process.LogTail();
+  testing::ChildProcess worker({KADR_BINARY, "--models-dir", models_.string(), "worker", "--model",
+                                "tiny", "--brokers", broker.bootstrap},
+                               dir_ / "worker.log");
+  EXPECT_TRUE(worker.WaitForLog(R"((fetch\.wait\.max\.ms=\d+))", std::chrono::seconds(30)))
+      << worker.LogTail();
+  EXPECT_NE(worker.Log().find("fetch.wait.max.ms=10 "), std::string::npos) << worker.LogTail();
 }
 
 TEST_F(DeployCommandsTest, BadConfigFilesExitTwoWithTheReason) {

@@ -218,6 +218,54 @@ TEST_F(VideoJobTest, CarsVideoBecomesAnAnnotatedMp4WithStableTracks) {
   EXPECT_GT(continued, static_cast<int>(in->frame_count()));
 }
 
+// draw=0: per-frame results only. No MP4 is written (its encoder costs more CPU per frame than
+// the forward pass), the job says so, and its video route answers 404 naming the reason.
+TEST_F(VideoJobTest, AResultsOnlyJobWritesNoVideo) {
+  const fs::path source = testing::MediaPath("cars.mp4");
+  auto in = video::VideoFileReader::Open(source.string());
+  ASSERT_TRUE(in.has_value()) << in.error().ToString();
+  auto c = Client();
+  auto posted = c.Post("/api/v1/jobs?model=yolox_nano&draw=0", ReadAll(source), "video/mp4");
+  ASSERT_TRUE(posted);
+  ASSERT_EQ(posted->status, 202) << posted->body;
+  const std::string id = json::parse(posted->body).value("id", "");
+  ASSERT_FALSE(id.empty());
+
+  const json job = WaitForState(id, "done");
+  EXPECT_EQ(job.value("annotated", true), false) << job.dump();
+  EXPECT_FALSE(job["links"].contains("video")) << job.dump();
+  EXPECT_TRUE(job["links"].contains("result")) << job.dump();
+  EXPECT_EQ(job["progress"]["frames_done"], in->frame_count());
+
+  auto video = c.Get("/api/v1/jobs/" + id + "/video");
+  ASSERT_TRUE(video);
+  EXPECT_EQ(video->status, 404) << video->body;
+  EXPECT_NE(video->body.find("draw=0"), std::string::npos) << video->body;
+
+  auto result = c.Get("/api/v1/jobs/" + id + "/result");
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200);
+  const json r = json::parse(result->body);
+  ASSERT_EQ(static_cast<std::int64_t>(r["frames"].size()), in->frame_count());
+  std::size_t detections = 0;
+  for (const json& f : r["frames"]) {
+    ASSERT_EQ(f["status"], "ok") << f.dump();
+    for (const json& d : f["detections"]) {
+      ++detections;
+      // In the video's own pixels.
+      EXPECT_LE(d["box"]["x"].get<double>() + d["box"]["width"].get<double>(), in->width() + 1.0);
+      EXPECT_LE(d["box"]["y"].get<double>() + d["box"]["height"].get<double>(), in->height() + 1.0);
+    }
+  }
+  EXPECT_GT(detections, static_cast<std::size_t>(in->frame_count()));  // several cars a frame
+
+  // Nothing was encoded: no MP4 of this job anywhere in the data folder.
+  for (const auto& entry : fs::recursive_directory_iterator(*dir_ / "data")) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_FALSE(name.starts_with(id) && name.ends_with(".mp4")) << entry.path();
+  }
+}
+
 TEST_F(VideoJobTest, NotAVideoIs415AndATruncatedMp4Is400) {
   auto c = Client();
   auto text = c.Post("/api/v1/jobs", "this is a text file, not a video\n", "video/mp4");

@@ -20,7 +20,7 @@ namespace kadr::cli {
 struct KafkaFlags {
   std::string brokers;                  // --brokers, KADR_BROKERS
   std::vector<std::string> properties;  // --kafka-property key=value (SASL, TLS, ...)
-  int fetch_wait_max_ms = 10;           // --fetch-wait-ms
+  int fetch_wait_max_ms = 0;            // --fetch-wait-ms; 0: by broker (10, embedded 3)
   int session_timeout_ms = 10000;       // --session-timeout-ms
   std::size_t frame_budget_mb = 0;      // --frame-budget-mb; 0: by broker (MakeAdmission)
   // --reply-topic-prefix (workers): where frames may send their answers.
@@ -34,7 +34,8 @@ void AddFrameBudgetFlag(CLI::App& app, KafkaFlags& flags);
 // The process's one admission control by bytes (engine/bus_dispatch.h): --frame-budget-mb,
 // else the embedded broker's budget (`embedded`) or the default for Apache Kafka.
 std::shared_ptr<engine::Admission> MakeAdmission(const KafkaFlags& flags, bool embedded);
-// "bootstrap=... security.protocol=SASL_SSL sasl.password=***" for the start-up log.
+// "bootstrap=... security.protocol=SASL_SSL sasl.password=*** fetch.wait.max.ms=10 linger.ms=0"
+// for the start-up log.
 std::string DescribeKafka(const kafka::KafkaOptions& options);
 
 // --reply-topic-prefix, for the commands that run workers (up, worker).

@@ -35,6 +35,15 @@ std::pair<int, float> ArgMax(const float* scores, int n) {
   return {best, best_score};
 }
 
+// Whether any of `n` contiguous scores is at least `threshold`. Branch-free, so the compiler
+// vectorises it: NanoDet rejects almost every one of its 3,549 cells x 80 classes with this
+// instead of ArgMax (0.78 ms per image before, docs/performance.md).
+bool AnyAtLeast(const float* scores, int n, float threshold) {
+  bool any = false;
+  for (int c = 0; c < n; ++c) any |= scores[c] >= threshold;
+  return any;
+}
+
 // Expected value of the softmax distribution over `bins` logits: NanoDet's "general distribution"
 // box regression. Max-subtracted so large logits cannot overflow exp().
 float SoftmaxExpectation(const float* logits, int bins) {
@@ -219,8 +228,10 @@ std::vector<Candidate> DecodeNanoDet(std::span<const NanoDetLevel> levels, int n
     for (int row = 0; row < grid_h; ++row) {
       for (int col = 0; col < grid_w; ++col, ++index) {
         const std::size_t cell = static_cast<std::size_t>(row) * grid_w + col;
-        const auto [class_id, score] =
-            ArgMax(level.scores + cell * static_cast<std::size_t>(num_classes), num_classes);
+        const float* scores = level.scores + cell * static_cast<std::size_t>(num_classes);
+        // No class reaches the threshold: its maximum cannot either (the same cells are kept).
+        if (!AnyAtLeast(scores, num_classes, params.confidence)) continue;
+        const auto [class_id, score] = ArgMax(scores, num_classes);
         if (!(score >= params.confidence) || !params.Keeps(class_id)) continue;
         // The softmaxes are the expensive part, so they run only for cells that survive.
         const float* dist = level.boxes + cell * box_stride;

@@ -56,12 +56,13 @@ bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeou
 }
 
 // An MP4 of `frames` frames, each with a bright square moving right.
-std::string MakeVideo(const fs::path& dir, int frames, double fps = 10.0) {
+std::string MakeVideo(const fs::path& dir, int frames, double fps = 10.0,
+                      cv::Size size = {96, 64}) {
   const fs::path path = dir / "in.mp4";
-  auto writer = video::Mp4Writer::Open(path.string(), fps, {96, 64});
+  auto writer = video::Mp4Writer::Open(path.string(), fps, size);
   EXPECT_TRUE(writer.has_value());
   for (int i = 0; i < frames; ++i) {
-    cv::Mat m(64, 96, CV_8UC3, cv::Scalar(40, 80, 120));
+    cv::Mat m(size, CV_8UC3, cv::Scalar(40, 80, 120));
     cv::rectangle(m, cv::Rect(2 * i % 80, 20, 16, 16), cv::Scalar(255, 255, 255), cv::FILLED);
     EXPECT_TRUE(writer->Write(m).ok());
   }
@@ -238,7 +239,7 @@ class VideoJobsTest : public ::testing::Test {
   bus::FakePublisher publisher_{bus_};
   bus::FakeSubscriber replies_{bus_, kReplyTopic};
   bus::FakeSubscriber workers_{bus_, std::string(protocol::kWorkersTopic)};
-  bus::FakeSubscriber camera_results_{bus_, kCameraReplies};
+  bus::FakeSubscriber camera_results_{bus_, {kCameraReplies, std::string(protocol::kWorkersTopic)}};
   bus::FakeSubscriber camera_requests_{bus_, std::string(protocol::kVideoJobsTopic)};
   MetricsRegistry metrics_;
   // The job reads: the recorder materialises snapshots and answers into the store.
@@ -358,6 +359,46 @@ TEST_F(VideoJobsTest, VideoJobProducesAnMp4WithEveryFrameAndPerFrameResults) {
   EXPECT_NE(metrics_.RenderPrometheus().find(
                 "kadr_camera_video_frames_total{model=\"m\",outcome=\"ok\"} 23"),
             std::string::npos);
+}
+
+// The camera service draws the MP4 on the frames it decoded, so the frames only need to be as
+// large as the model's input, which its workers announce (docs/adr/0017).
+TEST_F(VideoJobsTest, FramesTravelAtTheModelsInputSizeWhileTheMp4KeepsTheVideos) {
+  Start(Options());
+  protocol::WorkerHeartbeat hb;
+  hb.worker_id = "w1";  // the worker Start() announced, now with its input size
+  hb.model = kModel;
+  hb.ts_ms = UnixMillisNow();
+  hb.input_width = 320;
+  hb.input_height = 320;
+  const std::int64_t offset = bus_.Append(
+      {std::string(protocol::kWorkersTopic), "w1", Bytes(protocol::WorkerHeartbeatToJson(hb)), {}});
+  ASSERT_TRUE(WaitFor([&] {
+    return camera_results_.acked(std::string(protocol::kWorkersTopic)).count(offset) > 0;
+  }));
+
+  const std::string mp4 = MakeVideo(dir_, 6, 10.0, {640, 480});
+  auto r = client_->Post("/api/v1/jobs?model=m", mp4, "video/mp4");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 202) << r->body;
+  const std::string id = json::parse(r->body)["id"];
+  WaitForState(id, "done");
+
+  const auto frames = bus_.Topic(protocol::FramesTopic(kModel));
+  ASSERT_EQ(frames.size(), 6u);
+  for (const auto& f : frames) {
+    const cv::Mat wire = cv::imdecode(f.value, cv::IMREAD_COLOR);
+    EXPECT_EQ(wire.size(), cv::Size(320, 240));
+  }
+  auto video = client_->Get("/api/v1/jobs/" + id + "/video");
+  ASSERT_TRUE(video);
+  ASSERT_EQ(video->status, 200);
+  const fs::path out = dir_ / "out.mp4";
+  std::ofstream(out, std::ios::binary) << video->body;
+  auto written = video::VideoFileReader::Open(out.string());
+  ASSERT_TRUE(written.has_value()) << written.error().ToString();
+  EXPECT_EQ(written->width(), 640);
+  EXPECT_EQ(written->height(), 480);
 }
 
 TEST_F(VideoJobsTest, FramesWhoseResultIsAnErrorAreWrittenUnannotatedAndCounted) {
