@@ -325,6 +325,7 @@ const filePreview = byTestId('file-preview');
 const fileNameLabel = byTestId('file-name');
 const confEnabled = byTestId('conf-enabled');
 const confSlider = byTestId('conf-slider');
+const drawEnabled = byTestId('draw-enabled');
 const confValue = byTestId('conf-value');
 const submitButton = byTestId('submit');
 const detectResult = byTestId('result');
@@ -470,6 +471,7 @@ async function detect() {
   const params = new URLSearchParams();
   if (modelSelect.value) params.set('model', modelSelect.value);
   if (confEnabled.checked) params.set('conf', confSlider.value);
+  if (!drawEnabled.checked) params.set('draw', '0');
   detecting = true;
   updateSubmit();
   submitButton.textContent = 'Detecting…';
@@ -690,6 +692,7 @@ async function submitVideo() {
   const params = new URLSearchParams();
   if (modelSelect.value) params.set('model', modelSelect.value);
   if (confEnabled.checked) params.set('conf', confSlider.value);
+  if (!drawEnabled.checked) params.set('draw', '0');
   detecting = true;
   updateSubmit();
   submitButton.textContent = 'Uploading…';

@@ -8,7 +8,7 @@
 // update, and Remove makes it disappear and closes its live connections.
 // Video jobs: a 30-frame H.264 clip (cut from media/cars.mp4 with ffmpeg) uploaded on the
 // Detect page shows a progress bar, then a <video> served as video/mp4 and a summary; the
-// same clip posted with draw=0 shows in History as results only, without a player; a
+// same clip with Draw off becomes a results-only job (no player, in Detect and History); a
 // truncated clip shows the error alert.
 //
 // Environment: as ui.test.mjs (KADR_BIN, KADR_TEST_DATA, KADR_CHROMIUM, KADR_ARTIFACTS_DIR);
@@ -212,34 +212,41 @@ describe('kadr streams and video jobs', { skip, concurrency: false }, () => {
     await screenshot('video-done');
   });
 
-  test('a results-only video job (draw=0) shows its results in History and no player', async () => {
+  test('a video with Draw off becomes a results-only job: results and no player, in History too', async () => {
     const clip = path.join(tmpDir, 'cars-30.mp4');
-    const posted = await page.request.post(`${baseUrl}/api/v1/jobs?model=yolox_nano&draw=0`,
-      { data: fs.readFileSync(clip), headers: { 'Content-Type': 'video/mp4' } });
-    assert.equal(posted.status(), 202, await posted.text());
-    const jobId = (await posted.json()).id;
-    const done = await eventually(async () => {
-      const body = await (await page.request.get(`${baseUrl}/api/v1/jobs/${jobId}`)).json();
-      return body.state === 'done' && body;
-    }, { timeoutMs: 120_000, what: `job ${jobId} done` });
-    assert.equal(done.annotated, false);
-
-    await page.goto(`${baseUrl}/#/history/${jobId}`);
-    const job = page.locator(`[data-testid="view-history"] [data-testid="video-job"][data-job-id="${jobId}"]`);
+    await page.getByTestId('nav-detect').click();
+    await page.getByTestId('draw-enabled').uncheck();
+    await page.getByTestId('file-input').setInputFiles(clip);
+    const posted = await clickForResponse(page, page.getByTestId('submit'), { pathname: '/api/v1/jobs', status: 202 });
+    assert.equal(new URL(posted.url()).searchParams.get('draw'), '0', 'the upload asks for draw=0');
+    await page.getByTestId('draw-enabled').check();
+    const job = page.locator('[data-testid="view-detect"] [data-testid="video-job"]');
     await job.waitFor({ state: 'visible' });
-    await page.waitForFunction(
-      (id) => document.querySelector(`[data-testid="view-history"] [data-testid="video-job"][data-job-id="${id}"]`)
-        ?.dataset.state === 'done',
-      jobId, { timeout: 30_000 },
-    );
+    const jobId = await job.getAttribute('data-job-id');
+    assert.ok(jobId, 'the video job shows its id');
+    const selector = (view) => `[data-testid="view-${view}"] [data-testid="video-job"][data-job-id="${jobId}"]`;
+    await page.waitForFunction((sel) => document.querySelector(sel)?.dataset.state === 'done',
+      selector('detect'), { timeout: 120_000 });
     await job.getByTestId('video-results-only').waitFor({ state: 'visible' });
     assert.ok(await job.getByTestId('video-player').isHidden(), 'no player without an MP4');
     assert.equal(await job.getByTestId('video-download').count(), 0, 'no MP4 link');
     await job.getByTestId('video-summary').waitFor({ state: 'visible' });
     assert.equal((await job.getByTestId('video-summary-frames').locator('dd').innerText()).trim(),
       String(VIDEO_FRAMES));
-    assert.ok(await page.getByTestId('error').isHidden(), 'no error alert');
+    const body = await (await page.request.get(`${baseUrl}/api/v1/jobs/${jobId}`)).json();
+    assert.equal(body.annotated, false);
+    assert.equal((await page.request.get(`${baseUrl}/api/v1/jobs/${jobId}/video`)).status(), 404);
     await screenshot('video-results-only');
+
+    // The same job opened from History.
+    await page.goto(`${baseUrl}/#/history/${jobId}`);
+    const again = page.locator(selector('history'));
+    await again.waitFor({ state: 'visible' });
+    await page.waitForFunction((sel) => document.querySelector(sel)?.dataset.state === 'done',
+      selector('history'), { timeout: 30_000 });
+    await again.getByTestId('video-results-only').waitFor({ state: 'visible' });
+    assert.ok(await again.getByTestId('video-player').isHidden(), 'no player in History either');
+    assert.ok(await page.getByTestId('error').isHidden(), 'no error alert');
     await page.getByTestId('nav-detect').click();
     await page.getByTestId('view-detect').waitFor({ state: 'visible' });
   });
