@@ -228,8 +228,11 @@ TEST_F(VideoJobTest, AResultsOnlyJobWritesNoVideo) {
   auto posted = c.Post("/api/v1/jobs?model=yolox_nano&draw=0", ReadAll(source), "video/mp4");
   ASSERT_TRUE(posted);
   ASSERT_EQ(posted->status, 202) << posted->body;
-  const std::string id = json::parse(posted->body).value("id", "");
+  const json accepted = json::parse(posted->body);
+  const std::string id = accepted.value("id", "");
   ASSERT_FALSE(id.empty());
+  EXPECT_EQ(accepted.value("annotated", true), false) << accepted.dump();
+  EXPECT_FALSE(accepted["links"].contains("video")) << accepted.dump();
 
   const json job = WaitForState(id, "done");
   EXPECT_EQ(job.value("annotated", true), false) << job.dump();

@@ -114,6 +114,9 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
   // A camera service that takes the job renews this; none within it fails the job.
   job.deadline_ms = now_ms + options.claim_timeout.count();
   const std::string self = jobs::JobPath(id);
+  // draw=0: results only, no MP4 (camera/video_jobs.h writes the same fields).
+  nlohmann::json links = {{"result", self + "/result"}};
+  if (request.draw) links["video"] = self + "/video";
   job.details_json = Dump({{"video",
                             {{"fps", probe->fps},
                              {"frames", probe->frames},
@@ -121,7 +124,8 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
                              {"height", probe->height},
                              {"container", probe->container}}},
                            {"progress", {{"fps", 0.0}, {"eta_ms", nullptr}, {"frames_failed", 0}}},
-                           {"links", {{"video", self + "/video"}, {"result", self + "/result"}}}});
+                           {"annotated", request.draw},
+                           {"links", std::move(links)}});
   job_request.upload = id + ".src";
   job_request.options = request.options;
   job_request.draw = request.draw;

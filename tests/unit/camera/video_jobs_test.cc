@@ -197,11 +197,12 @@ class VideoJobsTest : public ::testing::Test {
     hb.model = kModel;
     hb.ts_ms = UnixMillisNow();
     hb.state = "running";
-    bus_.Append({std::string(protocol::kWorkersTopic),
-                 "w1",
-                 Bytes(protocol::WorkerHeartbeatToJson(hb)),
-                 {}});
-    ASSERT_TRUE(WaitFor([&] { return !workers_.acked().empty(); }));
+    const std::int64_t offset = bus_.Append({std::string(protocol::kWorkersTopic),
+                                             "w1",
+                                             Bytes(protocol::WorkerHeartbeatToJson(hb)),
+                                             {}});
+    // This announcement: a test that starts again must not pass on the last start's.
+    ASSERT_TRUE(WaitFor([&] { return workers_.acked().count(offset) > 0; }));
   }
   void Start(GatewayOptions options) { Start(std::move(options), CameraOpts()); }
 
