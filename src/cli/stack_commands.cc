@@ -4,7 +4,6 @@
 // real cluster), one worker per model, the viewer and the gateway, with the REST API, the
 // history and the web UI on one port. Every part talks to the others through the broker, over
 // the Kafka protocol, exactly as when each runs as its own process.
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,7 +14,6 @@
 #include <optional>
 #include <stop_token>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -29,6 +27,7 @@
 #include "cli/detail/http_flags.h"
 #include "cli/detail/kafka_flags.h"
 #include "cli/detail/shutdown.h"
+#include "common/cpu.h"
 #include "common/metrics.h"
 #include "gateway/gateway_service.h"
 #include "http/server.h"
@@ -46,16 +45,10 @@ namespace kadr::cli {
 namespace {
 
 // `kadr up`'s inference threads per model when --threads is not given: the cores this process
-// may run on, but one (at least 1). On a 2-core host one thread served 0.81 of the raw forward
-// loop at concurrency 2 against 0.72 with two, and a 1080p lossless stream 0.87 against 0.71
-// (docs/performance.md, ADR 0017).
-int UpInferenceThreads() {
-  int cores = static_cast<int>(std::thread::hardware_concurrency());
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = CPU_COUNT(&set);
-  return std::max(1, cores - 1);
-}
+// may use (affinity mask and cgroup quota), but one (at least 1). On a 2-core host one thread
+// served 0.81 of the raw forward loop at concurrency 2 against 0.72 with two, and a 1080p
+// lossless stream 0.87 against 0.71 (docs/performance.md, ADR 0017).
+int UpInferenceThreads() { return std::max(1, cpu::UsableCores() - 1); }
 
 enum class Role { kUp, kGateway, kViewer };
 

@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
-#include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "common/cpu.h"
 #include "inference/detail/error_text.h"
 #include "inference/detail/onnx_graph.h"
 
@@ -143,9 +143,7 @@ Result<std::unique_ptr<Engine>> CreateOnnxRuntimeEngine(std::string bytes,
                     " weights listed as graph inputs (an old exporter's habit) treated as "
                     "constants, so ONNX Runtime can fold them");
   }
-  const int threads = options.threads > 0
-                          ? options.threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.threads > 0 ? options.threads : cpu::UsableCores();
   try {
     Ort::SessionOptions so;
     so.SetIntraOpNumThreads(threads);
