@@ -548,10 +548,7 @@ jobs::JobRecord VideoJobs::RecordLocked(const Job& job) const {
   details["progress"] = {{"fps", std::round(fps * 100.0) / 100.0},
                          {"eta_ms", eta},
                          {"frames_failed", job.frames_failed}};
-  const std::string self = jobs::JobPath(record.id);
-  details["annotated"] = job.request.draw;
-  details["links"] = {{"result", self + "/result"}};
-  if (job.request.draw) details["links"]["video"] = self + "/video";
+  jobs::SetVideoOutput(details, record.id, job.request.draw);
   record.details_json = Dump(details);
   return record;
 }

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "bus/bus.h"
 #include "common/status.h"
 #include "protocol/frame.h"
@@ -98,6 +100,15 @@ std::string JobPath(const std::string& job_id);
 // a result), error{code, message} (when set), links{self, result, image?, thumbnail?}; then
 // job.details_json merged over it (RFC 7386 merge patch).
 std::string JobToJson(const JobRecord& job);
+
+// A video job's output fields in `details` (its details_json), the same from its 202 to its
+// end, whoever writes the snapshot (the gateway that takes the job, the camera service that
+// runs it): "annotated" (whether an annotated MP4 is written: draw=1) and
+// links{result, video (only when annotated)}.
+void SetVideoOutput(nlohmann::json& details, const std::string& job_id, bool annotated);
+
+// Whether a video job's details say it writes no MP4 (draw=0). False when they say nothing.
+bool IsResultsOnlyVideo(const JobRecord& job);
 
 // The body of POST /api/v1/detect and GET /api/v1/jobs/{id}/result for a finished job:
 // job_id, model, image, detections, timings_ms (the worker's stages from `result`, with

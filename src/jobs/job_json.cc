@@ -93,4 +93,19 @@ std::string JobListToJson(const std::vector<JobRecord>& jobs, std::size_t total)
   return Dump(json{{"jobs", std::move(list)}, {"total", total}});
 }
 
+void SetVideoOutput(json& details, const std::string& job_id, bool annotated) {
+  const std::string self = JobPath(job_id);
+  details["annotated"] = annotated;
+  details["links"] = {{"result", self + "/result"}};
+  if (annotated) details["links"]["video"] = self + "/video";
+}
+
+bool IsResultsOnlyVideo(const JobRecord& job) {
+  if (job.details_json.empty()) return false;
+  const json details = json::parse(job.details_json, nullptr, /*allow_exceptions=*/false);
+  if (!details.is_object()) return false;
+  const auto annotated = details.find("annotated");
+  return annotated != details.end() && annotated->is_boolean() && !annotated->get<bool>();
+}
+
 }  // namespace kadr::jobs

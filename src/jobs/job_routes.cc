@@ -345,10 +345,7 @@ HttpResponse Routes::GetVideo(const HttpRequest& req) {
         "job '" + id + "' is " + std::string(JobStateName(job.state)) +
         " and has no video: " + job.error.value_or(InternalError("job failed")).message()));
   }
-  const json details =
-      json::parse(job.details_json.empty() ? "{}" : job.details_json, nullptr, false);
-  const auto annotated = details.is_object() ? details.find("annotated") : details.end();
-  if (annotated != details.end() && annotated->is_boolean() && !annotated->get<bool>()) {
+  if (IsResultsOnlyVideo(job)) {
     return HttpResponse::Error(NotFoundError(
         "job '" + id +
         "' was submitted with draw=0 and has no video: its per-frame results are at " +

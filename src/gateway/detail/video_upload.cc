@@ -113,19 +113,16 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
   job.source_name = request.filename;
   // A camera service that takes the job renews this; none within it fails the job.
   job.deadline_ms = now_ms + options.claim_timeout.count();
-  const std::string self = jobs::JobPath(id);
-  // draw=0: results only, no MP4 (camera/video_jobs.h writes the same fields).
-  nlohmann::json links = {{"result", self + "/result"}};
-  if (request.draw) links["video"] = self + "/video";
-  job.details_json = Dump({{"video",
-                            {{"fps", probe->fps},
-                             {"frames", probe->frames},
-                             {"width", probe->width},
-                             {"height", probe->height},
-                             {"container", probe->container}}},
-                           {"progress", {{"fps", 0.0}, {"eta_ms", nullptr}, {"frames_failed", 0}}},
-                           {"annotated", request.draw},
-                           {"links", std::move(links)}});
+  nlohmann::json details = {
+      {"video",
+       {{"fps", probe->fps},
+        {"frames", probe->frames},
+        {"width", probe->width},
+        {"height", probe->height},
+        {"container", probe->container}}},
+      {"progress", {{"fps", 0.0}, {"eta_ms", nullptr}, {"frames_failed", 0}}}};
+  jobs::SetVideoOutput(details, id, request.draw);  // draw=0: results only, no MP4
+  job.details_json = Dump(details);
   job_request.upload = id + ".src";
   job_request.options = request.options;
   job_request.draw = request.draw;
@@ -145,7 +142,7 @@ http::HttpResponse SubmitVideo(const VideoUploadOptions& options, std::string_vi
                request.model, probe->container, probe->frames, probe->fps, probe->width,
                probe->height);
   http::HttpResponse r = http::HttpResponse::Json(jobs::JobToJson(job), 202);
-  r.headers.emplace("Location", self);
+  r.headers.emplace("Location", jobs::JobPath(id));
   r.headers.emplace(kJobIdHeader, id);
   return r;
 }

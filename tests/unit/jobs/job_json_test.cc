@@ -72,6 +72,40 @@ TEST(JobJsonTest, JobWithoutImageHasNoImageLinks) {
   EXPECT_EQ(j["links"]["result"], "/api/v1/jobs/j1/result");
 }
 
+TEST(JobJsonTest, AnAnnotatedVideoJobLinksItsVideoAndAResultsOnlyOneDoesNot) {
+  JobRecord job = DoneJob();
+  job.kind = JobKind::kVideo;
+  json details = {{"progress", {{"fps", 25.0}}}};
+  SetVideoOutput(details, job.id, /*annotated=*/true);
+  job.details_json = details.dump();
+  json j = json::parse(JobToJson(job));
+  EXPECT_EQ(j["annotated"], true);
+  EXPECT_EQ(j["links"]["video"], "/api/v1/jobs/j1/video");
+  EXPECT_EQ(j["links"]["result"], "/api/v1/jobs/j1/result");
+  EXPECT_EQ(j["links"]["self"], "/api/v1/jobs/j1");
+  EXPECT_EQ(j["progress"]["fps"], 25.0);
+  EXPECT_FALSE(IsResultsOnlyVideo(job));
+
+  SetVideoOutput(details, job.id, /*annotated=*/false);
+  job.details_json = details.dump();
+  j = json::parse(JobToJson(job));
+  EXPECT_EQ(j["annotated"], false);
+  EXPECT_FALSE(j["links"].contains("video"));
+  EXPECT_EQ(j["links"]["result"], "/api/v1/jobs/j1/result");
+  EXPECT_TRUE(IsResultsOnlyVideo(job));
+}
+
+TEST(JobJsonTest, AJobWhoseDetailsSayNothingOfItsVideoIsNotResultsOnly) {
+  JobRecord job = DoneJob();
+  EXPECT_FALSE(IsResultsOnlyVideo(job));
+  job.details_json = "not json";
+  EXPECT_FALSE(IsResultsOnlyVideo(job));
+  job.details_json = R"({"annotated": "no"})";
+  EXPECT_FALSE(IsResultsOnlyVideo(job));
+  job.details_json = "[false]";
+  EXPECT_FALSE(IsResultsOnlyVideo(job));
+}
+
 TEST(JobJsonTest, JobWithoutResultHasNoDetectionsCount) {
   JobRecord job = DoneJob();
   job.state = JobState::kQueued;
