@@ -359,6 +359,8 @@ Result<Dims> WebpDims(Bytes bytes) {
   if (StartsWith(bytes, "VP8L", 12)) {  // lossless: signature byte, then 14-bit sizes minus one
     if (p[0] != 0x2F) return CorruptHeader(ImageFormat::kWebp, "bad VP8L signature");
     const std::uint32_t bits = Le32(p + 1);
+    // The 3 bits after the sizes and the alpha hint: libwebp reads only version 0.
+    if ((bits >> 29) != 0) return CorruptHeader(ImageFormat::kWebp, "VP8L version is not 0");
     return Dims{(bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1};
   }
   if (StartsWith(bytes, "VP8X", 12)) {  // extended: flags (4), 24-bit canvas sizes minus one
@@ -501,6 +503,18 @@ Result<Probed> Probe(Bytes bytes, const DecodeLimits& limits) {
     }
     case ImageFormat::kUnknown:
       return UnsupportedError(std::string(kUnsupportedMessage));
+  }
+  // cv::imdecode picks its decoder by signature, not by the format probed here: when the
+  // format's own decoder declines a file (libwebp checks more of a WebP header than WebpDims
+  // does), it tries the others in turn. DICOM's signature is the only one that does not sit at
+  // the start: "DICM" at byte 128, which any file can carry. GDCM then parses the rest and
+  // allocates what its element lengths say (1.8 GB for 154 bytes, found by the image_decode
+  // fuzzer), so such a file never reaches OpenCV. A genuine PNG, BMP, WebP or TIFF has these
+  // 4 bytes there by chance once in 2^32 files; JPEG goes to TurboJPEG and is not affected.
+  if (info.format != ImageFormat::kJpeg && bytes.size() >= 132 && StartsWith(bytes, "DICM", 128)) {
+    return CorruptHeader(info.format,
+                         "DICOM's signature \"DICM\" at byte 128 (OpenCV would hand the file "
+                         "to its DICOM reader)");
   }
   RETURN_IF_ERROR(CheckLimits(dims, limits));
   // CheckLimits bounded both sides by max_side, an int.

@@ -550,6 +550,38 @@ TEST(ProbeImageTest, ReadsWebpExtendedHeader) {
   EXPECT_EQ(ProbeImage(Span(webp)).status().code(), StatusCode::kTooLarge);
 }
 
+TEST(ProbeImageTest, WebpLosslessOfAnUnknownVersionIsRefused) {
+  Bytes webp = ImEncode(".webp", BlockyImage(8, 6), {cv::IMWRITE_WEBP_QUALITY, 101});
+  ASSERT_GE(webp.size(), 30U);
+  ASSERT_EQ(std::string(webp.begin() + 12, webp.begin() + 16), "VP8L");
+  webp[24] |= 0x40;  // version bits (the top 3 of the 32 after the signature byte) = 2
+  EXPECT_EQ(ProbeImage(Span(webp)).status(),
+            InvalidArgumentError("corrupt WebP header: VP8L version is not 0"));
+}
+
+// Found by the image_decode fuzzer: a 154-byte "WebP" that libwebp declines and that carries
+// DICOM's signature at byte 128 went to OpenCV's DICOM reader (GDCM), which allocated 1.8 GB.
+TEST(DecodeImageTest, AFileCarryingDicomsSignatureNeverReachesOpenCv) {
+  const cv::Mat image = BlockyImage(48, 32);
+  for (const auto& [ext, format] : std::vector<std::pair<std::string, std::string>>{
+           {".png", "PNG"}, {".bmp", "BMP"}, {".webp", "WebP"}, {".tiff", "TIFF"}}) {
+    Bytes bytes = ImEncode(ext, image);
+    if (bytes.size() < 132) bytes.resize(132, 0);
+    std::copy_n("DICM", 4, bytes.begin() + 128);
+    const Status expected =
+        InvalidArgumentError("corrupt " + format +
+                             " header: DICOM's signature \"DICM\" at byte 128 (OpenCV would "
+                             "hand the file to its DICOM reader)");
+    EXPECT_EQ(ProbeImage(Span(bytes)).status(), expected) << ext;
+    EXPECT_EQ(DecodeImage(Span(bytes)).status(), expected) << ext;
+  }
+  // A JPEG is decoded by TurboJPEG, whatever its bytes say at 128.
+  Bytes jpeg = Jpeg(image);
+  ASSERT_GE(jpeg.size(), 132U);
+  std::copy_n("DICM", 4, jpeg.begin() + 128);
+  EXPECT_TRUE(ProbeImage(Span(jpeg)).has_value());
+}
+
 TEST(ProbeImageTest, BmpBombIsRefused) {
   Bytes bmp = TopDownBmp(BlockyImage(4, 2));
   bmp[18] = bmp[19] = 0x60;  // width 0x6060 = 24672
