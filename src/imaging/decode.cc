@@ -73,6 +73,9 @@ Status CorruptHeader(ImageFormat format, std::string_view what) {
 struct Dims {
   std::int64_t width = 0;
   std::int64_t height = 0;
+  // Pixels of the largest buffer the decoder sizes from other fields of the header than the
+  // image's sides (a TIFF strip or tile); 0 when none.
+  std::int64_t buffer_pixels = 0;
 };
 
 Status CheckLimits(Dims dims, const DecodeLimits& limits) {
@@ -379,10 +382,14 @@ Result<Dims> TiffDims(Bytes bytes) {
   const std::size_t count = u16(ifd);
   if (ifd + 2 + count * 12 > bytes.size()) return TruncatedHeader(ImageFormat::kTiff);
   Dims dims{-1, -1};
+  std::int64_t rows_per_strip = 0;
+  std::int64_t tile_width = 0;
+  std::int64_t tile_length = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t entry = ifd + 2 + i * 12;
     const std::uint32_t tag = u16(entry);
-    if (tag != 256 && tag != 257) continue;  // ImageWidth, ImageLength
+    // ImageWidth, ImageLength, RowsPerStrip, TileWidth, TileLength
+    if (tag != 256 && tag != 257 && tag != 278 && tag != 322 && tag != 323) continue;
     const std::uint32_t type = u16(entry + 2);
     std::int64_t value;
     if (type == 3) {  // SHORT: left-justified in the 4-byte value field
@@ -392,11 +399,40 @@ Result<Dims> TiffDims(Bytes bytes) {
     } else {
       return CorruptHeader(ImageFormat::kTiff, "image size is neither SHORT nor LONG");
     }
-    (tag == 256 ? dims.width : dims.height) = value;
+    switch (tag) {
+      case 256:
+        dims.width = value;
+        break;
+      case 257:
+        dims.height = value;
+        break;
+      case 278:
+        rows_per_strip = value;
+        break;
+      case 322:
+        tile_width = value;
+        break;
+      default:
+        tile_length = value;
+        break;
+    }
   }
   if (dims.width < 0 || dims.height < 0) {
     return CorruptHeader(ImageFormat::kTiff, "no ImageWidth/ImageLength in the first IFD");
   }
+  // OpenCV 4.6's TIFF reader sizes its strip buffer from RowsPerStrip as the file states it,
+  // at up to 4 bytes a pixel, and clamps it to the height only when it reads as a negative
+  // int: a 250x6 image that said 2,884,494 rows per strip made it allocate 2.9 GB (found by
+  // the image_decode fuzzer). Its tile buffer is TileWidth x TileLength. Both are bounded
+  // like the image itself (Probe).
+  // OpenCV refuses a strip or tile side over 2^24 before it allocates; capping there keeps
+  // the products far from overflowing.
+  static constexpr std::int64_t kSideCap = (std::int64_t{1} << 24) + 1;
+  const auto capped = [](std::int64_t v) { return std::min(v, kSideCap); };
+  if (rows_per_strip > 0 && rows_per_strip <= 0x7FFFFFFF) {
+    dims.buffer_pixels = capped(rows_per_strip) * capped(dims.width);
+  }
+  dims.buffer_pixels = std::max(dims.buffer_pixels, capped(tile_width) * capped(tile_length));
   return dims;
 }
 
@@ -517,6 +553,11 @@ Result<Probed> Probe(Bytes bytes, const DecodeLimits& limits) {
                          "to its DICOM reader)");
   }
   RETURN_IF_ERROR(CheckLimits(dims, limits));
+  if (dims.buffer_pixels > limits.max_pixels) {
+    return TooLargeError(DisplayName(info.format) + " strip or tile of " +
+                         std::to_string(dims.buffer_pixels) + " pixels, over the limit of " +
+                         std::to_string(limits.max_pixels) + " pixels");
+  }
   // CheckLimits bounded both sides by max_side, an int.
   info.width = static_cast<int>(dims.width);
   info.height = static_cast<int>(dims.height);

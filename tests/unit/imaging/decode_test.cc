@@ -582,6 +582,48 @@ TEST(DecodeImageTest, AFileCarryingDicomsSignatureNeverReachesOpenCv) {
   EXPECT_TRUE(ProbeImage(Span(jpeg)).has_value());
 }
 
+// Sets `tag` (one value) in the first IFD of a little-endian TIFF to the LONG `value`.
+void SetTiffTag(Bytes& tiff, std::uint16_t tag, std::uint32_t value) {
+  const auto u16 = [&](std::size_t at) { return tiff[at] | (tiff[at + 1] << 8); };
+  std::size_t ifd = 0;
+  for (int i = 0; i < 4; ++i) ifd |= static_cast<std::size_t>(tiff[4 + i]) << (8 * i);
+  for (int i = 0; i < u16(ifd); ++i) {
+    const std::size_t entry = ifd + 2 + 12 * i;
+    if (u16(entry) != tag) continue;
+    tiff[entry + 2] = 4;  // LONG
+    tiff[entry + 3] = 0;
+    for (int b = 0; b < 4; ++b) tiff[entry + 8 + b] = (value >> (8 * b)) & 0xFF;
+    return;
+  }
+  ADD_FAILURE() << "no tag " << tag;
+}
+
+// Found by the image_decode fuzzer: OpenCV 4.6 sizes its TIFF strip buffer from RowsPerStrip
+// as stated (4 bytes a pixel), so a 250x6 image saying 2,884,494 rows per strip allocated 2.9 GB.
+TEST(ProbeImageTest, ATiffStripTallerThanTheLimitIsRefused) {
+  const cv::Mat image = BlockyImage(250, 6);
+  Bytes tiff = ImEncode(".tiff", image);
+  ASSERT_EQ(tiff[0], 'I');
+  SetTiffTag(tiff, 278, 2'884'494);  // RowsPerStrip
+  EXPECT_EQ(ProbeImage(Span(tiff)).status(),
+            TooLargeError("TIFF strip or tile of 721123500 pixels, over the limit of 50000000 "
+                          "pixels"));
+  EXPECT_EQ(DecodeImage(Span(tiff), {.max_pixels = 1'000'000}).status(),
+            TooLargeError("TIFF strip or tile of 721123500 pixels, over the limit of 1000000 "
+                          "pixels"));
+
+  // 2^32 - 1, "the whole image in one strip" (the TIFF default), is what writers put there.
+  SetTiffTag(tiff, 278, 0xFFFFFFFF);
+  auto decoded = DecodeImage(Span(tiff));
+  ASSERT_TRUE(decoded.has_value()) << decoded.status().ToString();
+  EXPECT_EQ(MaxAbsDiff(*decoded, image), 0);
+  // A strip taller than the image but within the limit is read as before.
+  SetTiffTag(tiff, 278, 64);
+  decoded = DecodeImage(Span(tiff));
+  ASSERT_TRUE(decoded.has_value()) << decoded.status().ToString();
+  EXPECT_EQ(MaxAbsDiff(*decoded, image), 0);
+}
+
 TEST(ProbeImageTest, BmpBombIsRefused) {
   Bytes bmp = TopDownBmp(BlockyImage(4, 2));
   bmp[18] = bmp[19] = 0x60;  // width 0x6060 = 24672
