@@ -390,6 +390,14 @@ Result<Dims> TiffDims(Bytes bytes) {
     const std::uint32_t tag = u16(entry);
     // ImageWidth, ImageLength, RowsPerStrip, TileWidth, TileLength
     if (tag != 256 && tag != 257 && tag != 278 && tag != 322 && tag != 323) continue;
+    // A second copy of a tag could say something else than the one libtiff reads (a width of
+    // 1 here and 56,319 there, found by the image_decode fuzzer); no writer repeats one.
+    for (std::size_t j = 0; j < i; ++j) {
+      if (u16(ifd + 2 + j * 12) == tag) {
+        return CorruptHeader(ImageFormat::kTiff,
+                             "tag " + std::to_string(tag) + " appears twice in the first IFD");
+      }
+    }
     const std::uint32_t type = u16(entry + 2);
     std::int64_t value;
     if (type == 3) {  // SHORT: left-justified in the 4-byte value field

@@ -624,6 +624,31 @@ TEST(ProbeImageTest, ATiffStripTallerThanTheLimitIsRefused) {
   EXPECT_EQ(MaxAbsDiff(*decoded, image), 0);
 }
 
+// Found by the image_decode fuzzer: ImageWidth twice (56,319, then 1). kadr read the last,
+// libtiff the first, so the strip bound above was computed on the wrong width.
+TEST(ProbeImageTest, ATiffThatRepeatsASizeTagIsRefused) {
+  const auto header = [](const std::vector<std::pair<std::uint16_t, std::uint32_t>>& entries) {
+    Bytes tiff;
+    PutString(tiff, "II");
+    Put16(tiff, 42, false);
+    Put32(tiff, 8, false);
+    Put16(tiff, static_cast<std::uint16_t>(entries.size()), false);
+    for (const auto& [tag, value] : entries) {
+      Put16(tiff, tag, false);
+      Put16(tiff, 4, false);  // LONG
+      Put32(tiff, 1, false);
+      Put32(tiff, value, false);
+    }
+    Put32(tiff, 0, false);
+    return tiff;
+  };
+  auto info = ProbeImage(Span(header({{256, 5000}, {257, 6}, {278, 6}})));
+  ASSERT_TRUE(info.has_value()) << info.status().ToString();
+  EXPECT_EQ(info->width, 5000);
+  EXPECT_EQ(ProbeImage(Span(header({{256, 5000}, {257, 6}, {256, 1}, {278, 12942}}))).status(),
+            InvalidArgumentError("corrupt TIFF header: tag 256 appears twice in the first IFD"));
+}
+
 TEST(ProbeImageTest, BmpBombIsRefused) {
   Bytes bmp = TopDownBmp(BlockyImage(4, 2));
   bmp[18] = bmp[19] = 0x60;  // width 0x6060 = 24672
