@@ -11,6 +11,7 @@
 #include <new>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <libexif/exif-data.h>
 #include <opencv2/core.hpp>
@@ -385,6 +386,7 @@ Result<Dims> TiffDims(Bytes bytes) {
   std::int64_t rows_per_strip = 0;
   std::int64_t tile_width = 0;
   std::int64_t tile_length = 0;
+  std::vector<std::uint32_t> seen;  // the size tags read so far: at most 5
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t entry = ifd + 2 + i * 12;
     const std::uint32_t tag = u16(entry);
@@ -392,12 +394,11 @@ Result<Dims> TiffDims(Bytes bytes) {
     if (tag != 256 && tag != 257 && tag != 278 && tag != 322 && tag != 323) continue;
     // A second copy of a tag could say something else than the one libtiff reads (a width of
     // 1 here and 56,319 there, found by the image_decode fuzzer); no writer repeats one.
-    for (std::size_t j = 0; j < i; ++j) {
-      if (u16(ifd + 2 + j * 12) == tag) {
-        return CorruptHeader(ImageFormat::kTiff,
-                             "tag " + std::to_string(tag) + " appears twice in the first IFD");
-      }
+    if (std::find(seen.begin(), seen.end(), tag) != seen.end()) {
+      return CorruptHeader(ImageFormat::kTiff,
+                           "tag " + std::to_string(tag) + " appears twice in the first IFD");
     }
+    seen.push_back(tag);
     const std::uint32_t type = u16(entry + 2);
     std::int64_t value;
     if (type == 3) {  // SHORT: left-justified in the 4-byte value field
