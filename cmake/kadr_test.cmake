@@ -12,7 +12,7 @@ function(kadr_test name)
   # The tests' own code is optimised for the compiler's time, not its own: it calls kadr's
   # libraries (built at the preset's level) and spends its time waiting on them. Test files are
   # most of the build, and most of a test file's compile time is code generation, so -O1
-  # (Release) and -O0 (the sanitizer build) cut the two CI builds by about a third (ADR 0018).
+  # (Release) and -O0 (the sanitizer build) cut the two CI builds by a fifth to a quarter (ADR 0018).
   # The benchmarks (bench/) keep the preset's level.
   if(KADR_SANITIZE)
     target_compile_options(${name} PRIVATE -O0)
