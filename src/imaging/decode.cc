@@ -373,6 +373,34 @@ Result<Dims> WebpDims(Bytes bytes) {
   return CorruptHeader(ImageFormat::kWebp, "no VP8, VP8L or VP8X chunk");
 }
 
+// OpenCV decodes a TIFF of 32- or 64-bit samples into float or int images that ToBgr8 then
+// refuses, but only after libtiff has inflated every strip into buffers of up to 32 bytes a
+// pixel: a 0.9 MB Deflate TIFF of 5400x5400 RGBA doubles took 971 MB before its refusal
+// (an 8-bit RGB file of the same size takes 257 MB). BitsPerSample is one SHORT per sample,
+// in the entry when there are at most two, else at the offset it gives; every sample must be
+// 16 bits or fewer, which is all ToBgr8 keeps.
+template <typename U16, typename U32>
+Status CheckTiffBitsPerSample(Bytes bytes, std::size_t entry, std::uint32_t type, const U16& u16,
+                              const U32& u32) {
+  if (type != 3) return CorruptHeader(ImageFormat::kTiff, "BitsPerSample is not SHORT");
+  const std::size_t samples = u32(entry + 4);
+  // OpenCV 4.6 decodes 1 to 4 samples a pixel and fails on more (as corrupt data).
+  if (samples == 0 || samples > 4) {
+    return UnsupportedError("unsupported TIFF: " + std::to_string(samples) +
+                            " samples per pixel; 1 to 4 are supported");
+  }
+  const std::size_t at = samples <= 2 ? entry + 8 : u32(entry + 8);
+  if (at + samples * 2 > bytes.size()) return TruncatedHeader(ImageFormat::kTiff);
+  for (std::size_t s = 0; s < samples; ++s) {
+    const std::uint32_t bits = u16(at + s * 2);
+    if (bits == 0 || bits > 16) {
+      return UnsupportedError("unsupported TIFF sample size: " + std::to_string(bits) +
+                              " bits; 1 to 16 are supported");
+    }
+  }
+  return Status::Ok();
+}
+
 Result<Dims> TiffDims(Bytes bytes) {
   if (bytes.size() < 8) return TruncatedHeader(ImageFormat::kTiff);
   const bool le = bytes[0] == 'I';
@@ -386,12 +414,14 @@ Result<Dims> TiffDims(Bytes bytes) {
   std::int64_t rows_per_strip = 0;
   std::int64_t tile_width = 0;
   std::int64_t tile_length = 0;
-  std::vector<std::uint32_t> seen;  // the size tags read so far: at most 5
+  std::vector<std::uint32_t> seen;  // the tags below read so far: at most 6
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t entry = ifd + 2 + i * 12;
     const std::uint32_t tag = u16(entry);
-    // ImageWidth, ImageLength, RowsPerStrip, TileWidth, TileLength
-    if (tag != 256 && tag != 257 && tag != 278 && tag != 322 && tag != 323) continue;
+    // ImageWidth, ImageLength, BitsPerSample, RowsPerStrip, TileWidth, TileLength
+    if (tag != 256 && tag != 257 && tag != 258 && tag != 278 && tag != 322 && tag != 323) {
+      continue;
+    }
     // A second copy of a tag could say something else than the one libtiff reads (a width of
     // 1 here and 56,319 there, found by the image_decode fuzzer); no writer repeats one.
     if (std::find(seen.begin(), seen.end(), tag) != seen.end()) {
@@ -400,6 +430,10 @@ Result<Dims> TiffDims(Bytes bytes) {
     }
     seen.push_back(tag);
     const std::uint32_t type = u16(entry + 2);
+    if (tag == 258) {
+      RETURN_IF_ERROR(CheckTiffBitsPerSample(bytes, entry, type, u16, u32));
+      continue;
+    }
     std::int64_t value;
     if (type == 3) {  // SHORT: left-justified in the 4-byte value field
       value = u16(entry + 8);

@@ -649,6 +649,58 @@ TEST(ProbeImageTest, ATiffThatRepeatsASizeTagIsRefused) {
             InvalidArgumentError("corrupt TIFF header: tag 256 appears twice in the first IFD"));
 }
 
+// 32- and 64-bit samples are refused by the probe, before libtiff inflates strips of up to 32
+// bytes a pixel for an image that ToBgr8 would refuse anyway; 8 and 16 bits still decode.
+TEST(ProbeImageTest, ATiffOfSamplesWiderThan16BitsIsRefusedBeforeDecoding) {
+  for (const auto& [type, bits] : {std::pair{CV_32FC1, 32}, std::pair{CV_64FC1, 64}}) {
+    const Bytes tiff = ImEncode(".tiff", cv::Mat(8, 8, type, cv::Scalar(0.25)));
+    const Status refused = UnsupportedError(
+        "unsupported TIFF sample size: " + std::to_string(bits) + " bits; 1 to 16 are supported");
+    EXPECT_EQ(ProbeImage(Span(tiff)).status(), refused);
+    EXPECT_EQ(DecodeImage(Span(tiff)).status(), refused);
+  }
+  for (int type : {CV_8UC3, CV_16UC3, CV_8UC1, CV_16UC1}) {
+    auto ok = DecodeImage(Span(ImEncode(".tiff", cv::Mat(8, 8, type, cv::Scalar::all(7)))));
+    EXPECT_TRUE(ok.has_value()) << type << ": " << ok.status().ToString();
+  }
+
+  // A hand-made header: 5 samples of 8 bits (the array at an offset), then 2 of 64 bits (in
+  // the entry itself).
+  const auto header = [](std::uint32_t samples, std::uint16_t bits) {
+    Bytes tiff;
+    PutString(tiff, "II");
+    Put16(tiff, 42, false);
+    Put32(tiff, 8, false);
+    Put16(tiff, 3, false);
+    for (const std::uint16_t tag : {256, 257}) {
+      Put16(tiff, tag, false);
+      Put16(tiff, 4, false);  // LONG
+      Put32(tiff, 1, false);
+      Put32(tiff, 64, false);
+    }
+    Put16(tiff, 258, false);
+    Put16(tiff, 3, false);  // SHORT
+    Put32(tiff, samples, false);
+    if (samples <= 2) {
+      Put16(tiff, bits, false);
+      Put16(tiff, samples == 2 ? bits : 0, false);
+    } else {
+      Put32(tiff, 8 + 2 + 3 * 12 + 4, false);  // right after the IFD
+    }
+    Put32(tiff, 0, false);
+    for (std::uint32_t s = 0; samples > 2 && s < samples; ++s) Put16(tiff, bits, false);
+    return tiff;
+  };
+  EXPECT_EQ(ProbeImage(Span(header(2, 64))).status(),
+            UnsupportedError("unsupported TIFF sample size: 64 bits; 1 to 16 are supported"));
+  EXPECT_EQ(ProbeImage(Span(header(5, 8))).status(),
+            UnsupportedError("unsupported TIFF: 5 samples per pixel; 1 to 4 are supported"));
+  EXPECT_TRUE(ProbeImage(Span(header(4, 16))).has_value());
+  Bytes cut = header(4, 16);
+  cut.resize(cut.size() - 2);  // the last sample's size is missing
+  EXPECT_EQ(ProbeImage(Span(cut)).status(), InvalidArgumentError("truncated TIFF header"));
+}
+
 TEST(ProbeImageTest, BmpBombIsRefused) {
   Bytes bmp = TopDownBmp(BlockyImage(4, 2));
   bmp[18] = bmp[19] = 0x60;  // width 0x6060 = 24672
