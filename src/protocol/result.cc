@@ -180,8 +180,14 @@ Result<DetectionResult> ResultFromJson(std::string_view text) {
                                       "x" + std::to_string(r.image_height) + " image, at most " +
                                       std::to_string(kMaxResultMaskPixels) + ")");
         }
-        ASSIGN_OR_RETURN(m.data, DecodeMaskRle(jm.at("rle").get<std::vector<std::int64_t>>(),
-                                               static_cast<std::size_t>(m.width) * m.height));
+        // Each run through JsonInteger: a run written as 4.5e26 would be UB to convert (found
+        // by the result_json fuzzer).
+        const json& rle = jm.at("rle");
+        if (!rle.is_array()) return InvalidArgumentError("mask rle must be an array of integers");
+        std::vector<std::int64_t> runs;
+        runs.reserve(rle.size());
+        for (const json& run : rle) runs.push_back(JsonInteger(run, "mask rle run"));
+        ASSIGN_OR_RETURN(m.data, DecodeMaskRle(runs, static_cast<std::size_t>(m.width) * m.height));
         d.mask = std::move(m);
       }
       r.detections.push_back(std::move(d));

@@ -435,6 +435,25 @@ TEST(ResultFuzzRegressionTest, FloatIntegersAreRefusedAndHugeImagesDoNotOverflow
   EXPECT_TRUE(refused(ResultFromJson(
       R"({"schema_version":1,"model":"m","image":{"width":1,"height":1},"detections":[)"
       R"({"class_id":0,"label":"x","score":1e300,"box":{"x":0,"y":0,"width":1,"height":1}}]})")));
+  // A mask run written as a float beyond int64 (found later, 2026-12-07), and one that is
+  // not a number.
+  for (const char* rle :
+       {"[2,3,455555555555555555555555555,3]", "[2,3,7.0,0]", "[2,\"3\"]", "{\"a\":12}"}) {
+    const std::string json =
+        std::string(R"({"schema_version":1,"model":"m","image":{"width":9,"height":6},)"
+                    R"("detections":[{"class_id":0,"label":"x","score":0.5,)"
+                    R"("box":{"x":1,"y":1,"width":4,"height":3},)"
+                    R"("mask":{"x":1,"y":1,"width":4,"height":3,"rle":)") +
+        rle + "}}]}";
+    EXPECT_TRUE(refused(ResultFromJson(json))) << rle;
+  }
+  auto masked = ResultFromJson(
+      R"({"schema_version":1,"model":"m","image":{"width":9,"height":6},"detections":[)"
+      R"({"class_id":0,"label":"x","score":0.5,"box":{"x":1,"y":1,"width":4,"height":3},)"
+      R"("mask":{"x":1,"y":1,"width":4,"height":3,"rle":[2,3,7]}}]})");
+  ASSERT_TRUE(masked) << masked.error().ToString();
+  EXPECT_EQ(masked->detections.at(0).mask->data,
+            (std::vector<std::uint8_t>{0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0}));
   auto huge = ResultFromJson(
       R"({"schema_version":1,"model":"m","image":{"width":2147483647,"height":2147483647},)"
       R"("detections":[{"class_id":0,"label":"x","score":0.5,)"
