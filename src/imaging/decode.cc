@@ -1,6 +1,7 @@
 #include "imaging/decode.h"
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -401,6 +402,21 @@ Status CheckTiffBitsPerSample(Bytes bytes, std::size_t entry, std::uint32_t type
   return Status::Ok();
 }
 
+// The compressions a TIFF may use: none, LZW, JPEG, Deflate (both codes), PackBits, LZMA, ZSTD
+// and WebP, which cover what cameras, scanners' colour modes and image tools write. The rest
+// of libtiff's codecs (CCITT fax, old-style JPEG, JBIG, LERC, SGI LogLuv, PixarLog, NeXT,
+// ThunderScan, ...) are rare in photos and a decoder attack surface of their own; LogLuv
+// decodes to floats that ToBgr8 refuses anyway.
+Status CheckTiffCompression(std::uint32_t compression) {
+  static constexpr std::array<std::uint32_t, 9> kAllowed = {1,     5,     7,     8,    32773,
+                                                            32946, 34925, 50000, 50001};
+  if (std::find(kAllowed.begin(), kAllowed.end(), compression) != kAllowed.end()) {
+    return Status::Ok();
+  }
+  return UnsupportedError("unsupported TIFF compression " + std::to_string(compression) +
+                          "; supported: none, LZW, JPEG, Deflate, PackBits, LZMA, ZSTD, WebP");
+}
+
 Result<Dims> TiffDims(Bytes bytes) {
   if (bytes.size() < 8) return TruncatedHeader(ImageFormat::kTiff);
   const bool le = bytes[0] == 'I';
@@ -414,12 +430,13 @@ Result<Dims> TiffDims(Bytes bytes) {
   std::int64_t rows_per_strip = 0;
   std::int64_t tile_width = 0;
   std::int64_t tile_length = 0;
-  std::vector<std::uint32_t> seen;  // the tags below read so far: at most 6
+  std::vector<std::uint32_t> seen;  // the tags below read so far: at most 7
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t entry = ifd + 2 + i * 12;
     const std::uint32_t tag = u16(entry);
-    // ImageWidth, ImageLength, BitsPerSample, RowsPerStrip, TileWidth, TileLength
-    if (tag != 256 && tag != 257 && tag != 258 && tag != 278 && tag != 322 && tag != 323) {
+    // ImageWidth, ImageLength, BitsPerSample, Compression, RowsPerStrip, TileWidth, TileLength
+    if (tag != 256 && tag != 257 && tag != 258 && tag != 259 && tag != 278 && tag != 322 &&
+        tag != 323) {
       continue;
     }
     // A second copy of a tag could say something else than the one libtiff reads (a width of
@@ -432,6 +449,11 @@ Result<Dims> TiffDims(Bytes bytes) {
     const std::uint32_t type = u16(entry + 2);
     if (tag == 258) {
       RETURN_IF_ERROR(CheckTiffBitsPerSample(bytes, entry, type, u16, u32));
+      continue;
+    }
+    if (tag == 259) {  // one SHORT; absent means none
+      if (type != 3) return CorruptHeader(ImageFormat::kTiff, "Compression is not SHORT");
+      RETURN_IF_ERROR(CheckTiffCompression(u16(entry + 8)));
       continue;
     }
     std::int64_t value;

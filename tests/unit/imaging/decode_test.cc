@@ -649,6 +649,29 @@ TEST(ProbeImageTest, ATiffThatRepeatsASizeTagIsRefused) {
             InvalidArgumentError("corrupt TIFF header: tag 256 appears twice in the first IFD"));
 }
 
+// The common compressions decode; libtiff's rare codecs (PixarLog here, written by libtiff
+// itself through OpenCV; LogLuv, which OpenCV writes for float colour) are refused by the
+// probe.
+TEST(ProbeImageTest, ATiffDecodesWithTheCommonCompressionsOnly) {
+  const cv::Mat image = BlockyImage(24, 16);
+  // None, LZW, Deflate (both codes), PackBits, LZMA, ZSTD: lossless; WebP: lossy by default.
+  for (const int compression : {1, 5, 8, 32773, 32946, 34925, 50000, 50001}) {
+    auto decoded =
+        DecodeImage(Span(ImEncode(".tiff", image, {cv::IMWRITE_TIFF_COMPRESSION, compression})));
+    ASSERT_TRUE(decoded.has_value()) << compression << ": " << decoded.status().ToString();
+    EXPECT_LE(MaxAbsDiff(*decoded, image), compression == 50001 ? 64 : 0) << compression;
+  }
+  const Bytes pixar = ImEncode(".tiff", image, {cv::IMWRITE_TIFF_COMPRESSION, 32909});
+  EXPECT_EQ(ProbeImage(Span(pixar)).status(),
+            UnsupportedError("unsupported TIFF compression 32909; supported: none, LZW, JPEG, "
+                             "Deflate, PackBits, LZMA, ZSTD, WebP"));
+  EXPECT_EQ(DecodeImage(Span(pixar)).status(), ProbeImage(Span(pixar)).status());
+  const Bytes logluv = ImEncode(".tiff", cv::Mat(8, 8, CV_32FC3, cv::Scalar(0.25, 0.5, 1.0)));
+  EXPECT_EQ(DecodeImage(Span(logluv)).status(),
+            UnsupportedError("unsupported TIFF compression 34676; supported: none, LZW, JPEG, "
+                             "Deflate, PackBits, LZMA, ZSTD, WebP"));
+}
+
 // 32- and 64-bit samples are refused by the probe, before libtiff inflates strips of up to 32
 // bytes a pixel for an image that ToBgr8 would refuse anyway; 8 and 16 bits still decode.
 TEST(ProbeImageTest, ATiffOfSamplesWiderThan16BitsIsRefusedBeforeDecoding) {
