@@ -439,13 +439,13 @@ TEST(ResultFuzzRegressionTest, FloatIntegersAreRefusedAndHugeImagesDoNotOverflow
   // not a number.
   for (const char* rle :
        {"[2,3,455555555555555555555555555,3]", "[2,3,7.0,0]", "[2,\"3\"]", "{\"a\":12}"}) {
-    const std::string json =
+    const std::string text =
         std::string(R"({"schema_version":1,"model":"m","image":{"width":9,"height":6},)"
                     R"("detections":[{"class_id":0,"label":"x","score":0.5,)"
                     R"("box":{"x":1,"y":1,"width":4,"height":3},)"
                     R"("mask":{"x":1,"y":1,"width":4,"height":3,"rle":)") +
         rle + "}}]}";
-    EXPECT_TRUE(refused(ResultFromJson(json))) << rle;
+    EXPECT_TRUE(refused(ResultFromJson(text))) << rle;
   }
   auto masked = ResultFromJson(
       R"({"schema_version":1,"model":"m","image":{"width":9,"height":6},"detections":[)"
