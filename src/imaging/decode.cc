@@ -374,26 +374,33 @@ Result<Dims> WebpDims(Bytes bytes) {
   return CorruptHeader(ImageFormat::kWebp, "no VP8, VP8L or VP8X chunk");
 }
 
+// A TIFF's integers, in the byte order its header names ("II": little-endian, "MM": big).
+// Callers check that `at` + the integer's size is within `bytes`.
+struct TiffReader {
+  Bytes bytes;
+  bool le = bytes[0] == 'I';
+  std::uint32_t U16(std::size_t at) const { return le ? Le16(&bytes[at]) : Be16(&bytes[at]); }
+  std::uint32_t U32(std::size_t at) const { return le ? Le32(&bytes[at]) : Be32(&bytes[at]); }
+};
+
 // OpenCV decodes a TIFF of 32- or 64-bit samples into float or int images that ToBgr8 then
 // refuses, but only after libtiff has inflated every strip into buffers of up to 32 bytes a
 // pixel: a 0.9 MB Deflate TIFF of 5400x5400 RGBA doubles took 971 MB before its refusal
 // (an 8-bit RGB file of the same size takes 257 MB). BitsPerSample is one SHORT per sample,
 // in the entry when there are at most two, else at the offset it gives; every sample must be
 // 16 bits or fewer, which is all ToBgr8 keeps.
-template <typename U16, typename U32>
-Status CheckTiffBitsPerSample(Bytes bytes, std::size_t entry, std::uint32_t type, const U16& u16,
-                              const U32& u32) {
+Status CheckTiffBitsPerSample(const TiffReader& tiff, std::size_t entry, std::uint32_t type) {
   if (type != 3) return CorruptHeader(ImageFormat::kTiff, "BitsPerSample is not SHORT");
-  const std::size_t samples = u32(entry + 4);
+  const std::size_t samples = tiff.U32(entry + 4);
   // OpenCV 4.6 decodes 1 to 4 samples a pixel and fails on more (as corrupt data).
   if (samples == 0 || samples > 4) {
     return UnsupportedError("unsupported TIFF: " + std::to_string(samples) +
                             " samples per pixel; 1 to 4 are supported");
   }
-  const std::size_t at = samples <= 2 ? entry + 8 : u32(entry + 8);
-  if (at + samples * 2 > bytes.size()) return TruncatedHeader(ImageFormat::kTiff);
+  const std::size_t at = samples <= 2 ? entry + 8 : tiff.U32(entry + 8);
+  if (at + samples * 2 > tiff.bytes.size()) return TruncatedHeader(ImageFormat::kTiff);
   for (std::size_t s = 0; s < samples; ++s) {
-    const std::uint32_t bits = u16(at + s * 2);
+    const std::uint32_t bits = tiff.U16(at + s * 2);
     if (bits == 0 || bits > 16) {
       return UnsupportedError("unsupported TIFF sample size: " + std::to_string(bits) +
                               " bits; 1 to 16 are supported");
@@ -419,12 +426,10 @@ Status CheckTiffCompression(std::uint32_t compression) {
 
 Result<Dims> TiffDims(Bytes bytes) {
   if (bytes.size() < 8) return TruncatedHeader(ImageFormat::kTiff);
-  const bool le = bytes[0] == 'I';
-  const auto u16 = [&](std::size_t at) { return le ? Le16(&bytes[at]) : Be16(&bytes[at]); };
-  const auto u32 = [&](std::size_t at) { return le ? Le32(&bytes[at]) : Be32(&bytes[at]); };
-  const std::size_t ifd = u32(4);
+  const TiffReader tiff{bytes};
+  const std::size_t ifd = tiff.U32(4);
   if (ifd < 8 || ifd + 2 > bytes.size()) return TruncatedHeader(ImageFormat::kTiff);
-  const std::size_t count = u16(ifd);
+  const std::size_t count = tiff.U16(ifd);
   if (ifd + 2 + count * 12 > bytes.size()) return TruncatedHeader(ImageFormat::kTiff);
   Dims dims{-1, -1};
   std::int64_t rows_per_strip = 0;
@@ -433,7 +438,7 @@ Result<Dims> TiffDims(Bytes bytes) {
   std::vector<std::uint32_t> seen;  // the tags below read so far: at most 7
   for (std::size_t i = 0; i < count; ++i) {
     const std::size_t entry = ifd + 2 + i * 12;
-    const std::uint32_t tag = u16(entry);
+    const std::uint32_t tag = tiff.U16(entry);
     // ImageWidth, ImageLength, BitsPerSample, Compression, RowsPerStrip, TileWidth, TileLength
     if (tag != 256 && tag != 257 && tag != 258 && tag != 259 && tag != 278 && tag != 322 &&
         tag != 323) {
@@ -446,21 +451,21 @@ Result<Dims> TiffDims(Bytes bytes) {
                            "tag " + std::to_string(tag) + " appears twice in the first IFD");
     }
     seen.push_back(tag);
-    const std::uint32_t type = u16(entry + 2);
+    const std::uint32_t type = tiff.U16(entry + 2);
     if (tag == 258) {
-      RETURN_IF_ERROR(CheckTiffBitsPerSample(bytes, entry, type, u16, u32));
+      RETURN_IF_ERROR(CheckTiffBitsPerSample(tiff, entry, type));
       continue;
     }
     if (tag == 259) {  // one SHORT; absent means none
       if (type != 3) return CorruptHeader(ImageFormat::kTiff, "Compression is not SHORT");
-      RETURN_IF_ERROR(CheckTiffCompression(u16(entry + 8)));
+      RETURN_IF_ERROR(CheckTiffCompression(tiff.U16(entry + 8)));
       continue;
     }
     std::int64_t value;
     if (type == 3) {  // SHORT: left-justified in the 4-byte value field
-      value = u16(entry + 8);
+      value = tiff.U16(entry + 8);
     } else if (type == 4) {  // LONG
-      value = u32(entry + 8);
+      value = tiff.U32(entry + 8);
     } else {
       return CorruptHeader(ImageFormat::kTiff, "image size is neither SHORT nor LONG");
     }
